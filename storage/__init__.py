@@ -1,0 +1,18 @@
+"""Where studies live: storage URLs, connections, heartbeats and the trial-claim lock."""
+
+from storage.connect import StorageSettings, open_storage
+from storage.errors import StorageError
+from storage.heartbeat import heartbeat
+from storage.slots import TrialSlots
+from storage.urls import STORAGE_ENV_VAR, mask_url, resolve_storage_url
+
+__all__ = [
+    "STORAGE_ENV_VAR",
+    "StorageError",
+    "StorageSettings",
+    "TrialSlots",
+    "heartbeat",
+    "mask_url",
+    "open_storage",
+    "resolve_storage_url",
+]

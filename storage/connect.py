@@ -1,0 +1,101 @@
+"""Open an Optuna RDB storage with settings that make shared studies safe.
+
+SQLite gets WAL and a long busy timeout so several local processes can write; PostgreSQL gets
+pool pre-ping so workers survive dropped connections. Heartbeats are always on: a trial whose
+worker died is failed after the grace period and re-queued by Optuna's retry callback.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from sqlalchemy.exc import SQLAlchemyError
+
+from storage.errors import StorageError
+from storage.urls import mask_url, parse_url, sqlite_path
+
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where the study lives and how dead workers are detected.
+
+    Args:
+        url: a SQLAlchemy URL, as returned by `resolve_storage_url`.
+        heartbeat_interval: seconds between a running trial's heartbeats.
+        grace_period: seconds without a heartbeat after which a trial counts as dead.
+        max_retry: how many times a dead worker's trial is re-queued.
+    """
+
+    url: str
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    max_retry: int = 3
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval < 1:
+            raise StorageError(f"heartbeat interval must be >= 1 s; got {self.heartbeat_interval}")
+        if self.grace_period <= self.heartbeat_interval:
+            raise StorageError(
+                f"grace period ({self.grace_period} s) must exceed the heartbeat interval "
+                f"({self.heartbeat_interval} s)"
+            )
+        if self.max_retry < 0:
+            raise StorageError(f"max retry must be >= 0; got {self.max_retry}")
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+
+def open_storage(settings: StorageSettings) -> optuna.storages.RDBStorage:
+    """Connect (creating Optuna's tables if needed); an unreachable database is a StorageError."""
+    engine_kwargs: dict[str, Any]
+    database_file = sqlite_path(settings.url)
+    if database_file is not None:
+        _enable_wal(database_file, settings.masked_url)
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        # The retry callback is marked experimental; it is the documented way to re-run
+        # a dead worker's trial.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
+    try:
+        return optuna.storages.RDBStorage(
+            settings.url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=settings.grace_period,
+            heartbeat_stale_trial_callback=retry,
+        )
+    except (SQLAlchemyError, OSError) as exc:
+        raise StorageError(
+            f"cannot open storage {settings.masked_url}: {describe_database_error(exc, settings.url)}"
+        ) from exc
+
+
+def _enable_wal(database_file: Any, masked: str) -> None:
+    """WAL lets readers and one writer proceed together; the mode persists in the file."""
+    if not database_file.parent.is_dir():
+        raise StorageError(f"cannot open storage {masked}: folder {database_file.parent} missing")
+    try:
+        with sqlite3.connect(database_file, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+        connection.close()
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"cannot open storage {masked}: {exc}") from exc
+
+
+def describe_database_error(exc: BaseException, url: str) -> str:
+    """The first line of the driver's own message, with any password scrubbed out."""
+    original = getattr(exc, "orig", None) or exc
+    message = (str(original).strip().splitlines() or [type(original).__name__])[0]
+    password = parse_url(url).password
+    return message.replace(str(password), "***") if password else message

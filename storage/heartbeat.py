@@ -1,0 +1,43 @@
+"""Heartbeats for trials run through ask/tell, which Optuna only manages inside optimize()."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import optuna
+from sqlalchemy.exc import SQLAlchemyError
+
+
+@contextmanager
+def heartbeat(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> Iterator[None]:
+    """Record a heartbeat for each trial now and every interval until the block exits."""
+    interval = storage.get_heartbeat_interval()
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        warned = False
+        while True:
+            try:
+                for trial_id in trial_ids:
+                    storage.record_heartbeat(trial_id)
+            except SQLAlchemyError as exc:
+                if not warned:
+                    print(f"warning: heartbeat not recorded ({type(exc).__name__}); retrying",
+                          file=sys.stderr)
+                    warned = True
+            if stop.wait(timeout=interval):
+                return
+
+    thread = threading.Thread(target=beat, name="lrsweep-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

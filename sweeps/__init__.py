@@ -1,0 +1,1 @@
+"""Optuna studies over learning-rate schedules: search space, workers, export."""

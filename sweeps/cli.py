@@ -1,0 +1,297 @@
+"""`sweeps` command line: parse arguments, call the library, map errors to exit codes.
+
+Exit codes: 0 success, 2 bad input or usage (one `error: ...` line on stderr), 1 anything else,
+130/143 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_STUDY = "lrsweep"
+DEFAULT_RUN_TRIALS = 100
+
+
+class UsageError(Exception):
+    """Raised by the parser instead of printing usage and exiting."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _storage_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("storage")
+    group.add_argument(
+        "--storage",
+        help="SQLite file or SQLAlchemy URL (sqlite:///x.db, postgresql://user@host/db); "
+        "default $LRSWEEP_STORAGE, else ./lrsweep.db",
+    )
+    group.add_argument("--heartbeat-interval", type=int, default=10, metavar="S",
+                       help="seconds between heartbeats of a running trial (default 10)")
+    group.add_argument("--grace-period", type=int, default=30, metavar="S",
+                       help="a trial silent this long belongs to a dead worker (default 30)")
+
+
+def _study_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--study", required=required, default=DEFAULT_STUDY,
+                        help="study name" + ("" if required else f" (default {DEFAULT_STUDY})"))
+
+
+def _creation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("new study (ignored when joining unless they conflict)")
+    group.add_argument("--space", help="search-space file (.toml/.yaml) overriding ranges")
+    group.add_argument("--pruner", help="median (default), hyperband, successive_halving, none")
+    group.add_argument("--epochs", type=int, help="epochs per trial (default 50)")
+    group.add_argument("--validation-fraction", type=float, help="held-out share (default 0.3)")
+    group.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=None,
+                       help="run the tutorial's schedules first (default: on for `run`)")
+
+
+def _worker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trials", type=int, help="finished trials in the whole study to reach")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="stop starting trials after this long")
+    parser.add_argument("--data", help="ionosphere CSV (default $IONOSPHERE_CSV or OpenML)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--seed", type=int, help="sampler seed (launch adds the worker index)")
+    parser.add_argument("--quiet", action="store_true", help="no line per trial")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sweeps", description="Learning-rate schedule sweeps on Optuna.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="create/resume a study, sweep on all cores, export")
+    _storage_options(run)
+    _study_options(run, required=False)
+    _creation_options(run)
+    _worker_options(run)
+    run.add_argument("--workers", type=int, help="worker processes (default: GPUs, else cores)")
+    run.add_argument("--out", default="best.json", help="exported best config (default best.json)")
+    run.set_defaults(handler=_cmd_run, trials=DEFAULT_RUN_TRIALS, seed=0)
+
+    worker = commands.add_parser("worker", help="run trials of a study in this process")
+    _storage_options(worker)
+    _study_options(worker, required=True)
+    _creation_options(worker)
+    _worker_options(worker)
+    worker.set_defaults(handler=_cmd_worker)
+
+    launch = commands.add_parser("launch", help="start K worker processes on this machine")
+    _storage_options(launch)
+    _study_options(launch, required=True)
+    _creation_options(launch)
+    _worker_options(launch)
+    launch.add_argument("--workers", type=int, required=True, help="worker processes")
+    launch.set_defaults(handler=_cmd_launch)
+
+    status = commands.add_parser("status", help="trials by state and the best trial")
+    _storage_options(status)
+    _study_options(status, required=True)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_cmd_status)
+
+    export = commands.add_parser("export", help="write the best schedule as a config file")
+    _storage_options(export)
+    _study_options(export, required=True)
+    export.add_argument("--out", default="best.json", help="config file, .json or .yaml")
+    export.add_argument("--trials", dest="trials_csv", help="also write every trial to CSV")
+    export.set_defaults(handler=_cmd_export)
+
+    train = commands.add_parser("train", help="retrain a config over seeds, score on test CSV")
+    train.add_argument("--config", required=True, help="exported config (.json/.yaml)")
+    train.add_argument("--data", help="training CSV (default $IONOSPHERE_CSV or OpenML)")
+    train.add_argument("--test-csv", help="held-out CSV in the same format")
+    train.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
+    train.add_argument("--device", help="cpu, cuda or cuda:N")
+    train.set_defaults(handler=_cmd_train)
+    return parser
+
+
+def _storage_settings(args: argparse.Namespace) -> Any:
+    from storage import StorageSettings, resolve_storage_url
+
+    return StorageSettings(
+        url=resolve_storage_url(args.storage),
+        heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period,
+    )
+
+
+def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
+    """Validate the data, then create the study from the flags or join the existing one."""
+    from sweeps.settings import StudySettings
+    from sweeps.space import SearchSpace, load_space
+    from sweeps.study import create_or_join
+    from trainer.training import cached_dataset
+
+    dataset = cached_dataset(args.data)
+    given = {
+        "pruner": args.pruner,
+        "epochs": args.epochs,
+        "validation_fraction": args.validation_fraction,
+        "space": load_space(args.space) if args.space else None,
+    }
+    explicit = {name: value for name, value in given.items() if value is not None}
+    requested = StudySettings(data_sha256=dataset.sha256, **explicit)
+    opened = create_or_join(
+        _storage_settings(args),
+        args.study,
+        requested,
+        explicit=frozenset(explicit),
+        sampler_seed=args.seed,
+        enqueue_baselines=default_baselines if args.baselines is None else args.baselines,
+    )
+    opened.settings.check_data(dataset)
+    return opened
+
+
+def _worker_options_of(args: argparse.Namespace) -> Any:
+    from sweeps.worker import WorkerOptions
+
+    return WorkerOptions(
+        target_trials=args.trials,
+        timeout_s=args.timeout,
+        data=args.data,
+        device=args.device,
+        quiet=args.quiet,
+    )
+
+
+def _child_worker_args(args: argparse.Namespace) -> list[str]:
+    """Flags a launched worker needs; the storage URL goes through the environment."""
+    pairs = {
+        "--study": args.study,
+        "--trials": args.trials,
+        "--timeout": args.timeout,
+        "--data": args.data and str(Path(args.data).resolve()),
+        "--device": args.device,
+        "--heartbeat-interval": args.heartbeat_interval,
+        "--grace-period": args.grace_period,
+    }
+    flags = [item for name, value in pairs.items() if value is not None for item in (name, str(value))]
+    return flags + (["--quiet"] if args.quiet else [])
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from sweeps.worker import run_worker
+
+    options = _worker_options_of(args)
+    summary = run_worker(_join_or_create(args, default_baselines=False), options)
+    print(f"worker done: {summary.trials_run} trials {summary.by_state}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _launch(args: argparse.Namespace, default_baselines: bool) -> tuple[Any, int]:
+    from sweeps.launch import LaunchPlan, launch_workers
+
+    _worker_options_of(args)  # validate before starting anything
+    plan = LaunchPlan.for_this_machine(args.workers, args.device)
+    opened = _join_or_create(args, default_baselines)
+    print(f"starting {plan.workers} workers on study {args.study!r} "
+          f"({_storage_settings(args).masked_url})", file=sys.stderr)
+    code = launch_workers(plan, _storage_settings(args).url, _child_worker_args(args), args.seed)
+    return opened, code
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    return _launch(args, default_baselines=False)[1]
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from sweeps.export import best_trial, export_document, write_document
+    from sweeps.summary import format_summary, summarize
+
+    started = time.perf_counter()
+    opened, code = _launch(args, default_baselines=True)
+    if code != EXIT_OK:
+        return code
+    elapsed = time.perf_counter() - started
+    print(format_summary(summarize(opened)))
+    document = export_document(opened, best_trial(opened))
+    write_document(document, Path(args.out))
+    print(f"exported trial {document['source']['trial_number']} to {args.out} "
+          f"(sweep wall time {elapsed:.1f}s)")
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from sweeps.study import open_existing
+    from sweeps.summary import format_summary, summarize
+
+    summary = summarize(open_existing(_storage_settings(args), args.study))
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from sweeps.export import best_trial, export_document, write_document, write_trials_csv
+    from sweeps.study import open_existing
+
+    opened = open_existing(_storage_settings(args), args.study)
+    trial = best_trial(opened)
+    write_document(export_document(opened, trial), Path(args.out))
+    print(f"exported trial {trial.number} (accuracy {trial.value:.4f}) to {args.out}")
+    if args.trials_csv:
+        rows = write_trials_csv(opened, Path(args.trials_csv))
+        print(f"wrote {rows} trials to {args.trials_csv}")
+    return EXIT_OK
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from sweeps.retrain import retrain
+    from trainer import InvalidInputError, load_config
+
+    if args.seeds < 1:
+        raise InvalidInputError(f"--seeds must be >= 1; got {args.seeds}")
+    report = retrain(load_config(args.config), data=args.data, test_csv=args.test_csv,
+                     seeds=args.seeds, device=args.device)
+    print(json.dumps(report, indent=2))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sweeps` script; returns the process exit code."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        args = build_parser().parse_args(argv)
+        _quiet_libraries()
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:
+        from storage import StorageError
+        from trainer import InvalidInputError
+
+        if isinstance(exc, InvalidInputError | StorageError):
+            return _fail(str(exc), EXIT_USAGE)
+        raise
+
+
+def _raise_keyboard_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _quiet_libraries() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code

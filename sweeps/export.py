@@ -1,0 +1,67 @@
+"""Export a study's best schedule as a config file `trainer.load_config` rebuilds exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from sweeps.space import config_from_params
+from sweeps.study import OpenStudy
+from trainer import InvalidInputError, TrainConfig, lr_curve
+
+
+def best_trial(opened: OpenStudy) -> optuna.trial.FrozenTrial:
+    """The completed trial with the highest validation accuracy; a clear error if none."""
+    complete = opened.study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
+    )
+    if not complete:
+        raise InvalidInputError(
+            f"study {opened.study.study_name!r} has no completed trial yet; nothing to export"
+        )
+    return opened.study.best_trial
+
+
+def trial_config(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> TrainConfig:
+    settings = opened.settings
+    return config_from_params(trial.params, epochs=settings.epochs, batch_size=settings.batch_size)
+
+
+def export_document(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The config's JSON form plus where it came from and its per-epoch learning rates."""
+    config = trial_config(opened, trial)
+    return {
+        **config.to_json_dict(),
+        "source": {
+            "study": opened.study.study_name,
+            "trial_number": trial.number,
+            "trial_id": trial._trial_id,
+            "validation_accuracy": trial.value,
+            "validation_fraction": opened.settings.validation_fraction,
+            "split_seed": opened.settings.split_seed,
+            "data_sha256": opened.settings.data_sha256,
+        },
+        "lr_curve": lr_curve(config.schedule, config.lr, config.epochs),
+    }
+
+
+def write_document(document: dict[str, Any], out: Path) -> None:
+    """Write JSON (or YAML for .yaml/.yml) atomically, so a crash leaves no half file."""
+    if out.suffix in (".yaml", ".yml"):
+        text = yaml.safe_dump(document, sort_keys=False)
+    else:
+        text = json.dumps(document, indent=2) + "\n"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+
+
+def write_trials_csv(opened: OpenStudy, out: Path) -> int:
+    """Every trial (params, state, value, user attrs) as CSV via pandas; returns the row count."""
+    frame = opened.study.trials_dataframe()
+    frame.to_csv(out, index=False)
+    return len(frame)

@@ -1,0 +1,56 @@
+"""Retrain an exported config from scratch over several seeds and score it on held-out data.
+
+This is the check that a sweep's winner is not one lucky seed on a small validation split.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from trainer import TrainConfig, resolve_device, train
+from trainer.training import (
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_VALIDATION_FRACTION,
+    Tensors,
+    cached_dataset,
+    split_tensors,
+)
+
+
+def retrain(
+    config: TrainConfig,
+    *,
+    data: str | None,
+    test_csv: str | None,
+    seeds: int,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train once per seed; with `test_csv`, on all of `data` and score on it, else on the
+    default train split scored on the validation split."""
+    train_set = cached_dataset(data)
+    torch_device = resolve_device(device)
+    if test_csv is not None:
+        tensors = Tensors.from_arrays(train_set, cached_dataset(test_csv), torch_device)
+        evaluated_on = test_csv
+    else:
+        tensors = split_tensors(
+            train_set, DEFAULT_VALIDATION_FRACTION, DEFAULT_SPLIT_SEED, str(torch_device)
+        )
+        evaluated_on = "validation split"
+    per_seed = []
+    for seed in range(seeds):
+        result = train(config, tensors, seed=seed)
+        per_seed.append(
+            {"seed": seed, "status": result.status.value, "accuracy": result.final_accuracy}
+        )
+    scores = [run["accuracy"] for run in per_seed if run["accuracy"] is not None]
+    return {
+        "config": config.to_json_dict(),
+        "evaluated_on": evaluated_on,
+        "train_rows": len(tensors.y_train),
+        "test_rows": len(tensors.y_val),
+        "per_seed": per_seed,
+        "mean_accuracy": statistics.fmean(scores) if scores else None,
+        "std_accuracy": statistics.pstdev(scores) if len(scores) > 1 else 0.0,
+    }

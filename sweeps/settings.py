@@ -1,0 +1,90 @@
+"""What every worker of a study must agree on, stored in the study itself.
+
+A worker on another machine joins with only the storage URL and study name: the search space,
+pruner, epochs and data split come from here, and its data file must hash to the same values.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import optuna
+
+from sweeps.space import SearchSpace
+from trainer import Dataset, InvalidInputError
+from trainer.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
+from trainer.training import DEFAULT_SPLIT_SEED, DEFAULT_VALIDATION_FRACTION
+
+SETTINGS_ATTR = "lrsweep.settings"
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Study-wide choices.
+
+    Args:
+        data_sha256: digest of the parsed data set every worker must load.
+        space: the search space.
+        pruner: one of PRUNERS; judges each trial's per-epoch validation accuracy.
+        epochs: epochs per trial (the tutorial's 50).
+        batch_size: mini-batch size (the tutorial's 24).
+        validation_fraction: share of rows held out, stratified.
+        split_seed: seed of the train/validation split.
+    """
+
+    data_sha256: str
+    space: SearchSpace = field(default_factory=SearchSpace)
+    pruner: str = "median"
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    split_seed: int = DEFAULT_SPLIT_SEED
+
+    def __post_init__(self) -> None:
+        if self.pruner not in PRUNERS:
+            raise InvalidInputError(
+                f"unknown pruner {self.pruner!r}; choose from {', '.join(PRUNERS)}"
+            )
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise InvalidInputError(f"epochs must be an integer >= 1; got {self.epochs!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise InvalidInputError(
+                f"validation fraction must be in (0, 1); got {self.validation_fraction!r}"
+            )
+
+    def check_data(self, dataset: Dataset) -> None:
+        """Refuse to train a study on different data than it was created with."""
+        if dataset.sha256 != self.data_sha256:
+            raise InvalidInputError(
+                f"data file {dataset.source} differs from the data this study was created with "
+                f"(sha256 of values {dataset.sha256[:12]} != {self.data_sha256[:12]})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        document = {item.name: getattr(self, item.name) for item in fields(self)}
+        return {**document, "space": self.space.to_dict()}
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> StudySettings:
+        return cls(**{**document, "space": SearchSpace.from_dict(document["space"])})
+
+    def save(self, study: optuna.Study) -> None:
+        study.set_user_attr(SETTINGS_ATTR, self.to_dict())
+
+    @classmethod
+    def of_study(cls, study: optuna.Study, wait_s: float = 10.0) -> StudySettings:
+        """Read a study's settings, waiting briefly for a creator that has not saved them yet."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            document = study.user_attrs.get(SETTINGS_ATTR)
+            if document is not None:
+                return cls.from_dict(document)
+            if time.monotonic() > deadline:
+                raise InvalidInputError(
+                    f"study {study.study_name!r} was not created by lrsweep (no settings found)"
+                )
+            time.sleep(0.2)
+            study = optuna.load_study(study_name=study.study_name, storage=study._storage)

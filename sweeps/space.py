@@ -1,0 +1,230 @@
+"""The conditional search space: a scheduler kind first, then only that kind's arguments.
+
+Optuna parameter names are flat and dotted (`lr`, `momentum`, `step.gamma`,
+`cosine.eta_min_factor`); a TOML or YAML file overrides any range by the same name:
+
+    schedulers = ["step", "cosine"]
+    [ranges]
+    lr = {low = 0.01, high = 0.5, log = true}
+    "step.gamma" = {low = 0.1, high = 0.5}
+
+`config_from_params` turns a trial's parameters into a `TrainConfig`; sampling and export both
+go through it, so an exported config is exactly what the trial trained.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import optuna
+import yaml
+
+from trainer import SCHEDULES, InvalidInputError, ScheduleConfig, TrainConfig
+from trainer.schedules import COUNT, FACTOR, NONNEGATIVE, POSITIVE, ParamSpec
+
+SCHEDULER_PARAM = "scheduler"
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of one searched parameter; `log` samples on a log scale."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def suggest(self, trial: optuna.Trial, name: str, is_int: bool) -> int | float:
+        if is_int:
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A searchable parameter: its legal values and its default search range."""
+
+    rule: ParamSpec
+    default: Range
+
+
+DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
+    {
+        "lr": Dimension(POSITIVE, Range(1e-3, 1.0, log=True)),
+        "momentum": Dimension(ParamSpec(is_int=False, low=0.0, high=0.999), Range(0.0, 0.99)),
+        "step.step_size": Dimension(COUNT, Range(2, 25)),
+        "step.gamma": Dimension(FACTOR, Range(0.05, 0.9)),
+        "exponential.gamma": Dimension(FACTOR, Range(0.8, 0.999)),
+        "linear.end_factor": Dimension(SCHEDULES["linear"].params["end_factor"], Range(0.01, 1.0)),
+        "linear.total_iters": Dimension(COUNT, Range(5, 50)),
+        "inverse_time.alpha": Dimension(NONNEGATIVE, Range(1e-4, 1.0, log=True)),
+        "cosine.T_max": Dimension(COUNT, Range(10, 50)),
+        "cosine.eta_min_factor": Dimension(ParamSpec(is_int=False, low=0.0, high=1.0),
+                                           Range(0.0, 0.1)),
+        "polynomial.total_iters": Dimension(COUNT, Range(10, 50)),
+        "polynomial.power": Dimension(POSITIVE, Range(0.5, 3.0)),
+    }
+)
+
+
+def _default_ranges() -> Mapping[str, Range]:
+    return MappingProxyType({name: dim.default for name, dim in DIMENSIONS.items()})
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Which scheduler kinds to try and the range of every parameter."""
+
+    schedulers: tuple[str, ...] = tuple(SCHEDULES)
+    ranges: Mapping[str, Range] = field(default_factory=_default_ranges)
+
+    def __post_init__(self) -> None:
+        if not self.schedulers:
+            raise InvalidInputError("search space lists no schedulers")
+        unknown = [kind for kind in self.schedulers if kind not in SCHEDULES]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown scheduler {unknown[0]!r} in search space; choose from "
+                f"{', '.join(SCHEDULES)}"
+            )
+        if len(set(self.schedulers)) != len(self.schedulers):
+            raise InvalidInputError(f"search space lists a scheduler twice: {self.schedulers}")
+        merged = dict(_default_ranges())
+        for name, bounds in self.ranges.items():
+            if name not in DIMENSIONS:
+                raise InvalidInputError(
+                    f"unknown search-space key {name!r}; known: {', '.join(DIMENSIONS)}"
+                )
+            _check_range(name, bounds)
+            merged[name] = bounds
+        object.__setattr__(self, "ranges", MappingProxyType(merged))
+
+    def suggest(self, trial: optuna.Trial, *, epochs: int, batch_size: int) -> TrainConfig:
+        """Sample one config: scheduler kind, lr, momentum, then that kind's parameters."""
+        kind = trial.suggest_categorical(SCHEDULER_PARAM, list(self.schedulers))
+        for name, bounds in self.ranges.items():
+            if name in ("lr", "momentum") or name.startswith(f"{kind}."):
+                bounds.suggest(trial, name, DIMENSIONS[name].rule.is_int)
+        return config_from_params(trial.params, epochs=epochs, batch_size=batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schedulers": list(self.schedulers),
+            "ranges": {
+                name: {"low": r.low, "high": r.high, "log": r.log} for name, r in self.ranges.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, document: object, origin: str = "search space") -> SearchSpace:
+        """Parse the file/JSON form; unknown keys and bad ranges are refused with `origin`."""
+        if not isinstance(document, Mapping):
+            raise InvalidInputError(f"{origin} must be a table/mapping at top level")
+        unknown = sorted(set(document) - {"schedulers", "ranges"})
+        if unknown:
+            raise InvalidInputError(
+                f"{origin}: unknown key {unknown[0]!r} (expected 'schedulers' and/or 'ranges')"
+            )
+        schedulers = document.get("schedulers", list(SCHEDULES))
+        if not isinstance(schedulers, list) or not all(isinstance(s, str) for s in schedulers):
+            raise InvalidInputError(f"{origin}: 'schedulers' must be a list of names")
+        ranges = {
+            name: _parse_range(name, value, origin)
+            for name, value in _flatten(document.get("ranges", {}), origin).items()
+        }
+        try:
+            return cls(schedulers=tuple(schedulers), ranges=ranges)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{origin}: {exc}") from exc
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read a TOML (.toml) or YAML (.yaml/.yml) search-space file; never executes anything."""
+    space_path = Path(path)
+    try:
+        text = space_path.read_text()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read search space {space_path}: {exc.strerror}") from exc
+    try:
+        if space_path.suffix == ".toml":
+            document: object = tomllib.loads(text)
+        elif space_path.suffix in (".yaml", ".yml"):
+            document = yaml.safe_load(text) or {}
+        else:
+            raise InvalidInputError(
+                f"search space {space_path} must end in .toml, .yaml or .yml"
+            )
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        first_line = str(exc).splitlines()[0]
+        raise InvalidInputError(f"search space {space_path} does not parse: {first_line}") from exc
+    return SearchSpace.from_dict(document, origin=f"search space {space_path}")
+
+
+def config_from_params(
+    params: Mapping[str, Any], *, epochs: int, batch_size: int
+) -> TrainConfig:
+    """The TrainConfig a trial with these Optuna parameters trains."""
+    kind = params[SCHEDULER_PARAM]
+    prefix = f"{kind}."
+    schedule = {
+        name.removeprefix(prefix): value for name, value in params.items() if name.startswith(prefix)
+    }
+    if kind == "linear":
+        schedule["start_factor"] = 1.0  # searched as a decay from the initial lr
+    if kind == "cosine":
+        schedule["eta_min"] = params["lr"] * schedule.pop("eta_min_factor")
+    return TrainConfig(
+        schedule=ScheduleConfig(kind, schedule),
+        lr=params["lr"],
+        momentum=params["momentum"],
+        epochs=epochs,
+        batch_size=batch_size,
+    )
+
+
+def _flatten(ranges: object, origin: str) -> dict[str, object]:
+    """Accept both `"step.gamma" = {...}` and nested `[ranges.step] gamma = {...}`."""
+    if not isinstance(ranges, Mapping):
+        raise InvalidInputError(f"{origin}: 'ranges' must be a table/mapping")
+    flat: dict[str, object] = {}
+    for key, value in ranges.items():
+        if isinstance(value, Mapping) and key in SCHEDULES:
+            flat.update({f"{key}.{inner}": bounds for inner, bounds in value.items()})
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+def _parse_range(name: str, value: object, origin: str) -> Range:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        value = {"low": value[0], "high": value[1]}
+    if not isinstance(value, Mapping) or not {"low", "high"} <= set(value) <= {
+        "low", "high", "log"
+    }:
+        raise InvalidInputError(
+            f"{origin}: range {name!r} must be {{low, high[, log]}} or [low, high]; got {value!r}"
+        )
+    low, high, log = value["low"], value["high"], value.get("log", False)
+    for bound in (low, high):
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            raise InvalidInputError(f"{origin}: range {name!r} bounds must be numbers")
+    if not isinstance(log, bool):
+        raise InvalidInputError(f"{origin}: range {name!r} 'log' must be true or false")
+    return Range(float(low), float(high), log)
+
+
+def _check_range(name: str, bounds: Range) -> None:
+    rule = DIMENSIONS[name].rule
+    if not (math.isfinite(bounds.low) and math.isfinite(bounds.high)) or bounds.low > bounds.high:
+        raise InvalidInputError(
+            f"range {name!r} is inverted or not finite: low={bounds.low:g} high={bounds.high:g}"
+        )
+    for bound in (bounds.low, bounds.high):
+        rule.check("range", name, int(bound) if rule.is_int and float(bound).is_integer() else bound)
+    if bounds.log and bounds.low <= 0:
+        raise InvalidInputError(f"range {name!r} is on a log scale, so low must be > 0")

@@ -1,0 +1,124 @@
+"""Create or join a study: storage, settings, seeded sampler, pruner, baseline schedules."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import optuna
+
+from storage import StorageError, StorageSettings, open_storage
+from storage.urls import sqlite_path
+from sweeps.settings import StudySettings
+from trainer import InvalidInputError
+
+# The tutorial's two schedules (time-based and drop-based decay), run first when asked so every
+# study has a known reference point.
+BASELINES: tuple[dict[str, float | int | str], ...] = (
+    {"scheduler": "inverse_time", "lr": 0.1, "momentum": 0.8, "inverse_time.alpha": 0.002},
+    {"scheduler": "step", "lr": 0.1, "momentum": 0.9, "step.step_size": 10, "step.gamma": 0.5},
+)
+
+
+@dataclass(frozen=True)
+class OpenStudy:
+    """A study joined by this process, with its settings and the storage it lives in."""
+
+    study: optuna.Study
+    settings: StudySettings
+    storage: optuna.storages.RDBStorage
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """The study's pruner; every epoch is a step, so resources are counted in epochs."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=epochs, reduction_factor=3
+        )
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def make_sampler(seed: int | None) -> optuna.samplers.TPESampler:
+    """TPE over the conditional space; constant liar keeps parallel workers apart."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=10, multivariate=True, group=True, constant_liar=True
+        )
+
+
+def create_or_join(
+    storage_settings: StorageSettings,
+    study_name: str,
+    requested: StudySettings,
+    *,
+    explicit: frozenset[str] = frozenset(),
+    sampler_seed: int | None = None,
+    enqueue_baselines: bool = False,
+) -> OpenStudy:
+    """Create the study with `requested` settings, or join it with its stored ones.
+
+    Joining with an explicitly given setting (named in `explicit`) that differs from the stored
+    one is refused rather than silently ignored.
+    """
+    storage = open_storage(storage_settings)
+    sampler = make_sampler(sampler_seed)
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            direction="maximize",
+            sampler=sampler,
+            pruner=make_pruner(requested.pruner, requested.epochs),
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        return join(storage, study_name, sampler_seed, requested=requested, explicit=explicit)
+    requested.save(study)
+    if enqueue_baselines:
+        for params in BASELINES:
+            if params["scheduler"] in requested.space.schedulers:
+                study.enqueue_trial(dict(params), skip_if_exists=True)
+    return OpenStudy(study, requested, storage)
+
+
+def join(
+    storage: optuna.storages.RDBStorage,
+    study_name: str,
+    sampler_seed: int | None,
+    *,
+    requested: StudySettings | None = None,
+    explicit: frozenset[str] = frozenset(),
+) -> OpenStudy:
+    """Load an existing study with its stored settings, its pruner and a seeded sampler."""
+    try:
+        stub = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise InvalidInputError(f"study {study_name!r} does not exist in this storage") from None
+    settings = StudySettings.of_study(stub)
+    if requested is not None:
+        stored, wanted = settings.to_dict(), requested.to_dict()
+        conflicts = sorted(name for name in explicit if stored.get(name) != wanted.get(name))
+        if conflicts:
+            raise InvalidInputError(
+                f"study {study_name!r} already exists with {conflicts[0]}={stored[conflicts[0]]!r}; "
+                f"drop the option or choose a new study name"
+            )
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=storage,
+        sampler=make_sampler(sampler_seed),
+        pruner=make_pruner(settings.pruner, settings.epochs),
+    )
+    return OpenStudy(study, settings, storage)
+
+
+def open_existing(storage_settings: StorageSettings, study_name: str) -> OpenStudy:
+    """Join a study that must already exist (status, export)."""
+    database_file = sqlite_path(storage_settings.url)
+    if database_file is not None and not database_file.exists():
+        raise StorageError(f"no study storage at {database_file} (the file does not exist)")
+    return join(open_storage(storage_settings), study_name, sampler_seed=None)

@@ -1,0 +1,56 @@
+"""What a study holds: trials by state, the best trial, its config (for `sweeps status`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import optuna
+
+from sweeps.objective import STOP_REASON_ATTR
+from sweeps.study import OpenStudy
+
+
+def summarize(opened: OpenStudy) -> dict[str, Any]:
+    """A JSON-ready summary; `best` is None while no trial has completed."""
+    trials = opened.study.get_trials(deepcopy=False)
+    by_state = Counter(trial.state.name for trial in trials)
+    diverged = sum(1 for t in trials if t.user_attrs.get(STOP_REASON_ATTR) == "diverged")
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.value or 0.0) if complete else None
+    return {
+        "study": opened.study.study_name,
+        "trials": len(trials),
+        "by_state": dict(sorted(by_state.items())),
+        "diverged": diverged,
+        "best": None
+        if best is None
+        else {"trial_number": best.number, "value": best.value, "params": best.params},
+        "settings": {
+            "pruner": opened.settings.pruner,
+            "epochs": opened.settings.epochs,
+            "schedulers": list(opened.settings.space.schedulers),
+        },
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as a few human-readable lines."""
+    states = ", ".join(f"{n} {state.lower()}" for state, n in summary["by_state"].items())
+    lines = [
+        f"study {summary['study']}: {summary['trials']} trials ({states or 'none'}; "
+        f"{summary['diverged']} diverged)",
+        f"pruner {summary['settings']['pruner']}, {summary['settings']['epochs']} epochs, "
+        f"schedulers {', '.join(summary['settings']['schedulers'])}",
+    ]
+    best = summary["best"]
+    if best is None:
+        lines.append("best: no completed trial yet")
+    else:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in best["params"].items())
+        lines.append(f"best: trial {best['trial_number']} accuracy {best['value']:.4f} ({params})")
+    return "\n".join(lines)
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

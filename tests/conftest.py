@@ -1,0 +1,78 @@
+"""Shared fixtures: the real ionosphere file, real SQLite files, a throwaway PostgreSQL database,
+and a helper that runs the real `sweeps` command in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CSV = REPO.parent / "shared" / "data" / "ionosphere.csv"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "LRSWEEP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def data_path() -> Path:
+    path = Path(os.environ.get("IONOSPHERE_CSV") or SHARED_CSV)
+    assert path.is_file(), f"tests need the ionosphere CSV at {path} (or $IONOSPHERE_CSV)"
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A database created for this test session on the real server, dropped at the end."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(POSTGRES_ADMIN_URL)
+    name = f"lrsweep_test_{uuid.uuid4().hex[:10]}"
+    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every storage kind the product supports; each test gets its own study space."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    return str(request.getfixturevalue("postgres_server_url"))
+
+
+@dataclass(frozen=True)
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_sweeps(*args: str, cwd: Path, env: dict[str, str] | None = None,
+               timeout: float = 300) -> Completed:
+    """Run `python -m sweeps ARGS` as a user would, capturing its output."""
+    process = subprocess.run(
+        [sys.executable, "-m", "sweeps", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Completed(process.returncode, process.stdout, process.stderr)
+
+
+def unique_study() -> str:
+    return f"study_{uuid.uuid4().hex[:8]}"

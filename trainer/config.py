@@ -1,0 +1,147 @@
+"""A complete training recipe (schedule, optimizer, loop length) and its plain-JSON form.
+
+The JSON written by `sweeps export` is this form plus a `source` section; `load_config` reads it
+back, validating every field, so a hand-edited file is refused rather than half-used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from trainer.errors import InvalidInputError
+from trainer.schedules import SCHEDULES, ScheduleConfig
+
+FORMAT_NAME = "lrsweep.train-config"
+FORMAT_VERSION = 1
+DEFAULT_EPOCHS = 50
+DEFAULT_BATCH_SIZE = 24
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides one training run except the data and the seed.
+
+    Args:
+        schedule: the learning-rate schedule, stepped once per epoch.
+        lr: initial learning rate of SGD, > 0.
+        momentum: SGD momentum in [0, 1).
+        epochs: number of epochs, >= 1 (the tutorial uses 50).
+        batch_size: mini-batch size, >= 1 (the tutorial uses 24).
+    """
+
+    schedule: ScheduleConfig
+    lr: float
+    momentum: float = 0.0
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.schedule, ScheduleConfig):
+            raise InvalidInputError(f"schedule must be a ScheduleConfig; got {self.schedule!r}")
+        _require(_is_number(self.lr) and self.lr > 0, f"lr must be > 0; got {self.lr!r}")
+        _require(
+            _is_number(self.momentum) and 0.0 <= self.momentum < 1.0,
+            f"momentum must be in [0, 1); got {self.momentum!r}",
+        )
+        _require(_is_count(self.epochs), f"epochs must be an integer >= 1; got {self.epochs!r}")
+        _require(
+            _is_count(self.batch_size),
+            f"batch_size must be an integer >= 1; got {self.batch_size!r}",
+        )
+
+    def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.SGD:
+        """The SGD optimizer this recipe trains with."""
+        return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "scheduler": {
+                "kind": self.schedule.kind,
+                "class": f"torch.optim.lr_scheduler.{self.schedule.torch_class_name}",
+                "kwargs": self.schedule.torch_kwargs(),
+            },
+            "optimizer": {"class": "torch.optim.SGD", "lr": self.lr, "momentum": self.momentum},
+            "training": {"epochs": self.epochs, "batch_size": self.batch_size},
+        }
+
+    @classmethod
+    def from_json_dict(cls, document: object) -> TrainConfig:
+        """Parse the JSON form; every problem is an InvalidInputError naming the field."""
+        doc = _mapping(document, "config")
+        if doc.get("format") != FORMAT_NAME or doc.get("version") != FORMAT_VERSION:
+            raise InvalidInputError(
+                f"not an lrsweep config: expected format {FORMAT_NAME!r} version "
+                f"{FORMAT_VERSION}, got {doc.get('format')!r} version {doc.get('version')!r}"
+            )
+        scheduler = _mapping(doc.get("scheduler"), "scheduler")
+        optimizer = _mapping(doc.get("optimizer"), "optimizer")
+        training = _mapping(doc.get("training"), "training")
+        kind = scheduler.get("kind")
+        kwargs = dict(_mapping(scheduler.get("kwargs"), "scheduler.kwargs"))
+        if isinstance(kind, str) and kind in SCHEDULES:
+            for name, value in SCHEDULES[kind].fixed_kwargs.items():
+                if kwargs.pop(name, value) != value:
+                    raise InvalidInputError(f"scheduler.kwargs.{name} of {kind} must be {value}")
+        return cls(
+            schedule=ScheduleConfig(str(kind), kwargs),
+            lr=optimizer.get("lr"),  # type: ignore[arg-type]
+            momentum=optimizer.get("momentum", 0.0),  # type: ignore[arg-type]
+            epochs=training.get("epochs", DEFAULT_EPOCHS),  # type: ignore[arg-type]
+            batch_size=training.get("batch_size", DEFAULT_BATCH_SIZE),  # type: ignore[arg-type]
+        )
+
+
+def load_config(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read an exported config file (JSON or YAML) and validate it.
+
+    Example (in your own training code):
+        >>> cfg = load_config("best.json")                          # doctest: +SKIP
+        >>> optimizer = cfg.make_optimizer(model.parameters())      # doctest: +SKIP
+        >>> scheduler = trainer.build(optimizer, cfg.schedule)      # doctest: +SKIP
+    """
+    config_path = Path(path)
+    try:
+        text = config_path.read_text()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read config {config_path}: {exc.strerror}") from exc
+    try:
+        if config_path.suffix in (".yaml", ".yml"):
+            document = yaml.safe_load(text)
+        else:
+            document = json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise InvalidInputError(f"config {config_path} is not valid JSON/YAML: {exc}") from exc
+    try:
+        return TrainConfig.from_json_dict(document)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"config {config_path}: {exc}") from exc
+
+
+def _mapping(value: object, name: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{name} must be an object; got {value!r}")
+    return value
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidInputError(message)

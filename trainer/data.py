@@ -1,0 +1,161 @@
+"""Load, validate and split the UCI ionosphere data set.
+
+The file is the UCI layout: no header, 34 numeric features, then a label `g` (good) or `b` (bad).
+Every file is validated before use so a truncated download or a wrong file fails loudly, naming
+the file and the problem, instead of training on garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trainer.errors import InvalidInputError
+
+N_FEATURES = 34
+LABELS = {"g": 1.0, "b": 0.0}
+DATA_ENV_VAR = "IONOSPHERE_CSV"
+OPENML_DATA_ID = 59
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Validated features (float32, [N, 34]) and labels (float32, [N], 1 = good).
+
+    Compared and hashed by identity, so a loaded data set can key per-process caches.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    source: str
+    sha256: str  # of the parsed values; workers sharing a study must agree on it
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def cache_path() -> Path:
+    """Where a fetched copy is kept: $XDG_CACHE_HOME/lrsweep/ionosphere.csv."""
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return root / "lrsweep" / "ionosphere.csv"
+
+
+def resolve_data_path(path: str | os.PathLike[str] | None) -> Path:
+    """The CSV to use: the explicit path, then $IONOSPHERE_CSV, then the cached OpenML copy."""
+    if path:
+        return Path(path)
+    if os.environ.get(DATA_ENV_VAR):
+        return Path(os.environ[DATA_ENV_VAR])
+    cached = cache_path()
+    if not cached.exists():
+        _fetch_from_openml(cached)
+    return cached
+
+
+def _fetch_from_openml(destination: Path) -> None:
+    """Download the data through scikit-learn's OpenML loader and write it in the UCI layout."""
+    from sklearn.datasets import fetch_openml
+
+    try:
+        bunch = fetch_openml(data_id=OPENML_DATA_ID, as_frame=True, parser="auto")
+    except Exception as exc:  # network errors come in many types; all mean "no data"
+        raise InvalidInputError(
+            f"no data file given (--data or ${DATA_ENV_VAR}) and fetching ionosphere from "
+            f"OpenML failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    frame = bunch.frame.copy()
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_suffix(".tmp")
+    frame.to_csv(tmp, header=False, index=False)
+    tmp.replace(destination)
+
+
+def load_ionosphere(path: str | os.PathLike[str] | None = None) -> Dataset:
+    """Read and validate an ionosphere CSV; raise InvalidInputError naming the file and problem."""
+    csv_path = resolve_data_path(path)
+    try:
+        raw = csv_path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read data file {csv_path}: {exc.strerror}") from exc
+    if not raw.strip():
+        raise InvalidInputError(f"data file {csv_path} is empty")
+    try:
+        frame = pd.read_csv(csv_path, header=None, dtype=str, skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        first_line = str(exc).splitlines()[0]
+        raise InvalidInputError(f"data file {csv_path} is not a valid CSV: {first_line}") from exc
+    features, labels = _validate(frame, csv_path)
+    return Dataset(
+        features=features,
+        labels=labels,
+        source=str(csv_path),
+        sha256=content_digest(features, labels),
+    )
+
+
+def content_digest(features: np.ndarray, labels: np.ndarray) -> str:
+    """SHA-256 of the parsed values, so the same data formatted differently hashes the same."""
+    digest = hashlib.sha256(np.ascontiguousarray(features).tobytes())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    return digest.hexdigest()
+
+
+def _validate(frame: pd.DataFrame, csv_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if frame.shape[1] != N_FEATURES + 1:
+        raise InvalidInputError(
+            f"data file {csv_path} has {frame.shape[1]} columns; expected {N_FEATURES + 1} "
+            f"({N_FEATURES} features and a g/b label)"
+        )
+    if len(frame) < 10:
+        raise InvalidInputError(f"data file {csv_path} has only {len(frame)} rows; need 10+")
+    numeric = frame.iloc[:, :N_FEATURES].apply(pd.to_numeric, errors="coerce")
+    bad = numeric.isna() | ~np.isfinite(numeric.to_numpy(dtype=float, na_value=np.nan))
+    if bad.to_numpy().any():
+        row, col = np.argwhere(bad.to_numpy())[0]
+        value = frame.iat[row, col]
+        raise InvalidInputError(
+            f"data file {csv_path} row {row + 1} column {col + 1}: feature {value!r} is not a "
+            f"finite number"
+        )
+    label_text = frame.iloc[:, N_FEATURES].str.strip()
+    unknown = ~label_text.isin(list(LABELS))
+    if unknown.any():
+        row = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise InvalidInputError(
+            f"data file {csv_path} row {row + 1}: label {frame.iat[row, N_FEATURES]!r} is not "
+            f"'g' or 'b'"
+        )
+    labels = label_text.map(LABELS).to_numpy(dtype=np.float32)
+    if len(np.unique(labels)) < 2:
+        raise InvalidInputError(f"data file {csv_path} has only one class; need both g and b")
+    return numeric.to_numpy(dtype=np.float32), labels
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of a seeded, stratified train/validation split."""
+
+    train: np.ndarray
+    validation: np.ndarray
+
+
+def stratified_split(dataset: Dataset, validation_fraction: float, seed: int) -> Split:
+    """Split rows so both parts keep the g/b ratio; the same seed gives the same split."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < validation_fraction < 1.0:
+        raise InvalidInputError(
+            f"validation fraction must be in (0, 1); got {validation_fraction}"
+        )
+    train, validation = train_test_split(
+        np.arange(len(dataset)),
+        test_size=validation_fraction,
+        random_state=seed,
+        stratify=dataset.labels,
+    )
+    return Split(train=np.sort(train), validation=np.sort(validation))

@@ -1,0 +1,178 @@
+"""One trial's training run: the tutorial's MLP, SGD with momentum, one scheduler step per epoch.
+
+Reads top to bottom like the classic tutorial: tensors (prepared once per process), model,
+optimizer, scheduler, loop. After every epoch a callback sees the validation accuracy and may
+stop the run (that is how pruning plugs in); a non-finite loss ends the run as diverged instead
+of crashing the worker.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from trainer.config import TrainConfig
+from trainer.data import N_FEATURES, Dataset, load_ionosphere, stratified_split
+from trainer.errors import InvalidInputError
+from trainer.schedules import build
+
+HIDDEN_UNITS = 34
+DEFAULT_VALIDATION_FRACTION = 0.3
+DEFAULT_SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Tensors:
+    """Train and validation tensors, already on the training device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+    @classmethod
+    def from_arrays(
+        cls, train: Dataset, validation: Dataset, device: torch.device
+    ) -> Tensors:
+        def as_tensor(array: object) -> torch.Tensor:
+            return torch.as_tensor(array, dtype=torch.float32, device=device)
+
+        return cls(
+            x_train=as_tensor(train.features),
+            y_train=as_tensor(train.labels),
+            x_val=as_tensor(validation.features),
+            y_val=as_tensor(validation.labels),
+        )
+
+
+def subset(dataset: Dataset, rows: object) -> Dataset:
+    """The rows of `dataset` picked by an index array (keeps source and checksum)."""
+    return Dataset(
+        features=dataset.features[rows],  # type: ignore[index]
+        labels=dataset.labels[rows],  # type: ignore[index]
+        source=dataset.source,
+        sha256=dataset.sha256,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def split_tensors(
+    dataset: Dataset, validation_fraction: float, split_seed: int, device: str
+) -> Tensors:
+    """The seeded stratified split as device tensors, built once per process and reused."""
+    split = stratified_split(dataset, validation_fraction, split_seed)
+    return Tensors.from_arrays(
+        subset(dataset, split.train), subset(dataset, split.validation), torch.device(device)
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def cached_dataset(path: str | None) -> Dataset:
+    """Load and validate a data file once per process."""
+    return load_ionosphere(path)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """CUDA when available (or asked for), else CPU; an unusable request is a user error."""
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise InvalidInputError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {name!r} requested but CUDA is not available")
+    if device.type not in ("cpu", "cuda"):
+        raise InvalidInputError(f"unsupported device {name!r}: use cpu, cuda or cuda:N")
+    return device
+
+
+def build_model(seed: int, device: torch.device) -> nn.Module:
+    """34 -> 34 ReLU -> 1 logit; the sigmoid lives in the loss (BCEWithLogits) for stability."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Linear(N_FEATURES, HIDDEN_UNITS), nn.ReLU(), nn.Linear(HIDDEN_UNITS, 1)
+    )
+    torch.random.set_rng_state(generator_state)
+    return model.to(device)
+
+
+class RunStatus(enum.Enum):
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    DIVERGED = "diverged"
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    validation_accuracy: float
+    train_loss: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    status: RunStatus
+    history: tuple[EpochResult, ...]
+
+    @property
+    def final_accuracy(self) -> float | None:
+        return self.history[-1].validation_accuracy if self.history else None
+
+
+EpochCallback = Callable[[EpochResult], bool]
+"""Called after each epoch; returning True stops the run (status STOPPED)."""
+
+
+def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        predicted = (model(features).squeeze(1) > 0).float()
+    return float((predicted == labels).float().mean())
+
+
+def train(
+    config: TrainConfig,
+    tensors: Tensors,
+    *,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train one model from seeded initial weights and batch order; see module docstring."""
+    device = tensors.x_train.device
+    model = build_model(seed, device)
+    optimizer = config.make_optimizer(model.parameters())
+    scheduler = build(optimizer, config.schedule)
+    loss_fn = nn.BCEWithLogitsLoss()
+    batch_order = torch.Generator().manual_seed(seed)
+    n_train = len(tensors.y_train)
+    history: list[EpochResult] = []
+
+    for epoch in range(config.epochs):
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        for rows in torch.randperm(n_train, generator=batch_order).split(config.batch_size):
+            rows = rows.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(tensors.x_train[rows]).squeeze(1), tensors.y_train[rows])
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(rows)
+        scheduler.step()
+        train_loss = float(loss_sum) / n_train
+        if not math.isfinite(train_loss):
+            return TrainResult(RunStatus.DIVERGED, tuple(history))
+        model.eval()
+        result = EpochResult(epoch, accuracy(model, tensors.x_val, tensors.y_val), train_loss, lr)
+        history.append(result)
+        if on_epoch is not None and on_epoch(result):
+            return TrainResult(RunStatus.STOPPED, tuple(history))
+    return TrainResult(RunStatus.COMPLETED, tuple(history))

@@ -16,6 +16,7 @@ import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.errors import StorageError
+from storage.locks import DatabaseLock
 from storage.urls import mask_url, parse_url, sqlite_path
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
@@ -62,23 +63,31 @@ def open_storage(settings: StorageSettings) -> optuna.storages.RDBStorage:
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        # The retry callback is marked experimental; it is the documented way to re-run
-        # a dead worker's trial.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
     try:
+        # Workers starting together on a new database would race to create Optuna's tables.
+        with DatabaseLock(settings.url, "schema").held():
+            return _rdb_storage(settings, engine_kwargs)
+    except (SQLAlchemyError, OSError) as exc:
+        reason = describe_database_error(exc, settings.url)
+        raise StorageError(f"cannot open storage {settings.masked_url}: {reason}") from exc
+
+
+def _rdb_storage(
+    settings: StorageSettings, engine_kwargs: dict[str, Any]
+) -> optuna.storages.RDBStorage:
+    with warnings.catch_warnings():
+        # Heartbeats and the retry callback are marked experimental; they are the documented
+        # way to fail and re-run a dead worker's trial.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
             settings.url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=settings.heartbeat_interval,
             grace_period=settings.grace_period,
-            heartbeat_stale_trial_callback=retry,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=settings.max_retry
+            ),
         )
-    except (SQLAlchemyError, OSError) as exc:
-        raise StorageError(
-            f"cannot open storage {settings.masked_url}: {describe_database_error(exc, settings.url)}"
-        ) from exc
 
 
 def _enable_wal(database_file: Any, masked: str) -> None:

@@ -28,8 +28,10 @@ def heartbeat(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> Iter
                     storage.record_heartbeat(trial_id)
             except SQLAlchemyError as exc:
                 if not warned:
-                    print(f"warning: heartbeat not recorded ({type(exc).__name__}); retrying",
-                          file=sys.stderr)
+                    print(
+                        f"warning: heartbeat not recorded ({type(exc).__name__}); retrying",
+                        file=sys.stderr,
+                    )
                     warned = True
             if stop.wait(timeout=interval):
                 return

@@ -8,17 +8,14 @@ and create the next trial before releasing it.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import optuna
 from sqlalchemy import text
 
-from storage.urls import sqlite_path
+from storage.locks import DatabaseLock
 
 
 class TrialSlots:
@@ -27,26 +24,13 @@ class TrialSlots:
     def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
         self._engine = storage.engine
         self._study_id = storage.get_study_id_from_name(study_name)
-        self._lock_key = _advisory_key(study_name)
-        self._lock_file: Path | None = None
-        database_file = sqlite_path(storage.url)
-        if database_file is not None:
-            self._lock_file = database_file.with_name(database_file.name + ".claim-lock")
+        self._lock = DatabaseLock(storage.url, f"claim-{study_name}", engine=storage.engine)
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the study's claim lock: no other worker creates a trial meanwhile."""
-        if self._lock_file is not None:
-            with self._lock_file.open("a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-        else:
-            with self._engine.begin() as connection:
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._lock_key})
-                yield
+        with self._lock.held():
+            yield
 
     def counts(self) -> Counter[str]:
         """Trials by state name (COMPLETE, PRUNED, RUNNING, WAITING, FAIL) in one query."""
@@ -56,8 +40,3 @@ class TrialSlots:
                 {"id": self._study_id},
             )
             return Counter({str(state): int(count) for state, count in rows})
-
-
-def _advisory_key(study_name: str) -> int:
-    digest = hashlib.sha256(f"lrsweep:{study_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)

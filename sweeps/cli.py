@@ -35,15 +35,29 @@ def _storage_options(parser: argparse.ArgumentParser) -> None:
         help="SQLite file or SQLAlchemy URL (sqlite:///x.db, postgresql://user@host/db); "
         "default $LRSWEEP_STORAGE, else ./lrsweep.db",
     )
-    group.add_argument("--heartbeat-interval", type=int, default=10, metavar="S",
-                       help="seconds between heartbeats of a running trial (default 10)")
-    group.add_argument("--grace-period", type=int, default=30, metavar="S",
-                       help="a trial silent this long belongs to a dead worker (default 30)")
+    group.add_argument(
+        "--heartbeat-interval",
+        type=int,
+        default=10,
+        metavar="S",
+        help="seconds between heartbeats of a running trial (default 10)",
+    )
+    group.add_argument(
+        "--grace-period",
+        type=int,
+        default=30,
+        metavar="S",
+        help="a trial silent this long belongs to a dead worker (default 30)",
+    )
 
 
 def _study_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    parser.add_argument("--study", required=required, default=DEFAULT_STUDY,
-                        help="study name" + ("" if required else f" (default {DEFAULT_STUDY})"))
+    parser.add_argument(
+        "--study",
+        required=required,
+        default=DEFAULT_STUDY,
+        help="study name" + ("" if required else f" (default {DEFAULT_STUDY})"),
+    )
 
 
 def _creation_options(parser: argparse.ArgumentParser) -> None:
@@ -52,14 +66,19 @@ def _creation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pruner", help="median (default), hyperband, successive_halving, none")
     group.add_argument("--epochs", type=int, help="epochs per trial (default 50)")
     group.add_argument("--validation-fraction", type=float, help="held-out share (default 0.3)")
-    group.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=None,
-                       help="run the tutorial's schedules first (default: on for `run`)")
+    group.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the tutorial's schedules first (default: on for `run`)",
+    )
 
 
 def _worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, help="finished trials in the whole study to reach")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS",
-                        help="stop starting trials after this long")
+    parser.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long"
+    )
     parser.add_argument("--data", help="ionosphere CSV (default $IONOSPHERE_CSV or OpenML)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--seed", type=int, help="sampler seed (launch adds the worker index)")
@@ -130,7 +149,7 @@ def _storage_settings(args: argparse.Namespace) -> Any:
 def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
     """Validate the data, then create the study from the flags or join the existing one."""
     from sweeps.settings import StudySettings
-    from sweeps.space import SearchSpace, load_space
+    from sweeps.space import load_space
     from sweeps.study import create_or_join
     from trainer.training import cached_dataset
 
@@ -178,7 +197,9 @@ def _child_worker_args(args: argparse.Namespace) -> list[str]:
         "--heartbeat-interval": args.heartbeat_interval,
         "--grace-period": args.grace_period,
     }
-    flags = [item for name, value in pairs.items() if value is not None for item in (name, str(value))]
+    flags = [
+        item for name, value in pairs.items() if value is not None for item in (name, str(value))
+    ]
     return flags + (["--quiet"] if args.quiet else [])
 
 
@@ -197,8 +218,11 @@ def _launch(args: argparse.Namespace, default_baselines: bool) -> tuple[Any, int
     _worker_options_of(args)  # validate before starting anything
     plan = LaunchPlan.for_this_machine(args.workers, args.device)
     opened = _join_or_create(args, default_baselines)
-    print(f"starting {plan.workers} workers on study {args.study!r} "
-          f"({_storage_settings(args).masked_url})", file=sys.stderr)
+    print(
+        f"starting {plan.workers} workers on study {args.study!r} "
+        f"({_storage_settings(args).masked_url})",
+        file=sys.stderr,
+    )
     code = launch_workers(plan, _storage_settings(args).url, _child_worker_args(args), args.seed)
     return opened, code
 
@@ -219,8 +243,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(format_summary(summarize(opened)))
     document = export_document(opened, best_trial(opened))
     write_document(document, Path(args.out))
-    print(f"exported trial {document['source']['trial_number']} to {args.out} "
-          f"(sweep wall time {elapsed:.1f}s)")
+    print(
+        f"exported trial {document['source']['trial_number']} to {args.out} "
+        f"(sweep wall time {elapsed:.1f}s)"
+    )
     return EXIT_OK
 
 
@@ -253,8 +279,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise InvalidInputError(f"--seeds must be >= 1; got {args.seeds}")
-    report = retrain(load_config(args.config), data=args.data, test_csv=args.test_csv,
-                     seeds=args.seeds, device=args.device)
+    report = retrain(
+        load_config(args.config),
+        data=args.data,
+        test_csv=args.test_csv,
+        seeds=args.seeds,
+        device=args.device,
+    )
     print(json.dumps(report, indent=2))
     return EXIT_OK
 

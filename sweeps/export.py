@@ -16,9 +16,7 @@ from trainer import InvalidInputError, TrainConfig, lr_curve
 
 def best_trial(opened: OpenStudy) -> optuna.trial.FrozenTrial:
     """The completed trial with the highest validation accuracy; a clear error if none."""
-    complete = opened.study.get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
-    )
+    complete = opened.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         raise InvalidInputError(
             f"study {opened.study.study_name!r} has no completed trial yet; nothing to export"

@@ -60,6 +60,8 @@ def run_trial(
     trial.set_user_attr("epochs_run", len(result.history))
     if reason is StopReason.FINISHED:
         study.tell(trial, result.final_accuracy)
-        return TrialOutcome(trial.number, TrialState.COMPLETE, reason, result.final_accuracy, config)
+        return TrialOutcome(
+            trial.number, TrialState.COMPLETE, reason, result.final_accuracy, config
+        )
     study.tell(trial, state=TrialState.PRUNED)
     return TrialOutcome(trial.number, TrialState.PRUNED, reason, result.final_accuracy, config)

@@ -38,19 +38,17 @@ def retrain(
             train_set, DEFAULT_VALIDATION_FRACTION, DEFAULT_SPLIT_SEED, str(torch_device)
         )
         evaluated_on = "validation split"
-    per_seed = []
-    for seed in range(seeds):
-        result = train(config, tensors, seed=seed)
-        per_seed.append(
-            {"seed": seed, "status": result.status.value, "accuracy": result.final_accuracy}
-        )
-    scores = [run["accuracy"] for run in per_seed if run["accuracy"] is not None]
+    results = [train(config, tensors, seed=seed) for seed in range(seeds)]
+    scores = [r.final_accuracy for r in results if r.final_accuracy is not None]
     return {
         "config": config.to_json_dict(),
         "evaluated_on": evaluated_on,
         "train_rows": len(tensors.y_train),
         "test_rows": len(tensors.y_val),
-        "per_seed": per_seed,
+        "per_seed": [
+            {"seed": seed, "status": r.status.value, "accuracy": r.final_accuracy}
+            for seed, r in enumerate(results)
+        ],
         "mean_accuracy": statistics.fmean(scores) if scores else None,
         "std_accuracy": statistics.pstdev(scores) if len(scores) > 1 else 0.0,
     }

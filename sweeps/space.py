@@ -64,8 +64,9 @@ DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
         "linear.total_iters": Dimension(COUNT, Range(5, 50)),
         "inverse_time.alpha": Dimension(NONNEGATIVE, Range(1e-4, 1.0, log=True)),
         "cosine.T_max": Dimension(COUNT, Range(10, 50)),
-        "cosine.eta_min_factor": Dimension(ParamSpec(is_int=False, low=0.0, high=1.0),
-                                           Range(0.0, 0.1)),
+        "cosine.eta_min_factor": Dimension(
+            ParamSpec(is_int=False, low=0.0, high=1.0), Range(0.0, 0.1)
+        ),
         "polynomial.total_iters": Dimension(COUNT, Range(10, 50)),
         "polynomial.power": Dimension(POSITIVE, Range(0.5, 3.0)),
     }
@@ -116,7 +117,8 @@ class SearchSpace:
         return {
             "schedulers": list(self.schedulers),
             "ranges": {
-                name: {"low": r.low, "high": r.high, "log": r.log} for name, r in self.ranges.items()
+                name: {"low": r.low, "high": r.high, "log": r.log}
+                for name, r in self.ranges.items()
             },
         }
 
@@ -156,23 +158,21 @@ def load_space(path: str | Path) -> SearchSpace:
         elif space_path.suffix in (".yaml", ".yml"):
             document = yaml.safe_load(text) or {}
         else:
-            raise InvalidInputError(
-                f"search space {space_path} must end in .toml, .yaml or .yml"
-            )
+            raise InvalidInputError(f"search space {space_path} must end in .toml, .yaml or .yml")
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         first_line = str(exc).splitlines()[0]
         raise InvalidInputError(f"search space {space_path} does not parse: {first_line}") from exc
     return SearchSpace.from_dict(document, origin=f"search space {space_path}")
 
 
-def config_from_params(
-    params: Mapping[str, Any], *, epochs: int, batch_size: int
-) -> TrainConfig:
+def config_from_params(params: Mapping[str, Any], *, epochs: int, batch_size: int) -> TrainConfig:
     """The TrainConfig a trial with these Optuna parameters trains."""
     kind = params[SCHEDULER_PARAM]
     prefix = f"{kind}."
     schedule = {
-        name.removeprefix(prefix): value for name, value in params.items() if name.startswith(prefix)
+        name.removeprefix(prefix): value
+        for name, value in params.items()
+        if name.startswith(prefix)
     }
     if kind == "linear":
         schedule["start_factor"] = 1.0  # searched as a decay from the initial lr
@@ -204,7 +204,9 @@ def _parse_range(name: str, value: object, origin: str) -> Range:
     if isinstance(value, list | tuple) and len(value) == 2:
         value = {"low": value[0], "high": value[1]}
     if not isinstance(value, Mapping) or not {"low", "high"} <= set(value) <= {
-        "low", "high", "log"
+        "low",
+        "high",
+        "log",
     }:
         raise InvalidInputError(
             f"{origin}: range {name!r} must be {{low, high[, log]}} or [low, high]; got {value!r}"
@@ -225,6 +227,8 @@ def _check_range(name: str, bounds: Range) -> None:
             f"range {name!r} is inverted or not finite: low={bounds.low:g} high={bounds.high:g}"
         )
     for bound in (bounds.low, bounds.high):
-        rule.check("range", name, int(bound) if rule.is_int and float(bound).is_integer() else bound)
+        rule.check(
+            "range", name, int(bound) if rule.is_int and float(bound).is_integer() else bound
+        )
     if bounds.log and bounds.low <= 0:
         raise InvalidInputError(f"range {name!r} is on a log scale, so low must be > 0")

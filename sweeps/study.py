@@ -103,8 +103,10 @@ def join(
         stored, wanted = settings.to_dict(), requested.to_dict()
         conflicts = sorted(name for name in explicit if stored.get(name) != wanted.get(name))
         if conflicts:
+            name = conflicts[0]
+            differs = "another search space" if name == "space" else f"{name}={stored[name]!r}"
             raise InvalidInputError(
-                f"study {study_name!r} already exists with {conflicts[0]}={stored[conflicts[0]]!r}; "
+                f"study {study_name!r} already exists with {differs}; "
                 f"drop the option or choose a new study name"
             )
     study = optuna.load_study(

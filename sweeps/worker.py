@@ -91,7 +91,9 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     settings.check_data(dataset)
     device = resolve_device(options.device)
     torch.set_num_threads(options.threads)
-    tensors = split_tensors(dataset, settings.validation_fraction, settings.split_seed, str(device))
+    tensors = split_tensors(
+        dataset, settings.validation_fraction, settings.split_seed, str(device)
+    )
     slots = TrialSlots(opened.storage, opened.study.study_name)
     deadline = None if options.timeout_s is None else time.monotonic() + options.timeout_s
     worker_name = f"{socket.gethostname()}:{os.getpid()}"

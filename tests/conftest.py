@@ -60,8 +60,9 @@ class Completed:
     stderr: str
 
 
-def run_sweeps(*args: str, cwd: Path, env: dict[str, str] | None = None,
-               timeout: float = 300) -> Completed:
+def run_sweeps(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> Completed:
     """Run `python -m sweeps ARGS` as a user would, capturing its output."""
     process = subprocess.run(
         [sys.executable, "-m", "sweeps", *args],

@@ -39,11 +39,11 @@ def _rewrite(data_path: Path, tmp_path: Path, edit: object) -> Path:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda lines: [",".join(l.split(",")[1:]) for l in lines], "has 34 columns"),
+        (lambda lines: [",".join(line.split(",")[1:]) for line in lines], "has 34 columns"),
         (lambda lines: [lines[0].replace("0.99539", "abc")] + lines[1:], "'abc' is not a finite"),
         (lambda lines: [lines[0][:-1] + "x"] + lines[1:], "label 'x'"),
         (lambda lines: [lines[0].replace("0.99539", "nan")] + lines[1:], "not a finite number"),
-        (lambda lines: [l for l in lines if l.endswith("g")], "only one class"),
+        (lambda lines: [line for line in lines if line.endswith("g")], "only one class"),
         (lambda lines: lines[:3], "only 3 rows"),
         (lambda lines: [], "is empty"),
     ],

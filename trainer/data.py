@@ -38,6 +38,10 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def take(self, rows: np.ndarray) -> Dataset:
+        """The rows picked by an index array (keeps source and digest of the whole file)."""
+        return Dataset(self.features[rows], self.labels[rows], self.source, self.sha256)
+
 
 def cache_path() -> Path:
     """Where a fetched copy is kept: $XDG_CACHE_HOME/lrsweep/ionosphere.csv."""

@@ -193,7 +193,9 @@ def lr_curve(config: ScheduleConfig, lr0: float, epochs: int) -> list[float]:
             lr = lr0
         elif config.kind == "step":
             # 1. multiply by gamma at each multiple of step_size, as StepLR does.
-            lr = lr0 if epoch == 0 else lrs[-1] * (p["gamma"] if epoch % p["step_size"] == 0 else 1)
+            lr = (
+                lr0 if epoch == 0 else lrs[-1] * (p["gamma"] if epoch % p["step_size"] == 0 else 1)
+            )
         elif config.kind == "exponential":
             lr = lr0 if epoch == 0 else lrs[-1] * p["gamma"]
         elif config.kind == "linear":

@@ -37,9 +37,7 @@ class Tensors:
     y_val: torch.Tensor
 
     @classmethod
-    def from_arrays(
-        cls, train: Dataset, validation: Dataset, device: torch.device
-    ) -> Tensors:
+    def from_arrays(cls, train: Dataset, validation: Dataset, device: torch.device) -> Tensors:
         def as_tensor(array: object) -> torch.Tensor:
             return torch.as_tensor(array, dtype=torch.float32, device=device)
 
@@ -51,16 +49,6 @@ class Tensors:
         )
 
 
-def subset(dataset: Dataset, rows: object) -> Dataset:
-    """The rows of `dataset` picked by an index array (keeps source and checksum)."""
-    return Dataset(
-        features=dataset.features[rows],  # type: ignore[index]
-        labels=dataset.labels[rows],  # type: ignore[index]
-        source=dataset.source,
-        sha256=dataset.sha256,
-    )
-
-
 @functools.lru_cache(maxsize=4)
 def split_tensors(
     dataset: Dataset, validation_fraction: float, split_seed: int, device: str
@@ -68,7 +56,7 @@ def split_tensors(
     """The seeded stratified split as device tensors, built once per process and reused."""
     split = stratified_split(dataset, validation_fraction, split_seed)
     return Tensors.from_arrays(
-        subset(dataset, split.train), subset(dataset, split.validation), torch.device(device)
+        dataset.take(split.train), dataset.take(split.validation), torch.device(device)
     )
 
 

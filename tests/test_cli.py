@@ -1,0 +1,285 @@
+"""The `sweeps` command as users run it: real processes, real data, real databases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_sweeps, unique_study
+from trainer import build, load_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory: pytest.TempPathFactory, data_path: Path) -> Path:
+    """A small study made by the one-command `sweeps run` in a fresh folder."""
+    folder = tmp_path_factory.mktemp("run")
+    result = run_sweeps(
+        "run",
+        "--data",
+        str(data_path),
+        "--trials",
+        "10",
+        "--workers",
+        "2",
+        "--epochs",
+        "12",
+        "--quiet",
+        cwd=folder,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "best: trial" in result.stdout and "exported trial" in result.stdout
+    return folder
+
+
+def test_run_creates_default_sqlite_study_and_exports(finished_study: Path) -> None:
+    assert (finished_study / "lrsweep.db").is_file()
+    document = json.loads((finished_study / "best.json").read_text())
+    assert document["source"]["study"] == "lrsweep"
+    assert 0.5 < document["source"]["validation_accuracy"] <= 1.0
+    assert document["training"]["epochs"] == 12
+    assert document["scheduler"]["class"].startswith("torch.optim.lr_scheduler.")
+
+
+def test_export_then_rebuild_gives_the_same_lr_curve(finished_study: Path) -> None:
+    result = run_sweeps(
+        "export",
+        "--study",
+        "lrsweep",
+        "--out",
+        "again.json",
+        "--trials",
+        "trials.csv",
+        cwd=finished_study,
+    )
+    assert result.returncode == 0, result.stderr
+    exported = json.loads((finished_study / "again.json").read_text())
+    config = load_config(finished_study / "again.json")
+    optimizer = config.make_optimizer([torch.nn.Parameter(torch.zeros(1))])
+    scheduler = build(optimizer, config.schedule)
+    rebuilt = []
+    for _ in range(config.epochs):
+        rebuilt.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rebuilt == pytest.approx(exported["lr_curve"], rel=1e-12)
+    import pandas as pd
+
+    frame = pd.read_csv(finished_study / "trials.csv")
+    assert len(frame) == 10 and "params_scheduler" in frame.columns
+
+
+def test_status_reports_states_and_best(finished_study: Path) -> None:
+    result = run_sweeps("status", "--study", "lrsweep", "--json", cwd=finished_study)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["by_state"].get("COMPLETE", 0) + summary["by_state"].get("PRUNED", 0) == 10
+    assert summary["best"]["value"] > 0.5
+    text = run_sweeps("status", "--study", "lrsweep", cwd=finished_study)
+    assert "best: trial" in text.stdout
+
+
+def test_run_resumes_the_same_study(finished_study: Path, data_path: Path) -> None:
+    result = run_sweeps(
+        "run",
+        "--data",
+        str(data_path),
+        "--trials",
+        "12",
+        "--workers",
+        "1",
+        "--quiet",
+        "--out",
+        "resumed.json",
+        cwd=finished_study,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(
+        run_sweeps("status", "--study", "lrsweep", "--json", cwd=finished_study).stdout
+    )
+    assert summary["trials"] == 12
+
+
+def test_train_retrains_over_seeds_on_a_test_csv(finished_study: Path, data_path: Path) -> None:
+    result = run_sweeps(
+        "train",
+        "--config",
+        "best.json",
+        "--data",
+        str(data_path),
+        "--test-csv",
+        str(data_path),
+        "--seeds",
+        "2",
+        cwd=finished_study,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [run["seed"] for run in report["per_seed"]] == [0, 1]
+    assert report["train_rows"] == 351 and report["test_rows"] == 351
+    assert 0.5 < report["mean_accuracy"] <= 1.0
+
+
+def test_export_from_study_without_completed_trial_is_an_error(
+    tmp_path: Path, data_path: Path
+) -> None:
+    space = tmp_path / "space.toml"
+    space.write_text('schedulers = ["constant"]\n[ranges]\nlr = [5000.0, 10000.0]\n')
+    made = run_sweeps(
+        "worker",
+        "--study",
+        "diverging",
+        "--space",
+        str(space),
+        "--data",
+        str(data_path),
+        "--trials",
+        "2",
+        "--epochs",
+        "5",
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "diverged" in made.stderr
+    result = run_sweeps("export", "--study", "diverging", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: study 'diverging' has no completed trial yet; nothing to export"
+    )
+    assert not (tmp_path / "best.json").exists()
+
+
+def _bad_csv(tmp_path: Path, data_path: Path) -> Path:
+    bad = tmp_path / "bad.csv"
+    lines = data_path.read_text().splitlines()
+    bad.write_text("\n".join([lines[0].replace(",g", ",maybe")] + lines[1:]))
+    return bad
+
+
+def _bad_config(tmp_path: Path) -> Path:
+    bad = tmp_path / "neg.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "format": "lrsweep.train-config",
+                "version": 1,
+                "scheduler": {"kind": "step", "kwargs": {"step_size": 5, "gamma": 0.5}},
+                "optimizer": {"lr": -0.1, "momentum": 0.9},
+                "training": {"epochs": 5},
+            }
+        )
+    )
+    return bad
+
+
+def _unknown_scheduler_space(tmp_path: Path) -> Path:
+    space = tmp_path / "space.toml"
+    space.write_text('schedulers = ["warmup"]\n')
+    return space
+
+
+BAD_INPUTS = {
+    "malformed-url": (
+        lambda t, d: ["status", "--study", "x", "--storage", "postgresql://u@h:x/db"],
+        "malformed storage URL",
+    ),
+    "unsupported-url": (
+        lambda t, d: ["status", "--study", "x", "--storage", "mysql://u@h/db"],
+        "unsupported storage",
+    ),
+    "unreachable-db": (
+        lambda t, d: [
+            "status",
+            "--study",
+            "x",
+            "--storage",
+            "postgresql://u:topsecret@127.0.0.1:1/db",
+        ],
+        "cannot open storage",
+    ),
+    "missing-study-file": (
+        lambda t, d: ["status", "--study", "x", "--storage", "none.db"],
+        "does not exist",
+    ),
+    "bad-csv": (
+        lambda t, d: ["worker", "--study", "x", "--trials", "1", "--data", str(_bad_csv(t, d))],
+        "label 'maybe'",
+    ),
+    "unknown-scheduler": (
+        lambda t, d: [
+            "worker",
+            "--study",
+            "x",
+            "--trials",
+            "1",
+            "--data",
+            str(d),
+            "--space",
+            str(_unknown_scheduler_space(t)),
+        ],
+        "unknown scheduler 'warmup'",
+    ),
+    "unknown-pruner": (
+        lambda t, d: ["worker", "--study", "x", "--data", str(d), "--pruner", "coinflip"],
+        "unknown pruner",
+    ),
+    "zero-trials": (lambda t, d: ["run", "--data", str(d), "--trials", "0"], "--trials must be"),
+    "negative-lr-config": (
+        lambda t, d: ["train", "--config", str(_bad_config(t)), "--data", str(d)],
+        "lr must be > 0",
+    ),
+    "usage": (lambda t, d: ["export"], "the following arguments are required: --study"),
+    "unknown-command": (lambda t, d: ["sweep"], "invalid choice"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    case: str, tmp_path: Path, data_path: Path
+) -> None:
+    make_args, message = BAD_INPUTS[case]
+    args = make_args(tmp_path, data_path)
+    before = set(tmp_path.iterdir())
+    result = run_sweeps(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr and "topsecret" not in result.stderr
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_joining_with_conflicting_settings_is_refused(tmp_path: Path, data_path: Path) -> None:
+    study = unique_study()
+    first = run_sweeps(
+        "worker",
+        "--study",
+        study,
+        "--data",
+        str(data_path),
+        "--trials",
+        "1",
+        "--epochs",
+        "3",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert first.returncode == 0, first.stderr
+    second = run_sweeps(
+        "worker",
+        "--study",
+        study,
+        "--data",
+        str(data_path),
+        "--trials",
+        "2",
+        "--epochs",
+        "4",
+        cwd=tmp_path,
+    )
+    assert second.returncode == 2
+    assert "already exists with epochs=3" in second.stderr

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer import InvalidInputError, ScheduleConfig, TrainConfig, build, load_config, lr_curve
+
+
+def _config() -> TrainConfig:
+    return TrainConfig(
+        ScheduleConfig("cosine", {"T_max": 30, "eta_min": 0.001}),
+        lr=0.05,
+        momentum=0.9,
+        epochs=40,
+        batch_size=16,
+    )
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_round_trip_rebuilds_the_same_config(tmp_path: Path, suffix: str) -> None:
+    import yaml
+
+    path = tmp_path / f"best{suffix}"
+    document = _config().to_json_dict()
+    path.write_text(json.dumps(document) if suffix == ".json" else yaml.safe_dump(document))
+    loaded = load_config(path)
+    assert loaded == _config()
+    optimizer = loaded.make_optimizer([torch.nn.Parameter(torch.zeros(1))])
+    assert type(build(optimizer, loaded.schedule)).__name__ == "CosineAnnealingLR"
+    assert optimizer.param_groups[0]["momentum"] == 0.9
+
+
+def test_constant_schedule_keeps_torch_fixed_kwargs(tmp_path: Path) -> None:
+    config = TrainConfig(ScheduleConfig("constant"), lr=0.1)
+    document = config.to_json_dict()
+    assert document["scheduler"]["kwargs"] == {"factor": 1.0, "total_iters": 0}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(document))
+    assert load_config(path) == config
+    document["scheduler"]["kwargs"]["factor"] = 0.5
+    path.write_text(json.dumps(document))
+    with pytest.raises(InvalidInputError, match="factor of constant must be 1.0"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["optimizer"].update(lr=-0.1), "lr must be > 0"),
+        (lambda d: d["optimizer"].update(lr="fast"), "lr must be > 0"),
+        (lambda d: d["optimizer"].update(momentum=1.0), "momentum must be in"),
+        (lambda d: d["training"].update(epochs=0), "epochs must be an integer >= 1"),
+        (lambda d: d["scheduler"].update(kind="warmup"), "unknown scheduler"),
+        (lambda d: d["scheduler"]["kwargs"].update(T_max=0), "T_max must be"),
+        (lambda d: d["scheduler"].update(kwargs=[1, 2]), "scheduler.kwargs must be an object"),
+        (lambda d: d.update(version=99), "not an lrsweep config"),
+        (lambda d: d.pop("optimizer"), "optimizer must be an object"),
+    ],
+)
+def test_hand_edited_nonsense_is_refused(tmp_path: Path, edit: object, message: str) -> None:
+    document = _config().to_json_dict()
+    edit(document)  # type: ignore[operator]
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(InvalidInputError, match=message) as raised:
+        load_config(path)
+    assert str(path) in str(raised.value)
+
+
+def test_unparseable_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text("{not json")
+    with pytest.raises(InvalidInputError, match="not valid JSON/YAML"):
+        load_config(path)
+
+
+def test_exported_curve_equals_rebuilt_scheduler() -> None:
+    config = _config()
+    optimizer = config.make_optimizer([torch.nn.Parameter(torch.zeros(1))])
+    scheduler = build(optimizer, config.schedule)
+    rebuilt = []
+    for _ in range(config.epochs):
+        rebuilt.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rebuilt == pytest.approx(lr_curve(config.schedule, config.lr, config.epochs), rel=1e-12)

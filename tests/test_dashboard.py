@@ -1,0 +1,81 @@
+"""optuna-dashboard, pointed at the same storage, shows the study and its learning curves."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import run_sweeps
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get_json(url: str, deadline: float) -> dict:  # type: ignore[type-arg]
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())  # type: ignore[no-any-return]
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_dashboard_shows_study_with_intermediate_values(tmp_path: Path, data_path: Path) -> None:
+    made = run_sweeps(
+        "worker",
+        "--study",
+        "dash",
+        "--data",
+        str(data_path),
+        "--trials",
+        "3",
+        "--epochs",
+        "6",
+        "--pruner",
+        "none",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    port = _free_port()
+    dashboard = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("optuna-dashboard")),
+            f"sqlite:///{tmp_path / 'lrsweep.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        studies = _get_json(f"http://127.0.0.1:{port}/api/studies", deadline)
+        (summary,) = studies["study_summaries"]
+        assert summary["study_name"] == "dash"
+        detail = _get_json(
+            f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0", deadline
+        )
+        assert detail["has_intermediate_values"]
+        assert len(detail["trials"]) == 3
+        for trial in detail["trials"]:
+            assert [point["step"] for point in trial["intermediate_values"]] == list(range(6))
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=10)

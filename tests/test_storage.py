@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+
+from storage import (
+    StorageError,
+    StorageSettings,
+    TrialSlots,
+    mask_url,
+    open_storage,
+    resolve_storage_url,
+)
+
+
+def test_default_is_a_sqlite_file_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LRSWEEP_STORAGE", raising=False)
+    assert resolve_storage_url(None) == f"sqlite:///{tmp_path / 'lrsweep.db'}"
+    monkeypatch.setenv("LRSWEEP_STORAGE", "other.db")
+    assert resolve_storage_url(None) == f"sqlite:///{tmp_path / 'other.db'}"
+
+
+@pytest.mark.parametrize(
+    ("typed", "resolved"),
+    [
+        ("postgresql://me@db:5432/sweeps", "postgresql+psycopg://me@db:5432/sweeps"),
+        ("postgresql+psycopg://me@db/sweeps", "postgresql+psycopg://me@db/sweeps"),
+        ("sqlite:///relative.db", "sqlite:///relative.db"),
+    ],
+)
+def test_urls_as_users_type_them(typed: str, resolved: str) -> None:
+    assert resolve_storage_url(typed) == resolved
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("mysql://root@localhost/x", "unsupported storage"),
+        ("postgresql+psycopg2://u@h/db", "driver 'psycopg2' is not installed"),
+        ("postgresql://u@h", "names no database"),
+        ("sqlite://", "in-memory"),
+        ("postgresql://u:pw@h:notaport/db", "malformed storage URL"),
+    ],
+)
+def test_bad_urls_are_refused(typed: str, message: str) -> None:
+    with pytest.raises(StorageError, match=message) as raised:
+        resolve_storage_url(typed)
+    assert "pw@" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://alice:s3cret@db/sweeps", "postgresql://alice:s3cret@db:notaport/sweeps"],
+)
+def test_passwords_are_masked_even_in_malformed_urls(url: str) -> None:
+    masked = mask_url(url)
+    assert "s3cret" not in masked and "***" in masked and "alice" in masked
+
+
+def test_sqlite_storage_uses_wal(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    open_storage(StorageSettings(f"sqlite:///{db}"))
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sqlite_in_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="missing"):
+        open_storage(StorageSettings(f"sqlite:///{tmp_path / 'no' / 's.db'}"))
+
+
+def test_unreachable_postgres_is_a_clear_error_without_password() -> None:
+    url = resolve_storage_url("postgresql://alice:s3cret@127.0.0.1:1/sweeps")
+    with pytest.raises(StorageError, match="cannot open storage") as raised:
+        open_storage(StorageSettings(url))
+    assert "s3cret" not in str(raised.value)
+    assert "***" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("interval", "grace", "message"),
+    [(0, 30, "heartbeat interval"), (10, 10, "must exceed")],
+)
+def test_heartbeat_settings_are_checked(interval: int, grace: int, message: str) -> None:
+    with pytest.raises(StorageError, match=message):
+        StorageSettings("sqlite:///x.db", heartbeat_interval=interval, grace_period=grace)
+
+
+def test_storage_has_heartbeat_and_counts_trials_by_state(storage_url: str) -> None:
+    storage = open_storage(StorageSettings(resolve_storage_url(storage_url)))
+    assert storage.get_heartbeat_interval() == 10
+    study = optuna.create_study(storage=storage, study_name="counts")
+    study.tell(study.ask(), 0.5)
+    study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
+    study.ask()
+    slots = TrialSlots(storage, "counts")
+    with slots.exclusive():
+        counts = slots.counts()
+    assert counts == {"COMPLETE": 1, "PRUNED": 1, "RUNNING": 1}

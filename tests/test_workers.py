@@ -1,0 +1,75 @@
+"""Real worker processes sharing one study, on a SQLite file and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import unique_study
+
+pytestmark = pytest.mark.slow
+
+
+def _start_worker(
+    storage_url: str, study: str, data: Path, trials: int, seed: int, cwd: Path
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sweeps",
+            "worker",
+            "--study",
+            study,
+            "--trials",
+            str(trials),
+            "--data",
+            str(data),
+            "--epochs",
+            "8",
+            "--seed",
+            str(seed),
+            "--quiet",
+        ],
+        cwd=cwd,
+        env={**os.environ, "LRSWEEP_STORAGE": storage_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_workers_reach_exactly_n_finished_trials(
+    storage_url: str, data_path: Path, tmp_path: Path
+) -> None:
+    study_name, target = unique_study(), 14
+    workers = [
+        _start_worker(storage_url, study_name, data_path, target, seed, tmp_path)
+        for seed in (0, 1)
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr
+
+    from storage import resolve_storage_url
+
+    study = optuna.load_study(study_name=study_name, storage=resolve_storage_url(storage_url))
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    finished = [t for t in trials if t.state.is_finished()]
+    assert len(finished) == target, states
+    assert all(
+        s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states
+    )
+    assert sorted(t.number for t in trials) == list(range(target))
+    for trial in finished:
+        # Every epoch the trial ran left its accuracy in the storage, none lost.
+        assert sorted(trial.intermediate_values) == list(range(trial.user_attrs["epochs_run"]))
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    # Differently seeded samplers: the two workers did not propose identical first trials.
+    assert trials[0].params != trials[1].params

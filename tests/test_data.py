@@ -75,3 +75,42 @@ def test_split_is_seeded_stratified_and_disjoint(data_path: Path) -> None:
     assert len(split.validation) == 106
     ratio = dataset.labels[split.validation].mean()
     assert abs(ratio - dataset.labels.mean()) < 0.01
+
+
+def test_without_a_path_the_openml_copy_is_fetched_once_and_cached(
+    data_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No network here: stand in for OpenML with the same table, the loader does the rest."""
+    import pandas as pd
+    import sklearn.datasets
+    from sklearn.utils import Bunch
+
+    calls = []
+
+    def fake_fetch_openml(**kwargs: object) -> Bunch:
+        calls.append(kwargs)
+        frame = pd.read_csv(data_path, header=None)
+        frame.columns = [f"a{i:02d}" for i in range(1, 35)] + ["class"]
+        return Bunch(frame=frame)
+
+    monkeypatch.delenv("IONOSPHERE_CSV", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", fake_fetch_openml)
+    first = load_ionosphere()
+    second = load_ionosphere()
+    assert len(calls) == 1 and calls[0]["data_id"] == 59
+    assert first.source == str(tmp_path / "lrsweep" / "ionosphere.csv")
+    assert first.sha256 == second.sha256 == load_ionosphere(data_path).sha256
+
+
+def test_failed_fetch_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sklearn.datasets
+
+    def offline(**kwargs: object) -> None:
+        raise OSError("network is unreachable")
+
+    monkeypatch.delenv("IONOSPHERE_CSV", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", offline)
+    with pytest.raises(InvalidInputError, match="fetching ionosphere from OpenML failed"):
+        load_ionosphere()

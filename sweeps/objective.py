@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 import optuna
@@ -12,19 +11,18 @@ from sweeps.space import SearchSpace
 from trainer import EpochResult, RunStatus, Tensors, TrainConfig, train
 
 STOP_REASON_ATTR = "stop_reason"
-
-
-class StopReason(enum.Enum):
-    FINISHED = "finished"
-    PRUNED = "pruned"
-    DIVERGED = "diverged"
+STOP_REASONS = {
+    RunStatus.COMPLETED: "finished",
+    RunStatus.STOPPED: "pruned",
+    RunStatus.DIVERGED: "diverged",
+}
 
 
 @dataclass(frozen=True)
 class TrialOutcome:
     number: int
     state: TrialState
-    reason: StopReason
+    reason: str
     value: float | None
     config: TrainConfig
 
@@ -51,14 +49,10 @@ def run_trial(
         return trial.should_prune()
 
     result = train(config, tensors, seed=trial.number, on_epoch=report)
-    reason = {
-        RunStatus.COMPLETED: StopReason.FINISHED,
-        RunStatus.STOPPED: StopReason.PRUNED,
-        RunStatus.DIVERGED: StopReason.DIVERGED,
-    }[result.status]
-    trial.set_user_attr(STOP_REASON_ATTR, reason.value)
+    reason = STOP_REASONS[result.status]
+    trial.set_user_attr(STOP_REASON_ATTR, reason)
     trial.set_user_attr("epochs_run", len(result.history))
-    if reason is StopReason.FINISHED:
+    if result.status is RunStatus.COMPLETED:
         study.tell(trial, result.final_accuracy)
         return TrialOutcome(
             trial.number, TrialState.COMPLETE, reason, result.final_accuracy, config

@@ -15,7 +15,6 @@ go through it, so an exported config is exactly what the trial trained.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +22,9 @@ from types import MappingProxyType
 from typing import Any
 
 import optuna
-import yaml
 
 from trainer import SCHEDULES, InvalidInputError, ScheduleConfig, TrainConfig
+from trainer.documents import read_document
 from trainer.schedules import COUNT, FACTOR, NONNEGATIVE, POSITIVE, ParamSpec
 
 SCHEDULER_PARAM = "scheduler"
@@ -147,22 +146,8 @@ class SearchSpace:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read a TOML (.toml) or YAML (.yaml/.yml) search-space file; never executes anything."""
-    space_path = Path(path)
-    try:
-        text = space_path.read_text()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read search space {space_path}: {exc.strerror}") from exc
-    try:
-        if space_path.suffix == ".toml":
-            document: object = tomllib.loads(text)
-        elif space_path.suffix in (".yaml", ".yml"):
-            document = yaml.safe_load(text) or {}
-        else:
-            raise InvalidInputError(f"search space {space_path} must end in .toml, .yaml or .yml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        first_line = str(exc).splitlines()[0]
-        raise InvalidInputError(f"search space {space_path} does not parse: {first_line}") from exc
-    return SearchSpace.from_dict(document, origin=f"search space {space_path}")
+    document = read_document(path, "search space", (".toml", ".yaml", ".yml"))
+    return SearchSpace.from_dict(document, origin=f"search space {path}")
 
 
 def config_from_params(params: Mapping[str, Any], *, epochs: int, batch_size: int) -> TrainConfig:

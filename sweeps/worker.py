@@ -158,7 +158,7 @@ def _print_outcome(outcome: TrialOutcome, seconds: float) -> None:
     value = "-" if outcome.value is None else f"{outcome.value:.4f}"
     config = outcome.config
     print(
-        f"trial {outcome.number:>5} {outcome.reason.value:<8} acc={value} "
+        f"trial {outcome.number:>5} {outcome.reason:<8} acc={value} "
         f"{config.schedule.kind} lr={config.lr:.4g} momentum={config.momentum:.3f} "
         f"({seconds:.2f}s)",
         file=sys.stderr,

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+
+from trainer import ScheduleConfig, build
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CSV = REPO.parent / "shared" / "data" / "ionosphere.csv"
@@ -73,6 +76,18 @@ def run_sweeps(
         timeout=timeout,
     )
     return Completed(process.returncode, process.stdout, process.stderr)
+
+
+def torch_lrs(config: ScheduleConfig, lr0: float, epochs: int) -> list[float]:
+    """Learning rates the real torch scheduler gives when stepped once per epoch."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr0)
+    scheduler = build(optimizer, config)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
 
 
 def unique_study() -> str:

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import run_sweeps, unique_study
-from trainer import build, load_config
+from conftest import run_sweeps, torch_lrs, unique_study
+from trainer import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -59,13 +58,7 @@ def test_export_then_rebuild_gives_the_same_lr_curve(finished_study: Path) -> No
     assert result.returncode == 0, result.stderr
     exported = json.loads((finished_study / "again.json").read_text())
     config = load_config(finished_study / "again.json")
-    optimizer = config.make_optimizer([torch.nn.Parameter(torch.zeros(1))])
-    scheduler = build(optimizer, config.schedule)
-    rebuilt = []
-    for _ in range(config.epochs):
-        rebuilt.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    rebuilt = torch_lrs(config.schedule, config.lr, config.epochs)
     assert rebuilt == pytest.approx(exported["lr_curve"], rel=1e-12)
     import pandas as pd
 

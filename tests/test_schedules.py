@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import torch_lrs
 from trainer import SCHEDULES, InvalidInputError, ScheduleConfig, build, lr_curve
 
 EXAMPLES = {
@@ -18,18 +19,6 @@ EXAMPLES = {
     "cosine": {"T_max": 20, "eta_min": 0.001},
     "polynomial": {"total_iters": 40, "power": 2.0},
 }
-
-
-def torch_lrs(config: ScheduleConfig, lr0: float, epochs: int) -> list[float]:
-    """Learning rates the real torch scheduler gives, stepped once per epoch."""
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr0)
-    scheduler = build(optimizer, config)
-    lrs = []
-    for _ in range(epochs):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return lrs
 
 
 def test_every_kind_has_an_example() -> None:

@@ -6,17 +6,15 @@ back, validating every field, so a hand-edited file is refused rather than half-
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from trainer.documents import read_document
 from trainer.errors import InvalidInputError
 from trainer.schedules import SCHEDULES, ScheduleConfig
 
@@ -110,22 +108,11 @@ def load_config(path: str | os.PathLike[str]) -> TrainConfig:
         >>> optimizer = cfg.make_optimizer(model.parameters())      # doctest: +SKIP
         >>> scheduler = trainer.build(optimizer, cfg.schedule)      # doctest: +SKIP
     """
-    config_path = Path(path)
-    try:
-        text = config_path.read_text()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read config {config_path}: {exc.strerror}") from exc
-    try:
-        if config_path.suffix in (".yaml", ".yml"):
-            document = yaml.safe_load(text)
-        else:
-            document = json.loads(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise InvalidInputError(f"config {config_path} is not valid JSON/YAML: {exc}") from exc
+    document = read_document(path, "config", (".json", ".yaml", ".yml"))
     try:
         return TrainConfig.from_json_dict(document)
     except InvalidInputError as exc:
-        raise InvalidInputError(f"config {config_path}: {exc}") from exc
+        raise InvalidInputError(f"config {path}: {exc}") from exc
 
 
 def _mapping(value: object, name: str) -> Mapping[str, Any]:

@@ -108,8 +108,12 @@ class EpochResult:
 
 @dataclass(frozen=True)
 class TrainResult:
+    """How a run ended, its per-epoch history and its final weights (CPU, nn.Linear layout:
+    w1 [34, 34], b1 [34], w2 [1, 34], b2 [1])."""
+
     status: RunStatus
     history: tuple[EpochResult, ...]
+    weights: tuple[torch.Tensor, ...] = ()
 
     @property
     def final_accuracy(self) -> float | None:
@@ -157,10 +161,15 @@ def train(
         scheduler.step()
         train_loss = float(loss_sum) / n_train
         if not math.isfinite(train_loss):
-            return TrainResult(RunStatus.DIVERGED, tuple(history))
+            return _result(RunStatus.DIVERGED, history, model)
         model.eval()
         result = EpochResult(epoch, accuracy(model, tensors.x_val, tensors.y_val), train_loss, lr)
         history.append(result)
         if on_epoch is not None and on_epoch(result):
-            return TrainResult(RunStatus.STOPPED, tuple(history))
-    return TrainResult(RunStatus.COMPLETED, tuple(history))
+            return _result(RunStatus.STOPPED, history, model)
+    return _result(RunStatus.COMPLETED, history, model)
+
+
+def _result(status: RunStatus, history: list[EpochResult], model: nn.Module) -> TrainResult:
+    weights = tuple(p.detach().cpu().clone() for p in model.parameters())
+    return TrainResult(status, tuple(history), weights)

@@ -1,0 +1,95 @@
+"""The batched engine computes what K separate single-trial runs compute."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer import (
+    EpochResult,
+    RunStatus,
+    ScheduleConfig,
+    Tensors,
+    TrainConfig,
+    load_ionosphere,
+    split_tensors,
+    train,
+)
+from trainer.batched import BatchMember, train_batch
+
+SCHEDULES = [
+    ScheduleConfig("constant"),
+    ScheduleConfig("step", {"step_size": 3, "gamma": 0.5}),
+    ScheduleConfig("exponential", {"gamma": 0.8}),
+    ScheduleConfig("linear", {"start_factor": 1.0, "end_factor": 0.1, "total_iters": 6}),
+    ScheduleConfig("inverse_time", {"alpha": 0.3}),
+    ScheduleConfig("cosine", {"T_max": 5, "eta_min": 0.001}),
+    ScheduleConfig("polynomial", {"total_iters": 8, "power": 2.0}),
+]
+
+
+@pytest.fixture(scope="module")
+def tensors(data_path: Path) -> Tensors:
+    torch.set_num_threads(1)
+    return split_tensors(load_ionosphere(data_path), 0.3, 0, "cpu")
+
+
+def _members(epochs: int) -> list[BatchMember]:
+    members = []
+    for index, schedule in enumerate(SCHEDULES):
+        for lr, momentum in ((0.05, 0.9), (0.3, 0.0)):
+            config = TrainConfig(schedule, lr=lr, momentum=momentum, epochs=epochs)
+            members.append(BatchMember(config, seed=100 + 2 * index + int(momentum == 0)))
+    return members
+
+
+def test_every_scheduler_kind_matches_separate_runs(tensors: Tensors) -> None:
+    members = _members(epochs=10)
+    batched = train_batch(members, tensors)
+    for member, result in zip(members, batched, strict=True):
+        alone = train(member.config, tensors, seed=member.seed)
+        assert result.status is alone.status is RunStatus.COMPLETED
+        assert [r.lr for r in result.history] == pytest.approx([r.lr for r in alone.history])
+        assert [r.train_loss for r in result.history] == pytest.approx(
+            [r.train_loss for r in alone.history], rel=1e-4, abs=1e-6
+        )
+        for ours, theirs in zip(result.history, alone.history, strict=True):
+            # At most one of the 106 validation rows may flip on a float32 rounding tie.
+            assert abs(ours.validation_accuracy - theirs.validation_accuracy) <= 1 / 106 + 1e-6
+        for ours, theirs in zip(result.weights, alone.weights, strict=True):
+            assert ours.shape == theirs.shape
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_stopped_and_diverged_members_leave_without_disturbing_others(tensors: Tensors) -> None:
+    members = _members(epochs=6)
+    exploding = BatchMember(TrainConfig(ScheduleConfig("constant"), lr=1e6, momentum=0.99,
+                                        epochs=6), seed=7)
+    members.insert(3, exploding)
+    stop_at = {0: 1, 5: 3}  # member index -> epoch after which the callback stops it
+
+    def stop_some(results: Mapping[int, EpochResult]) -> set[int]:
+        return {m for m, r in results.items() if stop_at.get(m) == r.epoch}
+
+    batched = train_batch(members, tensors, on_epoch=stop_some)
+    assert batched[3].status is RunStatus.DIVERGED
+    for index in stop_at:
+        assert batched[index].status is RunStatus.STOPPED
+        assert len(batched[index].history) == stop_at[index] + 1
+    solo = [m for i, m in enumerate(members) if i not in stop_at and i != 3]
+    alone_results = train_batch(solo, tensors)
+    kept = [r for i, r in enumerate(batched) if i not in stop_at and i != 3]
+    for together, alone in zip(kept, alone_results, strict=True):
+        assert together.status is RunStatus.COMPLETED
+        for ours, theirs in zip(together.weights, alone.weights, strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_members_must_share_loop_length(tensors: Tensors) -> None:
+    members = [BatchMember(TrainConfig(ScheduleConfig("constant"), lr=0.1, epochs=e), 0)
+               for e in (3, 4)]
+    with pytest.raises(ValueError, match="share epochs"):
+        train_batch(members, tensors)

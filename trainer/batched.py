@@ -1,0 +1,164 @@
+"""K trials trained in lock-step as one vectorized model.
+
+The tutorial's network is tiny (34 -> 34 -> 1), so one trial per Python loop spends its time in
+interpreter and dispatch overhead. Here K trials' weights are stacked ([K, 34, 34], ...) and every
+step is a batched matmul (`baddbmm`), with per-trial learning rate and momentum as tensors. Each
+trial keeps its own seeded initial weights and batch order, so member k computes the same
+function as `training.train(configs[k], seed=seeds[k])`, up to float32 rounding; tests hold the
+two to each other. Trials that diverge or are stopped leave the batch without touching the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional
+
+from trainer.config import TrainConfig
+from trainer.schedules import lr_curve
+from trainer.training import (
+    EpochResult,
+    RunStatus,
+    Tensors,
+    TrainResult,
+    build_model,
+)
+
+
+@dataclass(frozen=True)
+class BatchMember:
+    """One trial of a batch: what to train and the seed of its weights and batch order."""
+
+    config: TrainConfig
+    seed: int
+
+
+BatchCallback = Callable[[Mapping[int, EpochResult]], set[int]]
+"""Called after each epoch with {member index: result} for members still running; returns the
+indices to stop (they end with status STOPPED)."""
+
+
+@dataclass
+class _Stack:
+    """Parameters and momentum buffers of the members still running (rows = members)."""
+
+    members: torch.Tensor  # [A] member indices
+    w1: torch.Tensor  # [A, 34, 34] (out, in), as nn.Linear stores it
+    b1: torch.Tensor  # [A, 34]
+    w2: torch.Tensor  # [A, 1, 34]
+    b2: torch.Tensor  # [A, 1]
+    buffers: list[torch.Tensor]
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [self.w1, self.b1, self.w2, self.b2]
+
+    def weights_of(self, position: int) -> tuple[torch.Tensor, ...]:
+        return tuple(p.detach()[position].cpu().clone() for p in self.params)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop every member not in `rows` (positions in the current stack)."""
+        self.members = self.members[rows]
+        self.w1, self.b1, self.w2, self.b2 = (
+            p.detach()[rows].requires_grad_() for p in self.params
+        )
+        self.buffers = [b[rows] for b in self.buffers]
+
+
+def _stack_initial_weights(members: Sequence[BatchMember], device: torch.device) -> _Stack:
+    models = [build_model(member.seed, device) for member in members]
+    w1, b1, w2, b2 = (
+        torch.stack([list(m.parameters())[i].detach() for m in models]).requires_grad_()
+        for i in range(4)
+    )
+    stack = _Stack(torch.arange(len(members), device=device), w1, b1, w2, b2, [])
+    stack.buffers = [torch.zeros_like(p) for p in stack.params]
+    return stack
+
+
+def _logits(stack: _Stack, features: torch.Tensor) -> torch.Tensor:
+    """[A, B, 34] -> [A, B] logits of every running member on its own rows."""
+    hidden = torch.relu(torch.baddbmm(stack.b1.unsqueeze(1), features, stack.w1.transpose(1, 2)))
+    return torch.baddbmm(stack.b2.unsqueeze(1), hidden, stack.w2.transpose(1, 2)).squeeze(2)
+
+
+def train_batch(
+    members: Sequence[BatchMember],
+    tensors: Tensors,
+    *,
+    on_epoch: BatchCallback | None = None,
+) -> list[TrainResult]:
+    """Train all members together; see the module docstring. Results are in member order."""
+    if not members:
+        return []
+    epochs, batch_size = members[0].config.epochs, members[0].config.batch_size
+    if any((m.config.epochs, m.config.batch_size) != (epochs, batch_size) for m in members):
+        raise ValueError("members of one batch must share epochs and batch_size")
+    device = tensors.x_train.device
+    stack = _stack_initial_weights(members, device)
+    lrs = torch.tensor(
+        [lr_curve(m.config.schedule, m.config.lr, epochs) for m in members],
+        dtype=torch.float32,
+        device=device,
+    )  # [K, epochs]
+    momenta = torch.tensor([m.config.momentum for m in members], device=device)
+    batch_orders = [torch.Generator().manual_seed(m.seed) for m in members]
+    n_train = len(tensors.y_train)
+    histories: list[list[EpochResult]] = [[] for _ in members]
+    statuses = [RunStatus.COMPLETED] * len(members)
+    weights: list[tuple[torch.Tensor, ...]] = [() for _ in members]
+
+    for epoch in range(epochs):
+        running = stack.members.tolist()
+        orders = torch.stack(
+            [torch.randperm(n_train, generator=batch_orders[i]) for i in running]
+        ).to(device)  # [A, n_train]
+        lr = lrs[stack.members, epoch]
+        momentum = momenta[stack.members]
+        loss_sum = torch.zeros(len(running), device=device)
+        for rows in orders.split(batch_size, dim=1):
+            logits = _logits(stack, tensors.x_train[rows])
+            losses = functional.binary_cross_entropy_with_logits(
+                logits, tensors.y_train[rows], reduction="none"
+            ).mean(dim=1)
+            grads = torch.autograd.grad(losses.sum(), stack.params)
+            with torch.no_grad():
+                for param, buffer, grad in zip(stack.params, stack.buffers, grads, strict=True):
+                    shape = (-1,) + (1,) * (param.dim() - 1)
+                    buffer.mul_(momentum.view(shape)).add_(grad)
+                    param.sub_(lr.view(shape) * buffer)
+            loss_sum += losses.detach() * rows.shape[1]
+        with torch.no_grad():
+            train_loss = loss_sum / n_train
+            val_logits = _logits(stack, tensors.x_val.expand(len(running), -1, -1))
+            correct = ((val_logits > 0).float() == tensors.y_val).float().mean(dim=1)
+        finite = torch.isfinite(train_loss).tolist()
+        results: dict[int, EpochResult] = {}
+        for position, member in enumerate(running):
+            if not finite[position]:
+                statuses[member] = RunStatus.DIVERGED
+                continue
+            result = EpochResult(
+                epoch, float(correct[position]), float(train_loss[position]),
+                float(lrs[member, epoch]),
+            )
+            histories[member].append(result)
+            results[member] = result
+        stopped = on_epoch(results) if on_epoch is not None else set()
+        for member in stopped:
+            statuses[member] = RunStatus.STOPPED
+        keep = [p for p, m in enumerate(running) if m in results and m not in stopped]
+        last_epoch = epoch == epochs - 1
+        for position, member in enumerate(running):
+            if last_epoch or position not in keep:
+                weights[member] = stack.weights_of(position)
+        if len(keep) < len(running):
+            stack.keep(torch.tensor(keep, dtype=torch.long, device=device))
+        if not keep:
+            break
+    return [
+        TrainResult(status, tuple(history), final)
+        for status, history, final in zip(statuses, histories, weights, strict=True)
+    ]

@@ -48,9 +48,9 @@ def _members(epochs: int) -> list[BatchMember]:
 
 def test_every_scheduler_kind_matches_separate_runs(tensors: Tensors) -> None:
     members = _members(epochs=10)
-    batched = train_batch(members, tensors)
+    batched = train_batch(members, tensors, order_seed=11)
     for member, result in zip(members, batched, strict=True):
-        alone = train(member.config, tensors, seed=member.seed)
+        alone = train(member.config, tensors, seed=member.seed, order_seed=11)
         assert result.status is alone.status is RunStatus.COMPLETED
         assert [r.lr for r in result.history] == pytest.approx([r.lr for r in alone.history])
         assert [r.train_loss for r in result.history] == pytest.approx(
@@ -66,21 +66,22 @@ def test_every_scheduler_kind_matches_separate_runs(tensors: Tensors) -> None:
 
 def test_stopped_and_diverged_members_leave_without_disturbing_others(tensors: Tensors) -> None:
     members = _members(epochs=6)
-    exploding = BatchMember(TrainConfig(ScheduleConfig("constant"), lr=1e6, momentum=0.99,
-                                        epochs=6), seed=7)
+    exploding = BatchMember(
+        TrainConfig(ScheduleConfig("constant"), lr=1e6, momentum=0.99, epochs=6), seed=7
+    )
     members.insert(3, exploding)
     stop_at = {0: 1, 5: 3}  # member index -> epoch after which the callback stops it
 
     def stop_some(results: Mapping[int, EpochResult]) -> set[int]:
         return {m for m, r in results.items() if stop_at.get(m) == r.epoch}
 
-    batched = train_batch(members, tensors, on_epoch=stop_some)
+    batched = train_batch(members, tensors, order_seed=5, on_epoch=stop_some)
     assert batched[3].status is RunStatus.DIVERGED
     for index in stop_at:
         assert batched[index].status is RunStatus.STOPPED
         assert len(batched[index].history) == stop_at[index] + 1
     solo = [m for i, m in enumerate(members) if i not in stop_at and i != 3]
-    alone_results = train_batch(solo, tensors)
+    alone_results = train_batch(solo, tensors, order_seed=5)
     kept = [r for i, r in enumerate(batched) if i not in stop_at and i != 3]
     for together, alone in zip(kept, alone_results, strict=True):
         assert together.status is RunStatus.COMPLETED
@@ -89,7 +90,8 @@ def test_stopped_and_diverged_members_leave_without_disturbing_others(tensors: T
 
 
 def test_members_must_share_loop_length(tensors: Tensors) -> None:
-    members = [BatchMember(TrainConfig(ScheduleConfig("constant"), lr=0.1, epochs=e), 0)
-               for e in (3, 4)]
+    members = [
+        BatchMember(TrainConfig(ScheduleConfig("constant"), lr=0.1, epochs=e), 0) for e in (3, 4)
+    ]
     with pytest.raises(ValueError, match="share epochs"):
-        train_batch(members, tensors)
+        train_batch(members, tensors, order_seed=0)

@@ -1,10 +1,11 @@
 """K trials trained in lock-step as one vectorized model.
 
 The tutorial's network is tiny (34 -> 34 -> 1), so one trial per Python loop spends its time in
-interpreter and dispatch overhead. Here K trials' weights are stacked ([K, 34, 34], ...) and every
-step is a batched matmul (`baddbmm`), with per-trial learning rate and momentum as tensors. Each
-trial keeps its own seeded initial weights and batch order, so member k computes the same
-function as `training.train(configs[k], seed=seeds[k])`, up to float32 rounding; tests hold the
+interpreter and dispatch overhead. Here K trials' weights are stacked ([K, 34, 34], ...), every
+step is a few large matmuls over the shared mini-batch, with per-trial learning rate and momentum
+as tensors. Each trial keeps its own seeded initial weights, so member k computes the same
+function as `training.train(configs[k], seed=seeds[k], order_seed=order_seed)`, up to float32
+rounding; tests hold the
 two to each other. Trials that diverge or are stopped leave the batch without touching the rest.
 """
 
@@ -79,18 +80,28 @@ def _stack_initial_weights(members: Sequence[BatchMember], device: torch.device)
 
 
 def _logits(stack: _Stack, features: torch.Tensor) -> torch.Tensor:
-    """[A, B, 34] -> [A, B] logits of every running member on its own rows."""
-    hidden = torch.relu(torch.baddbmm(stack.b1.unsqueeze(1), features, stack.w1.transpose(1, 2)))
-    return torch.baddbmm(stack.b2.unsqueeze(1), hidden, stack.w2.transpose(1, 2)).squeeze(2)
+    """[B, 34] rows shared by all members -> [A, B] logits.
+
+    Layer 1 of all A members is one [B, 34] x [34, A*34] matmul (one GEMM, not A small ones).
+    """
+    running, hidden_units, inputs = stack.w1.shape
+    pre = torch.addmm(stack.b1.reshape(1, -1), features, stack.w1.reshape(-1, inputs).T)
+    hidden = torch.relu(pre.view(-1, running, hidden_units))  # [B, A, 34]
+    return (torch.einsum("bah,ah->ab", hidden, stack.w2.squeeze(1)) + stack.b2).contiguous()
 
 
 def train_batch(
     members: Sequence[BatchMember],
     tensors: Tensors,
     *,
+    order_seed: int,
     on_epoch: BatchCallback | None = None,
 ) -> list[TrainResult]:
-    """Train all members together; see the module docstring. Results are in member order."""
+    """Train all members together; see the module docstring. Results are in member order.
+
+    All members see the same mini-batch order (seeded by `order_seed`), so every step's inputs
+    are shared and layer 1 is one large matmul.
+    """
     if not members:
         return []
     epochs, batch_size = members[0].config.epochs, members[0].config.batch_size
@@ -104,7 +115,7 @@ def train_batch(
         device=device,
     )  # [K, epochs]
     momenta = torch.tensor([m.config.momentum for m in members], device=device)
-    batch_orders = [torch.Generator().manual_seed(m.seed) for m in members]
+    batch_order = torch.Generator().manual_seed(order_seed)
     n_train = len(tensors.y_train)
     histories: list[list[EpochResult]] = [[] for _ in members]
     statuses = [RunStatus.COMPLETED] * len(members)
@@ -112,16 +123,14 @@ def train_batch(
 
     for epoch in range(epochs):
         running = stack.members.tolist()
-        orders = torch.stack(
-            [torch.randperm(n_train, generator=batch_orders[i]) for i in running]
-        ).to(device)  # [A, n_train]
+        order = torch.randperm(n_train, generator=batch_order).to(device)
         lr = lrs[stack.members, epoch]
         momentum = momenta[stack.members]
         loss_sum = torch.zeros(len(running), device=device)
-        for rows in orders.split(batch_size, dim=1):
+        for rows in order.split(batch_size):
             logits = _logits(stack, tensors.x_train[rows])
             losses = functional.binary_cross_entropy_with_logits(
-                logits, tensors.y_train[rows], reduction="none"
+                logits, tensors.y_train[rows].expand_as(logits), reduction="none"
             ).mean(dim=1)
             grads = torch.autograd.grad(losses.sum(), stack.params)
             with torch.no_grad():
@@ -129,10 +138,10 @@ def train_batch(
                     shape = (-1,) + (1,) * (param.dim() - 1)
                     buffer.mul_(momentum.view(shape)).add_(grad)
                     param.sub_(lr.view(shape) * buffer)
-            loss_sum += losses.detach() * rows.shape[1]
+            loss_sum += losses.detach() * len(rows)
         with torch.no_grad():
             train_loss = loss_sum / n_train
-            val_logits = _logits(stack, tensors.x_val.expand(len(running), -1, -1))
+            val_logits = _logits(stack, tensors.x_val)
             correct = ((val_logits > 0).float() == tensors.y_val).float().mean(dim=1)
         finite = torch.isfinite(train_loss).tolist()
         results: dict[int, EpochResult] = {}
@@ -141,7 +150,9 @@ def train_batch(
                 statuses[member] = RunStatus.DIVERGED
                 continue
             result = EpochResult(
-                epoch, float(correct[position]), float(train_loss[position]),
+                epoch,
+                float(correct[position]),
+                float(train_loss[position]),
                 float(lrs[member, epoch]),
             )
             histories[member].append(result)

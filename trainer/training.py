@@ -135,15 +135,17 @@ def train(
     tensors: Tensors,
     *,
     seed: int,
+    order_seed: int | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train one model from seeded initial weights and batch order; see module docstring."""
+    """Train one model from seeded initial weights (`seed`) and mini-batch order (`order_seed`,
+    default `seed`); see the module docstring."""
     device = tensors.x_train.device
     model = build_model(seed, device)
     optimizer = config.make_optimizer(model.parameters())
     scheduler = build(optimizer, config.schedule)
     loss_fn = nn.BCEWithLogitsLoss()
-    batch_order = torch.Generator().manual_seed(seed)
+    batch_order = torch.Generator().manual_seed(seed if order_seed is None else order_seed)
     n_train = len(tensors.y_train)
     history: list[EpochResult] = []
 

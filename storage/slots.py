@@ -23,7 +23,7 @@ class TrialSlots:
 
     def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
         self._engine = storage.engine
-        self._study_id = storage.get_study_id_from_name(study_name)
+        self.study_id = storage.get_study_id_from_name(study_name)
         self._lock = DatabaseLock(storage.url, f"claim-{study_name}", engine=storage.engine)
 
     @contextmanager
@@ -37,6 +37,18 @@ class TrialSlots:
         with self._engine.connect() as connection:
             rows = connection.execute(
                 text("SELECT state, COUNT(*) FROM trials WHERE study_id = :id GROUP BY state"),
-                {"id": self._study_id},
+                {"id": self.study_id},
             )
             return Counter({str(state): int(count) for state, count in rows})
+
+    def finished_trial_ids(self) -> set[int]:
+        """Ids of COMPLETE and PRUNED trials: cheap to diff against what a worker holds."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT trial_id FROM trials WHERE study_id = :id "
+                    "AND state IN ('COMPLETE', 'PRUNED')"
+                ),
+                {"id": self.study_id},
+            )
+            return {int(trial_id) for (trial_id,) in rows}

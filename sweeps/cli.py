@@ -82,7 +82,20 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="ionosphere CSV (default $IONOSPHERE_CSV or OpenML)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--seed", type=int, help="sampler seed (launch adds the worker index)")
-    parser.add_argument("--quiet", action="store_true", help="no line per trial")
+    parser.add_argument(
+        "--batch-size-trials",
+        type=int,
+        metavar="K",
+        help="trials trained together (default: from device and --trials)",
+    )
+    parser.add_argument(
+        "--sampler-history",
+        type=int,
+        default=400,
+        metavar="H",
+        help="most finished trials TPE fits on (default 400)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no line per batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +195,8 @@ def _worker_options_of(args: argparse.Namespace) -> Any:
         timeout_s=args.timeout,
         data=args.data,
         device=args.device,
+        batch_trials=args.batch_size_trials,
+        sampler_history=args.sampler_history,
         quiet=args.quiet,
     )
 
@@ -196,6 +211,8 @@ def _child_worker_args(args: argparse.Namespace) -> list[str]:
         "--device": args.device,
         "--heartbeat-interval": args.heartbeat_interval,
         "--grace-period": args.grace_period,
+        "--batch-size-trials": args.batch_size_trials,
+        "--sampler-history": args.sampler_history,
     }
     flags = [
         item for name, value in pairs.items() if value is not None for item in (name, str(value))
@@ -208,7 +225,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     options = _worker_options_of(args)
     summary = run_worker(_join_or_create(args, default_baselines=False), options)
-    print(f"worker done: {summary.trials_run} trials {summary.by_state}", file=sys.stderr)
+    print(f"worker done: {summary.trials_run} trials {summary.by_reason}", file=sys.stderr)
     return EXIT_OK
 
 

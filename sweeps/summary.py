@@ -7,7 +7,7 @@ from typing import Any
 
 import optuna
 
-from sweeps.objective import STOP_REASON_ATTR
+from sweeps.batch import STOP_REASON_ATTR
 from sweeps.study import OpenStudy
 
 

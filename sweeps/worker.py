@@ -1,14 +1,13 @@
-"""A sweep worker: claim a trial slot, train, tell; until the study has N finished trials.
+"""A sweep worker: claim a batch of trials, train them together, until the study has N.
 
 `N` counts COMPLETE + PRUNED trials of the whole study, whichever worker ran them. Claims are
-serialised by `storage.TrialSlots`, so the study never overshoots: a worker starts a trial only
-while finished + running trials < N (or a dead worker's trial waits to be re-run), and otherwise
-waits for the running ones to finish or be declared dead by the heartbeat check.
+serialised by `storage.TrialSlots`, so the study never overshoots: a worker claims at most
+N - finished - running trials, and when none are left it waits for the running ones to finish or
+be declared dead by the heartbeat check (their retries then come back as WAITING trials).
 """
 
 from __future__ import annotations
 
-import enum
 import os
 import socket
 import sys
@@ -20,8 +19,10 @@ from dataclasses import dataclass
 import optuna
 import torch
 
-from storage import TrialSlots, heartbeat
-from sweeps.objective import TrialOutcome, run_trial
+from storage import TrialSlots
+from sweeps.batch import BatchOutcome, run_batch
+from sweeps.claims import ClaimedTrial, claim_trials
+from sweeps.history import DEFAULT_SAMPLER_HISTORY, StudyHistory
 from sweeps.study import OpenStudy
 from trainer import InvalidInputError, resolve_device, split_tensors
 from trainer.training import cached_dataset
@@ -29,6 +30,7 @@ from trainer.training import cached_dataset
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 POLL_INTERVAL_S = 0.25
 MAX_CONSECUTIVE_ERRORS = 3
+MAX_BATCH_CPU, MAX_BATCH_GPU = 64, 1024
 
 
 @dataclass(frozen=True)
@@ -40,14 +42,18 @@ class WorkerOptions:
         timeout_s: stop claiming new trials after this many seconds (None: no limit).
         data: ionosphere CSV path (None: $IONOSPHERE_CSV or the cached OpenML copy).
         device: "cpu", "cuda", "cuda:N" or None for automatic.
+        batch_trials: trials trained together (None: chosen from the device and target).
+        sampler_history: most finished trials TPE fits on (the best half and the most recent).
         threads: torch CPU threads; 1 is fastest for this small model.
-        quiet: print nothing per trial.
+        quiet: print nothing per batch.
     """
 
     target_trials: int | None = None
     timeout_s: float | None = None
     data: str | None = None
     device: str | None = None
+    batch_trials: int | None = None
+    sampler_history: int = DEFAULT_SAMPLER_HISTORY
     threads: int = 1
     quiet: bool = False
 
@@ -56,36 +62,41 @@ class WorkerOptions:
             raise InvalidInputError(f"--trials must be >= 1; got {self.target_trials}")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise InvalidInputError(f"--timeout must be > 0 seconds; got {self.timeout_s}")
+        if self.batch_trials is not None and self.batch_trials < 1:
+            raise InvalidInputError(f"--batch-size-trials must be >= 1; got {self.batch_trials}")
+        if self.sampler_history < 10:
+            raise InvalidInputError(f"--sampler-history must be >= 10; got {self.sampler_history}")
         if self.threads < 1:
             raise InvalidInputError(f"--threads must be >= 1; got {self.threads}")
 
+    def batch_size_for(self, device: torch.device) -> int:
+        """Explicit, else large on a GPU and enough rounds (about 16) for TPE and the pruner."""
+        if self.batch_trials is not None:
+            return self.batch_trials
+        cap = MAX_BATCH_GPU if device.type == "cuda" else MAX_BATCH_CPU
+        if self.target_trials is None:
+            return cap
+        return max(1, min(cap, self.target_trials // 16))
 
-class Next(enum.Enum):
-    START = "start"
-    WAIT = "wait"
-    DONE = "done"
 
-
-def next_step(counts: Counter[str], target: int | None) -> Next:
-    """Decide from the study's trial counts whether this worker may start a trial."""
+def open_slots(counts: Counter[str], target: int | None) -> int | None:
+    """How many trials may start now; None once the study has reached its target."""
     if target is None:
-        return Next.START
+        return sys.maxsize
     finished = sum(counts[state] for state in FINISHED_STATES)
     if finished >= target:
-        return Next.DONE
-    if counts["WAITING"] > 0 or finished + counts["RUNNING"] < target:
-        return Next.START
-    return Next.WAIT
+        return None
+    return max(0, target - finished - counts["RUNNING"])
 
 
 @dataclass(frozen=True)
 class WorkerSummary:
     trials_run: int
-    by_state: dict[str, int]
+    by_reason: dict[str, int]
 
 
 def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
-    """Run trials of `opened.study` until the target or the time limit; see module docstring."""
+    """Run batches of `opened.study` until the target or the time limit; see module docstring."""
     settings = opened.settings
     dataset = cached_dataset(options.data)
     settings.check_data(dataset)
@@ -95,57 +106,57 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
         dataset, settings.validation_fraction, settings.split_seed, str(device)
     )
     slots = TrialSlots(opened.storage, opened.study.study_name)
+    history = StudyHistory(opened.storage)
+    batch_size = options.batch_size_for(device)
     deadline = None if options.timeout_s is None else time.monotonic() + options.timeout_s
     worker_name = f"{socket.gethostname()}:{os.getpid()}"
-    outcomes: Counter[str] = Counter()
+    totals: Counter[str] = Counter()
     consecutive_errors = 0
 
     while deadline is None or time.monotonic() < deadline:
         _fail_stale_trials(opened.study)
+        history.sync(slots.finished_trial_ids())
         with slots.exclusive():
-            step = next_step(slots.counts(), options.target_trials)
-            trial = _ask(opened.study) if step is Next.START else None
-        if step is Next.DONE:
+            counts = slots.counts()
+            available = open_slots(counts, options.target_trials)
+            claimed: list[ClaimedTrial] = []
+            if available:
+                claimed = claim_trials(
+                    opened,
+                    history,
+                    count=min(batch_size, available),
+                    waiting=counts["WAITING"],
+                    sampler_history=options.sampler_history,
+                    worker_name=worker_name,
+                )
+        if available is None:
             break
-        if trial is None:
+        if not claimed:
             time.sleep(POLL_INTERVAL_S)
             continue
-        trial.set_user_attr("worker", worker_name)
         started = time.perf_counter()
         try:
-            with heartbeat(opened.storage, [trial._trial_id]):
-                outcome = run_trial(
-                    opened.study,
-                    trial,
-                    settings.space,
-                    tensors,
-                    epochs=settings.epochs,
-                    batch_size=settings.batch_size,
-                )
-        except Exception as exc:  # a failing trial must not take the worker's other trials down
-            opened.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            trial_error = f"{type(exc).__name__}: {exc}"
-            opened.storage.set_trial_user_attr(trial._trial_id, "error", trial_error)
-            outcomes["FAIL"] += 1
+            outcome = run_batch(opened, claimed, tensors, history)
+        except Exception as exc:  # a failing batch must not leave its trials RUNNING
+            _fail_all(opened, claimed, exc)
+            totals["failed"] += len(claimed)
             consecutive_errors += 1
-            print(f"trial {trial.number} failed: {trial_error}", file=sys.stderr)
             if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
-                raise RuntimeError(
-                    f"{consecutive_errors} trials in a row failed; last: {trial_error}"
-                ) from exc
+                raise RuntimeError(f"{consecutive_errors} batches in a row failed: {exc}") from exc
             continue
         consecutive_errors = 0
-        outcomes[outcome.state.name] += 1
+        totals.update(outcome.by_reason)
         if not options.quiet:
-            _print_outcome(outcome, time.perf_counter() - started)
-    return WorkerSummary(trials_run=sum(outcomes.values()), by_state=dict(outcomes))
+            _print_outcome(claimed, outcome, time.perf_counter() - started)
+    return WorkerSummary(trials_run=sum(totals.values()), by_reason=dict(totals))
 
 
-def _ask(study: optuna.Study) -> optuna.Trial:
-    with warnings.catch_warnings():
-        # We record heartbeats ourselves (storage.heartbeat), which Optuna cannot see.
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-        return study.ask()
+def _fail_all(opened: OpenStudy, claimed: list[ClaimedTrial], exc: Exception) -> None:
+    error = f"{type(exc).__name__}: {exc}"
+    print(f"batch of {len(claimed)} trials failed: {error}", file=sys.stderr)
+    for trial in claimed:
+        opened.storage.set_trial_user_attr(trial.trial_id, "error", error)
+        opened.storage.set_trial_state_values(trial.trial_id, optuna.trial.TrialState.FAIL)
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:
@@ -154,12 +165,11 @@ def _fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def _print_outcome(outcome: TrialOutcome, seconds: float) -> None:
-    value = "-" if outcome.value is None else f"{outcome.value:.4f}"
-    config = outcome.config
+def _print_outcome(claimed: list[ClaimedTrial], outcome: BatchOutcome, seconds: float) -> None:
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(outcome.by_reason.items()))
+    best = "-" if outcome.best_value is None else f"{outcome.best_value:.4f}"
     print(
-        f"trial {outcome.number:>5} {outcome.reason:<8} acc={value} "
-        f"{config.schedule.kind} lr={config.lr:.4g} momentum={config.momentum:.3f} "
+        f"trials {claimed[0].number}-{claimed[-1].number}: {reasons}; best {best} "
         f"({seconds:.2f}s)",
         file=sys.stderr,
         flush=True,

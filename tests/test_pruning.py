@@ -95,7 +95,9 @@ def test_rung_marks_are_handed_back_for_storage(tmp_path: Path) -> None:
     study = _populated_study(tmp_path / "c.db", "successive_halving")
     asked = study.ask()
     trial = study._storage.get_trial(asked._trial_id)
-    batch = BatchPruner(study.pruner, study.study_name, study.direction, study.trials[:-1], [trial])
+    batch = BatchPruner(
+        study.pruner, study.study_name, study.direction, study.trials[:-1], [trial]
+    )
     for step in (0, 1):
         batch.report(trial._trial_id, step, 0.99)
         batch.should_prune(trial._trial_id)

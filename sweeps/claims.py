@@ -1,0 +1,85 @@
+"""Claim a batch of trials: re-queued ones first, the rest sampled in memory, created in bulk.
+
+Must run while holding the study's claim lock (`storage.TrialSlots.exclusive`), which is what
+keeps the study's trial count exact.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeps.history import StudyHistory, sampler_mirror
+from sweeps.study import OpenStudy
+from trainer import TrainConfig
+
+WORKER_ATTR = "worker"
+SCHEDULER_CLASS_ATTR = "scheduler_class"
+
+
+@dataclass(frozen=True)
+class ClaimedTrial:
+    """A RUNNING trial in the storage, its config, and its stored form (for the pruner view)."""
+
+    config: TrainConfig
+    stored: FrozenTrial
+
+    @property
+    def trial_id(self) -> int:
+        return self.stored._trial_id
+
+    @property
+    def number(self) -> int:
+        return self.stored.number
+
+
+def claim_trials(
+    opened: OpenStudy,
+    history: StudyHistory,
+    *,
+    count: int,
+    waiting: int,
+    sampler_history: int,
+    worker_name: str,
+) -> list[ClaimedTrial]:
+    """Create `count` RUNNING trials: the `waiting` re-queued ones, then TPE's proposals."""
+    settings, storage = opened.settings, opened.storage
+    study_id = storage.get_study_id_from_name(opened.study.study_name)
+    mirror = sampler_mirror(
+        opened.study.sampler, opened.study.study_name, history.sampler_view(sampler_history)
+    )
+    claimed = []
+    for index in range(count):
+        if index < waiting:
+            trial: optuna.Trial = _ask(opened.study)  # pops the oldest WAITING trial
+        else:
+            trial = _ask(mirror)
+        config = settings.space.suggest(
+            trial, epochs=settings.epochs, batch_size=settings.batch_size
+        )
+        attrs = {WORKER_ATTR: worker_name, SCHEDULER_CLASS_ATTR: config.schedule.torch_class_name}
+        if index < waiting:
+            trial_id = trial._trial_id
+            for key, value in attrs.items():
+                storage.set_trial_user_attr(trial_id, key, value)
+        else:
+            template = optuna.trial.create_trial(
+                state=TrialState.RUNNING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs=attrs,
+            )
+            trial_id = storage.create_new_trial(study_id, template_trial=template)
+        claimed.append(ClaimedTrial(config, storage.get_trial(trial_id)))
+    return claimed
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    with warnings.catch_warnings():
+        # This worker records heartbeats itself (storage.heartbeat), which Optuna cannot see.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return study.ask()

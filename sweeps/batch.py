@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial, TrialState
 
 from storage import heartbeat
-from storage.bulk import insert_intermediate_values
+from storage.bulk import Finished, finish_trials, write_epoch
 from sweeps.claims import ClaimedTrial
 from sweeps.history import StudyHistory
 from sweeps.pruning import BatchPruner
@@ -58,31 +58,36 @@ def run_batch(
             if pruner.should_prune(trial_id):
                 stop.add(member)
         rows = [(claimed[m].trial_id, r.epoch, r.validation_accuracy) for m, r in results.items()]
-        insert_intermediate_values(storage, rows)
-        for trial_id, key, value in pruner.take_system_attrs():
-            storage.set_trial_system_attr(trial_id, key, value)
+        write_epoch(storage, rows, pruner.take_system_attrs())
         return stop
 
     members = [BatchMember(c.config, seed=c.number) for c in claimed]
     with heartbeat(storage, [c.trial_id for c in claimed]):
         results = train_batch(members, tensors, order_seed=claimed[0].number, on_epoch=after_epoch)
+    finished = [_finished(trial, result) for trial, result in zip(claimed, results, strict=True)]
+    finish_trials(
+        storage,
+        [
+            Finished(
+                t._trial_id, t.state, t.value, {STOP_REASON_ATTR: t.user_attrs[STOP_REASON_ATTR]}
+            )
+            for t in finished
+        ],
+    )
     by_reason: Counter[str] = Counter()
-    for trial, result in zip(claimed, results, strict=True):
-        finished = _finish(opened, trial, result)
-        history.add(finished)
-        by_reason[finished.user_attrs[STOP_REASON_ATTR]] += 1
+    for trial in finished:
+        history.add(trial)
+        by_reason[trial.user_attrs[STOP_REASON_ATTR]] += 1
     values = [r.final_accuracy for r in results if r.status is RunStatus.COMPLETED]
     return BatchOutcome(by_reason, max((v for v in values if v is not None), default=None))
 
 
-def _finish(opened: OpenStudy, trial: ClaimedTrial, result: TrainResult) -> FrozenTrial:
-    """Tell the storage how the trial ended; return the trial as now stored."""
-    storage = opened.storage
+def _finished(trial: ClaimedTrial, result: TrainResult) -> FrozenTrial:
+    """The trial as it is stored once finished: COMPLETE with its final accuracy, or PRUNED
+    with its last accuracy (as Optuna's tell does)."""
     reason = STOP_REASONS[result.status]
     state = TrialState.COMPLETE if result.status is RunStatus.COMPLETED else TrialState.PRUNED
     value = result.final_accuracy
-    storage.set_trial_user_attr(trial.trial_id, STOP_REASON_ATTR, reason)
-    storage.set_trial_state_values(trial.trial_id, state, None if value is None else [value])
     stored = trial.stored
     return FrozenTrial(
         number=stored.number,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from storage.bulk import create_trials
 from sweeps.history import StudyHistory, sampler_mirror
 from sweeps.study import OpenStudy
 from trainer import TrainConfig
@@ -46,35 +47,41 @@ def claim_trials(
     worker_name: str,
 ) -> list[ClaimedTrial]:
     """Create `count` RUNNING trials: the `waiting` re-queued ones, then TPE's proposals."""
-    settings, storage = opened.settings, opened.storage
+    storage = opened.storage
     study_id = storage.get_study_id_from_name(opened.study.study_name)
     mirror = sampler_mirror(
         opened.study.sampler, opened.study.study_name, history.sampler_view(sampler_history)
     )
     claimed = []
-    for index in range(count):
-        if index < waiting:
-            trial: optuna.Trial = _ask(opened.study)  # pops the oldest WAITING trial
-        else:
-            trial = _ask(mirror)
-        config = settings.space.suggest(
-            trial, epochs=settings.epochs, batch_size=settings.batch_size
+    for _ in range(min(waiting, count)):
+        trial = _ask(opened.study)  # pops the oldest WAITING trial, params fixed
+        config = _suggest(opened, trial)
+        for key, value in _attrs(config, worker_name).items():
+            storage.set_trial_user_attr(trial._trial_id, key, value)
+        claimed.append(ClaimedTrial(config, storage.get_trial(trial._trial_id)))
+    proposals = []
+    for _ in range(count - len(claimed)):
+        trial = _ask(mirror)
+        config = _suggest(opened, trial)
+        template = optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=_attrs(config, worker_name),
         )
-        attrs = {WORKER_ATTR: worker_name, SCHEDULER_CLASS_ATTR: config.schedule.torch_class_name}
-        if index < waiting:
-            trial_id = trial._trial_id
-            for key, value in attrs.items():
-                storage.set_trial_user_attr(trial_id, key, value)
-        else:
-            template = optuna.trial.create_trial(
-                state=TrialState.RUNNING,
-                params=trial.params,
-                distributions=trial.distributions,
-                user_attrs=attrs,
-            )
-            trial_id = storage.create_new_trial(study_id, template_trial=template)
-        claimed.append(ClaimedTrial(config, storage.get_trial(trial_id)))
+        proposals.append((config, template))
+    created = create_trials(storage, study_id, [template for _, template in proposals])
+    claimed += [ClaimedTrial(config, stored) for (config, _), stored in zip(proposals, created)]
     return claimed
+
+
+def _suggest(opened: OpenStudy, trial: optuna.Trial) -> TrainConfig:
+    settings = opened.settings
+    return settings.space.suggest(trial, epochs=settings.epochs, batch_size=settings.batch_size)
+
+
+def _attrs(config: TrainConfig, worker_name: str) -> dict[str, str]:
+    return {WORKER_ATTR: worker_name, SCHEDULER_CLASS_ATTR: config.schedule.torch_class_name}
 
 
 def _ask(study: optuna.Study) -> optuna.Trial:

@@ -1,0 +1,249 @@
+"""Side by side, in one run: the hand-written Optuna loop against `sweeps launch`.
+
+    .venv/bin/python -m bench.compare --sizes 200 1000 --storages sqlite postgres
+    .venv/bin/python -m bench.compare --flat 10000        # service only: cost per trial vs size
+
+Each pair runs the same number of worker processes on the same storage kind, study size, data,
+search space and pruner (median), one after the other on this machine, and prints a Markdown
+table: trials per second (finished trials / wall time, process start-up included), the ratio,
+the best validation accuracy, and the time from the study's first trial to the first trial
+completing at >= 95% validation accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import optuna
+from optuna.trial import TrialState
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "ionosphere.csv"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+TARGET_ACCURACY = 0.95
+
+
+@dataclass(frozen=True)
+class Measured:
+    finished: int
+    wall_s: float
+    best: float | None
+    to_target_s: float | None
+    study_s: float
+
+    @property
+    def trials_per_s(self) -> float:
+        return self.finished / self.wall_s
+
+
+def measure(url: str, study_name: str, wall_s: float) -> Measured:
+    study = optuna.load_study(study_name=study_name, storage=url)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    start = min(t.datetime_start for t in trials if t.datetime_start)
+    end = max(t.datetime_complete for t in trials if t.datetime_complete)
+    hits = [
+        t.datetime_complete
+        for t in finished
+        if t.state == TrialState.COMPLETE and t.value is not None and t.value >= TARGET_ACCURACY
+    ]
+    complete = [t.value for t in finished if t.state == TrialState.COMPLETE and t.value]
+    return Measured(
+        finished=len(finished),
+        wall_s=wall_s,
+        best=max(complete, default=None),
+        to_target_s=(min(hits) - start).total_seconds() if hits else None,  # type: ignore[operator]
+        study_s=(end - start).total_seconds(),  # type: ignore[operator]
+    )
+
+
+def run_processes(commands: list[list[str]], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    processes = [subprocess.Popen(c, cwd=REPO, env=env) for c in commands]
+    codes = [p.wait() for p in processes]
+    if any(codes):
+        raise SystemExit(f"benchmark process failed with {codes}")
+    return time.perf_counter() - started
+
+
+def run_handwritten(url: str, trials: int, workers: int, data: Path) -> Measured:
+    study = f"handwritten_{uuid.uuid4().hex[:6]}"
+    commands = [
+        [
+            sys.executable,
+            "-m",
+            "bench.handwritten",
+            "--storage",
+            url,
+            "--study",
+            study,
+            "--trials",
+            str(trials),
+            "--seed",
+            str(i),
+            "--data",
+            str(data),
+        ]
+        for i in range(workers)
+    ]
+    # Create the study first so the workers do not race to create it.
+    optuna.create_study(storage=url, study_name=study, direction="maximize")
+    return measure(url, study, run_processes(commands, dict(os.environ)))
+
+
+def run_service(url: str, trials: int, workers: int, data: Path, extra: list[str]) -> Measured:
+    study = f"service_{uuid.uuid4().hex[:6]}"
+    command = [
+        sys.executable,
+        "-m",
+        "sweeps",
+        "launch",
+        "--study",
+        study,
+        "--workers",
+        str(workers),
+        "--trials",
+        str(trials),
+        "--data",
+        str(data),
+        "--seed",
+        "0",
+        "--no-baselines",
+        "--quiet",
+        *extra,
+    ]
+    env = {**os.environ, "LRSWEEP_STORAGE": url}
+    return measure(url, study, run_processes([command], env))
+
+
+@contextmanager
+def storage_url(kind: str, postgres_admin: str, folder: Path) -> Iterator[str]:
+    """A fresh SQLite file or a throwaway PostgreSQL database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / f'{uuid.uuid4().hex[:6]}.db'}"
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(postgres_admin)
+    name = f"lrsweep_bench_{uuid.uuid4().hex[:8]}"
+    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(drivername="postgresql+psycopg", database=name).render_as_string(
+            hide_password=False
+        )
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "not reached" if value is None else pattern.format(value)
+
+
+def compare(args: argparse.Namespace) -> None:
+    print(
+        "| storage | trials | hand-written trials/s | service trials/s | ratio | "
+        "best acc (hand / service) | to 95% (hand / service) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    with TemporaryDirectory() as tmp:
+        for kind in args.storages:
+            for size in args.sizes:
+                with storage_url(kind, args.postgres_url, Path(tmp)) as url:
+                    hand = run_handwritten(url, size, args.workers, args.data)
+                    service = run_service(url, size, args.workers, args.data, args.service_args)
+                print(
+                    f"| {kind} | {size} | {hand.trials_per_s:.2f} | "
+                    f"{service.trials_per_s:.1f} | {service.trials_per_s / hand.trials_per_s:.1f}x"
+                    f" | {_fmt(hand.best, '{:.4f}')} / {_fmt(service.best, '{:.4f}')} | "
+                    f"{_fmt(hand.to_target_s, '{:.1f}s')} / "
+                    f"{_fmt(service.to_target_s, '{:.1f}s')} |",
+                    flush=True,
+                )
+
+
+def flat(args: argparse.Namespace) -> None:
+    """Seconds per trial over the first and the last `window` finished trials of one study."""
+    with (
+        TemporaryDirectory() as tmp,
+        storage_url(args.storages[0], args.postgres_url, Path(tmp)) as url,
+    ):
+        study_name = f"flat_{uuid.uuid4().hex[:6]}"
+        command = [
+            sys.executable,
+            "-m",
+            "sweeps",
+            "launch",
+            "--study",
+            study_name,
+            "--workers",
+            str(args.workers),
+            "--trials",
+            str(args.flat),
+            "--data",
+            str(args.data),
+            "--seed",
+            "0",
+            "--no-baselines",
+            "--quiet",
+            *args.service_args,
+        ]
+        wall = run_processes([command], {**os.environ, "LRSWEEP_STORAGE": url})
+        study = optuna.load_study(study_name=study_name, storage=url)
+        done = sorted(
+            t.datetime_complete
+            for t in study.get_trials(deepcopy=False)
+            if t.state.is_finished() and t.datetime_complete
+        )
+        window = args.window
+        first = (done[window] - done[0]).total_seconds() / window
+        last = (done[-1] - done[-window - 1]).total_seconds() / window
+        print(
+            f"{args.storages[0]}, {len(done)} trials in {wall:.1f}s "
+            f"({len(done) / wall:.1f} trials/s)"
+        )
+        print(
+            f"seconds per trial, trials 1-{window}: {first * 1000:.2f} ms; "
+            f"last {window}: {last * 1000:.2f} ms; ratio {last / first:.2f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument(
+        "--storages", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"]
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("IONOSPHERE_CSV", DEFAULT_DATA))
+    )
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
+    parser.add_argument("--flat", type=int, metavar="N", help="service only, one study of N")
+    parser.add_argument("--window", type=int, default=100)
+    parser.add_argument(
+        "--service-args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="extra flags for `sweeps launch` (e.g. --batch-size-trials 32)",
+    )
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    flat(args) if args.flat else compare(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -91,9 +91,8 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sampler-history",
         type=int,
-        default=400,
         metavar="H",
-        help="most finished trials TPE fits on (default 400)",
+        help="most finished trials TPE fits on (default 200: the best and the most recent)",
     )
     parser.add_argument("--quiet", action="store_true", help="no line per batch")
 
@@ -188,6 +187,7 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
 
 
 def _worker_options_of(args: argparse.Namespace) -> Any:
+    from sweeps.history import DEFAULT_SAMPLER_HISTORY
     from sweeps.worker import WorkerOptions
 
     return WorkerOptions(
@@ -196,7 +196,7 @@ def _worker_options_of(args: argparse.Namespace) -> Any:
         data=args.data,
         device=args.device,
         batch_trials=args.batch_size_trials,
-        sampler_history=args.sampler_history,
+        sampler_history=args.sampler_history or DEFAULT_SAMPLER_HISTORY,
         quiet=args.quiet,
     )
 

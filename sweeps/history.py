@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-DEFAULT_SAMPLER_HISTORY = 400
+DEFAULT_SAMPLER_HISTORY = 200
 
 
 class StudyHistory:

@@ -24,7 +24,7 @@ from trainer.training import (
     RunStatus,
     Tensors,
     TrainResult,
-    build_model,
+    initial_weights,
 )
 
 
@@ -69,10 +69,9 @@ class _Stack:
 
 
 def _stack_initial_weights(members: Sequence[BatchMember], device: torch.device) -> _Stack:
-    models = [build_model(member.seed, device) for member in members]
+    weights = [initial_weights(member.seed) for member in members]
     w1, b1, w2, b2 = (
-        torch.stack([list(m.parameters())[i].detach() for m in models]).requires_grad_()
-        for i in range(4)
+        torch.stack([w[i] for w in weights]).to(device).requires_grad_() for i in range(4)
     )
     stack = _Stack(torch.arange(len(members), device=device), w1, b1, w2, b2, [])
     stack.buffers = [torch.zeros_like(p) for p in stack.params]

@@ -81,14 +81,26 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def initial_weights(seed: int) -> tuple[torch.Tensor, ...]:
+    """w1 [34, 34], b1 [34], w2 [1, 34], b2 [1], drawn as nn.Linear's default init draws them
+    (uniform within 1/sqrt(fan_in)), from a generator of their own: seeded, cheap, and without
+    touching the global RNG."""
+    generator = torch.Generator().manual_seed(seed)
+    bound = 1.0 / math.sqrt(N_FEATURES)  # both layers have fan_in 34
+    shapes = ((HIDDEN_UNITS, N_FEATURES), (HIDDEN_UNITS,), (1, HIDDEN_UNITS), (1,))
+    return tuple(
+        torch.empty(shape).uniform_(-bound, bound, generator=generator) for shape in shapes
+    )
+
+
 def build_model(seed: int, device: torch.device) -> nn.Module:
     """34 -> 34 ReLU -> 1 logit; the sigmoid lives in the loss (BCEWithLogits) for stability."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Linear(N_FEATURES, HIDDEN_UNITS), nn.ReLU(), nn.Linear(HIDDEN_UNITS, 1)
     )
-    torch.random.set_rng_state(generator_state)
+    with torch.no_grad():
+        for parameter, value in zip(model.parameters(), initial_weights(seed), strict=True):
+            parameter.copy_(value)
     return model.to(device)
 
 

@@ -15,8 +15,8 @@ import torch
 
 from sweeps.settings import StudySettings
 from sweeps.study import make_pruner
-from trainer import EpochResult, RunStatus, Tensors, train
-from trainer.training import cached_dataset, split_tensors
+from trainer.data import cached_dataset
+from trainer.training import EpochResult, RunStatus, Tensors, split_tensors, train
 
 
 def objective_for(tensors: Tensors, settings: StudySettings):  # type: ignore[no-untyped-def]
@@ -49,8 +49,8 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
     dataset = cached_dataset(args.data)
-    settings = StudySettings(data_sha256=dataset.sha256)
-    tensors = split_tensors(dataset, settings.validation_fraction, settings.split_seed, "cpu")
+    settings = StudySettings(data_sha256=dataset.sha256).with_split(dataset)
+    tensors = split_tensors(dataset, settings.validation_rows, "cpu")
     study = optuna.create_study(
         storage=args.storage,
         study_name=args.study,

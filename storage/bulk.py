@@ -32,6 +32,8 @@ def create_trials(
     in the same transaction. Optuna also checks each parameter's distribution against earlier
     trials; lrsweep fixes the search space per study, so that check cannot fail here.
     """
+    if not templates:
+        return []
     trials = models.TrialModel.__table__
     now = datetime.now()
     with storage.engine.begin() as connection:

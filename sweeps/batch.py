@@ -20,10 +20,10 @@ from sweeps.claims import ClaimedTrial
 from sweeps.history import StudyHistory
 from sweeps.pruning import BatchPruner
 from sweeps.study import OpenStudy
-from trainer import EpochResult, RunStatus, Tensors, TrainResult
+from sweeps.trial_attrs import STOP_REASON_ATTR
 from trainer.batched import BatchMember, train_batch
+from trainer.training import EpochResult, RunStatus, Tensors, TrainResult
 
-STOP_REASON_ATTR = "stop_reason"
 STOP_REASONS = {
     RunStatus.COMPLETED: "finished",
     RunStatus.STOPPED: "pruned",

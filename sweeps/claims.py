@@ -15,10 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 from storage.bulk import create_trials
 from sweeps.history import StudyHistory, sampler_mirror
 from sweeps.study import OpenStudy
+from sweeps.trial_attrs import SCHEDULER_CLASS_ATTR, WORKER_ATTR
 from trainer import TrainConfig
-
-WORKER_ATTR = "worker"
-SCHEDULER_CLASS_ATTR = "scheduler_class"
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
     from sweeps.settings import StudySettings
     from sweeps.space import load_space
     from sweeps.study import create_or_join
-    from trainer.training import cached_dataset
+    from trainer.data import cached_dataset
 
     dataset = cached_dataset(args.data)
     given = {
@@ -178,6 +178,7 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
         _storage_settings(args),
         args.study,
         requested,
+        dataset,
         explicit=frozenset(explicit),
         sampler_seed=args.seed,
         enqueue_baselines=default_baselines if args.baselines is None else args.baselines,

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from storage import STORAGE_ENV_VAR
@@ -33,8 +34,8 @@ class LaunchPlan:
         if workers is not None and workers < 1:
             raise InvalidInputError(f"--workers must be >= 1; got {workers}")
         gpu_count = 0
-        if device != "cpu":
-            import torch
+        if device != "cpu" and any(Path("/dev").glob("nvidia[0-9]*")):
+            import torch  # only on GPU hosts: importing torch costs a second or two
 
             gpu_count = torch.cuda.device_count()
         if gpu_count:

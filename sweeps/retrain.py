@@ -8,13 +8,13 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from trainer import TrainConfig, resolve_device, train
+from trainer import TrainConfig, validation_rows
+from trainer.data import cached_dataset
 from trainer.training import (
-    DEFAULT_SPLIT_SEED,
-    DEFAULT_VALIDATION_FRACTION,
     Tensors,
-    cached_dataset,
+    resolve_device,
     split_tensors,
+    train,
 )
 
 
@@ -34,9 +34,7 @@ def retrain(
         tensors = Tensors.from_arrays(train_set, cached_dataset(test_csv), torch_device)
         evaluated_on = test_csv
     else:
-        tensors = split_tensors(
-            train_set, DEFAULT_VALIDATION_FRACTION, DEFAULT_SPLIT_SEED, str(torch_device)
-        )
+        tensors = split_tensors(train_set, validation_rows(train_set), str(torch_device))
         evaluated_on = "validation split"
     results = [train(config, tensors, seed=seed) for seed in range(seeds)]
     scores = [r.final_accuracy for r in results if r.final_accuracy is not None]

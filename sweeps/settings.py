@@ -7,15 +7,15 @@ pruner, epochs and data split come from here, and its data file must hash to the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import optuna
 
 from sweeps.space import SearchSpace
-from trainer import Dataset, InvalidInputError
+from trainer import Dataset, InvalidInputError, validation_rows
 from trainer.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
-from trainer.training import DEFAULT_SPLIT_SEED, DEFAULT_VALIDATION_FRACTION
+from trainer.data import DEFAULT_SPLIT_SEED, DEFAULT_VALIDATION_FRACTION
 
 SETTINGS_ATTR = "lrsweep.settings"
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
@@ -33,6 +33,7 @@ class StudySettings:
         batch_size: mini-batch size (the tutorial's 24).
         validation_fraction: share of rows held out, stratified.
         split_seed: seed of the train/validation split.
+        validation_rows: the held-out rows, drawn once when the study is created.
     """
 
     data_sha256: str
@@ -42,6 +43,7 @@ class StudySettings:
     batch_size: int = DEFAULT_BATCH_SIZE
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     split_seed: int = DEFAULT_SPLIT_SEED
+    validation_rows: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
@@ -69,7 +71,18 @@ class StudySettings:
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> StudySettings:
-        return cls(**{**document, "space": SearchSpace.from_dict(document["space"])})
+        return cls(
+            **{
+                **document,
+                "space": SearchSpace.from_dict(document["space"]),
+                "validation_rows": tuple(document["validation_rows"]),
+            }
+        )
+
+    def with_split(self, dataset: Dataset) -> StudySettings:
+        """These settings with the validation rows drawn from `dataset` (at study creation)."""
+        rows = validation_rows(dataset, self.validation_fraction, self.split_seed)
+        return replace(self, validation_rows=rows)
 
     def save(self, study: optuna.Study) -> None:
         study.set_user_attr(SETTINGS_ATTR, self.to_dict())

@@ -10,7 +10,7 @@ import optuna
 from storage import StorageError, StorageSettings, open_storage
 from storage.urls import sqlite_path
 from sweeps.settings import StudySettings
-from trainer import InvalidInputError
+from trainer import Dataset, InvalidInputError
 
 # The tutorial's two schedules (time-based and drop-based decay), run first when asked so every
 # study has a known reference point.
@@ -60,6 +60,7 @@ def create_or_join(
     storage_settings: StorageSettings,
     study_name: str,
     requested: StudySettings,
+    dataset: Dataset,
     *,
     explicit: frozenset[str] = frozenset(),
     sampler_seed: int | None = None,
@@ -82,6 +83,7 @@ def create_or_join(
         )
     except optuna.exceptions.DuplicatedStudyError:
         return join(storage, study_name, sampler_seed, requested=requested, explicit=explicit)
+    requested = requested.with_split(dataset)
     requested.save(study)
     if enqueue_baselines:
         for params in BASELINES:

@@ -7,8 +7,8 @@ from typing import Any
 
 import optuna
 
-from sweeps.batch import STOP_REASON_ATTR
 from sweeps.study import OpenStudy
+from sweeps.trial_attrs import STOP_REASON_ATTR
 
 
 def summarize(opened: OpenStudy) -> dict[str, Any]:

@@ -24,8 +24,9 @@ from sweeps.batch import BatchOutcome, run_batch
 from sweeps.claims import ClaimedTrial, claim_trials
 from sweeps.history import DEFAULT_SAMPLER_HISTORY, StudyHistory
 from sweeps.study import OpenStudy
-from trainer import InvalidInputError, resolve_device, split_tensors
-from trainer.training import cached_dataset
+from trainer import InvalidInputError
+from trainer.data import cached_dataset
+from trainer.training import resolve_device, split_tensors
 
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 POLL_INTERVAL_S = 0.25
@@ -102,9 +103,7 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     settings.check_data(dataset)
     device = resolve_device(options.device)
     torch.set_num_threads(options.threads)
-    tensors = split_tensors(
-        dataset, settings.validation_fraction, settings.split_seed, str(device)
-    )
+    tensors = split_tensors(dataset, settings.validation_rows, str(device))
     slots = TrialSlots(opened.storage, opened.study.study_name)
     history = StudyHistory(opened.storage)
     batch_size = options.batch_size_for(device)

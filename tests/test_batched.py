@@ -17,6 +17,7 @@ from trainer import (
     load_ionosphere,
     split_tensors,
     train,
+    validation_rows,
 )
 from trainer.batched import BatchMember, train_batch
 
@@ -34,7 +35,8 @@ SCHEDULES = [
 @pytest.fixture(scope="module")
 def tensors(data_path: Path) -> Tensors:
     torch.set_num_threads(1)
-    return split_tensors(load_ionosphere(data_path), 0.3, 0, "cpu")
+    dataset = load_ionosphere(data_path)
+    return split_tensors(dataset, validation_rows(dataset), "cpu")
 
 
 def _members(epochs: int) -> list[BatchMember]:

@@ -66,3 +66,10 @@ def test_created_trials_read_back_like_optuna_trials(storage_url: str) -> None:
     assert first.datetime_complete is not None and first.datetime_start is not None
     assert failed.value is None and "stop_reason" not in failed.user_attrs
     assert study.best_trial.number == 1
+
+
+def test_creating_no_trials_writes_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    storage = open_storage(StorageSettings(f"sqlite:///{tmp_path / 'empty.db'}"))
+    study = optuna.create_study(storage=storage, study_name="empty")
+    assert create_trials(storage, storage.get_study_id_from_name("empty"), []) == []
+    assert study.trials == []

@@ -13,6 +13,7 @@ from trainer import (
     load_ionosphere,
     split_tensors,
     train,
+    validation_rows,
 )
 from trainer.training import resolve_device
 
@@ -24,7 +25,8 @@ TUTORIAL_DROP = TrainConfig(
 @pytest.fixture(scope="module")
 def tensors(data_path: Path):  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
-    return split_tensors(load_ionosphere(data_path), 0.3, 0, "cpu")
+    dataset = load_ionosphere(data_path)
+    return split_tensors(dataset, validation_rows(dataset), "cpu")
 
 
 def test_tutorial_schedule_learns_the_task(tensors) -> None:  # type: ignore[no-untyped-def]

@@ -1,35 +1,46 @@
-"""Train the ionosphere MLP under one learning-rate schedule; build and load schedules."""
+"""Train the ionosphere MLP under one learning-rate schedule; build and load schedules.
+
+Configs, schedules and data load without importing torch (the CLI starts faster); the training
+names import it on first use.
+"""
+
+from typing import Any
 
 from trainer.config import TrainConfig, load_config
-from trainer.data import Dataset, load_ionosphere, stratified_split
+from trainer.data import Dataset, load_ionosphere, stratified_split, validation_rows
 from trainer.errors import InvalidInputError
 from trainer.schedules import SCHEDULES, ScheduleConfig, build, lr_curve
-from trainer.training import (
-    EpochResult,
-    RunStatus,
-    Tensors,
-    TrainResult,
-    resolve_device,
-    split_tensors,
-    train,
+
+_TRAINING_NAMES = (
+    "EpochResult",
+    "RunStatus",
+    "Tensors",
+    "TrainResult",
+    "resolve_device",
+    "split_tensors",
+    "train",
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRAINING_NAMES:
+        from trainer import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'trainer' has no attribute {name!r}")
+
 
 __all__ = [
     "SCHEDULES",
     "Dataset",
-    "EpochResult",
     "InvalidInputError",
-    "RunStatus",
     "ScheduleConfig",
-    "Tensors",
     "TrainConfig",
-    "TrainResult",
     "build",
     "load_config",
     "load_ionosphere",
     "lr_curve",
-    "resolve_device",
-    "split_tensors",
     "stratified_split",
-    "train",
+    "validation_rows",
+    *_TRAINING_NAMES,
 ]

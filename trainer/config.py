@@ -10,13 +10,14 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from trainer.documents import read_document
 from trainer.errors import InvalidInputError
 from trainer.schedules import SCHEDULES, ScheduleConfig
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_NAME = "lrsweep.train-config"
 FORMAT_VERSION = 1
@@ -58,6 +59,8 @@ class TrainConfig:
 
     def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.SGD:
         """The SGD optimizer this recipe trains with."""
+        import torch
+
         return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum)
 
     def to_json_dict(self) -> dict[str, Any]:

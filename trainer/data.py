@@ -7,6 +7,7 @@ the file and the problem, instead of training on garbage.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from trainer.errors import InvalidInputError
 N_FEATURES = 34
 LABELS = {"g": 1.0, "b": 0.0}
 DATA_ENV_VAR = "IONOSPHERE_CSV"
+DEFAULT_VALIDATION_FRACTION = 0.3
+DEFAULT_SPLIT_SEED = 0
 OPENML_DATA_ID = 59
 
 
@@ -77,6 +80,12 @@ def _fetch_from_openml(destination: Path) -> None:
     tmp = destination.with_suffix(".tmp")
     frame.to_csv(tmp, header=False, index=False)
     tmp.replace(destination)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_dataset(path: str | None) -> Dataset:
+    """Load and validate a data file once per process."""
+    return load_ionosphere(path)
 
 
 def load_ionosphere(path: str | os.PathLike[str] | None = None) -> Dataset:
@@ -163,3 +172,14 @@ def stratified_split(dataset: Dataset, validation_fraction: float, seed: int) ->
         stratify=dataset.labels,
     )
     return Split(train=np.sort(train), validation=np.sort(validation))
+
+
+def validation_rows(
+    dataset: Dataset,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    seed: int = DEFAULT_SPLIT_SEED,
+) -> tuple[int, ...]:
+    """The held-out rows of `stratified_split`, as a plain tuple a study can store."""
+    return tuple(
+        int(row) for row in stratified_split(dataset, validation_fraction, seed).validation
+    )

@@ -11,19 +11,11 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.optim.lr_scheduler import (
-    ConstantLR,
-    CosineAnnealingLR,
-    ExponentialLR,
-    LambdaLR,
-    LinearLR,
-    LRScheduler,
-    PolynomialLR,
-    StepLR,
-)
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
 
 from trainer.errors import InvalidInputError
 
@@ -65,11 +57,11 @@ COUNT = ParamSpec(is_int=True, low=1)
 
 @dataclass(frozen=True)
 class ScheduleKind:
-    """A supported schedule: its torch class, its arguments, and how to build it."""
+    """A supported schedule: the torch class that implements it and its arguments, named as
+    that class names them (so they are its keyword arguments)."""
 
-    torch_class: type[LRScheduler]
+    torch_class_name: str
     params: Mapping[str, ParamSpec]
-    make: Callable[[torch.optim.Optimizer, Mapping[str, Any]], LRScheduler]
     fixed_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -84,51 +76,20 @@ def inverse_time_factor(alpha: float) -> Callable[[int], float]:
 
 SCHEDULES: Mapping[str, ScheduleKind] = MappingProxyType(
     {
-        "constant": ScheduleKind(
-            ConstantLR,
-            {},
-            lambda opt, p: ConstantLR(opt, factor=1.0, total_iters=0),
-            fixed_kwargs={"factor": 1.0, "total_iters": 0},
-        ),
-        "step": ScheduleKind(
-            StepLR,
-            {"step_size": COUNT, "gamma": FACTOR},
-            lambda opt, p: StepLR(opt, step_size=p["step_size"], gamma=p["gamma"]),
-        ),
-        "exponential": ScheduleKind(
-            ExponentialLR,
-            {"gamma": FACTOR},
-            lambda opt, p: ExponentialLR(opt, gamma=p["gamma"]),
-        ),
+        "constant": ScheduleKind("ConstantLR", {}, fixed_kwargs={"factor": 1.0, "total_iters": 0}),
+        "step": ScheduleKind("StepLR", {"step_size": COUNT, "gamma": FACTOR}),
+        "exponential": ScheduleKind("ExponentialLR", {"gamma": FACTOR}),
         "linear": ScheduleKind(
-            LinearLR,
+            "LinearLR",
             {
                 "start_factor": FACTOR,
                 "end_factor": ParamSpec(is_int=False, low=0.0, high=1.0),
                 "total_iters": COUNT,
             },
-            lambda opt, p: LinearLR(
-                opt,
-                start_factor=p["start_factor"],
-                end_factor=p["end_factor"],
-                total_iters=p["total_iters"],
-            ),
         ),
-        "inverse_time": ScheduleKind(
-            LambdaLR,
-            {"alpha": NONNEGATIVE},
-            lambda opt, p: LambdaLR(opt, lr_lambda=inverse_time_factor(p["alpha"])),
-        ),
-        "cosine": ScheduleKind(
-            CosineAnnealingLR,
-            {"T_max": COUNT, "eta_min": NONNEGATIVE},
-            lambda opt, p: CosineAnnealingLR(opt, T_max=p["T_max"], eta_min=p["eta_min"]),
-        ),
-        "polynomial": ScheduleKind(
-            PolynomialLR,
-            {"total_iters": COUNT, "power": POSITIVE},
-            lambda opt, p: PolynomialLR(opt, total_iters=p["total_iters"], power=p["power"]),
-        ),
+        "inverse_time": ScheduleKind("LambdaLR", {"alpha": NONNEGATIVE}),
+        "cosine": ScheduleKind("CosineAnnealingLR", {"T_max": COUNT, "eta_min": NONNEGATIVE}),
+        "polynomial": ScheduleKind("PolynomialLR", {"total_iters": COUNT, "power": POSITIVE}),
     }
 )
 
@@ -168,16 +129,21 @@ class ScheduleConfig:
 
     @property
     def torch_class_name(self) -> str:
-        return SCHEDULES[self.kind].torch_class.__name__
+        return SCHEDULES[self.kind].torch_class_name
 
     def torch_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the torch class (inverse_time keeps `alpha` for its lambda)."""
         return {**SCHEDULES[self.kind].fixed_kwargs, **self.params}
 
 
-def build(optimizer: torch.optim.Optimizer, config: ScheduleConfig) -> LRScheduler:
+def build(optimizer: Optimizer, config: ScheduleConfig) -> LRScheduler:
     """The real torch scheduler for `config`, attached to `optimizer`; step it once per epoch."""
-    return SCHEDULES[config.kind].make(optimizer, config.params)
+    from torch.optim import lr_scheduler  # kept out of import time: the CLI starts faster
+
+    torch_class = getattr(lr_scheduler, config.torch_class_name)
+    if config.kind == "inverse_time":
+        return torch_class(optimizer, lr_lambda=inverse_time_factor(config.params["alpha"]))
+    return torch_class(optimizer, **config.torch_kwargs())  # type: ignore[no-any-return]
 
 
 def lr_curve(config: ScheduleConfig, lr0: float, epochs: int) -> list[float]:

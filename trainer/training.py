@@ -14,17 +14,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from trainer.config import TrainConfig
-from trainer.data import N_FEATURES, Dataset, load_ionosphere, stratified_split
+from trainer.data import N_FEATURES, Dataset
 from trainer.errors import InvalidInputError
 from trainer.schedules import build
 
 HIDDEN_UNITS = 34
-DEFAULT_VALIDATION_FRACTION = 0.3
-DEFAULT_SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -50,20 +49,19 @@ class Tensors:
 
 
 @functools.lru_cache(maxsize=4)
-def split_tensors(
-    dataset: Dataset, validation_fraction: float, split_seed: int, device: str
-) -> Tensors:
-    """The seeded stratified split as device tensors, built once per process and reused."""
-    split = stratified_split(dataset, validation_fraction, split_seed)
+def split_tensors(dataset: Dataset, validation_rows: tuple[int, ...], device: str) -> Tensors:
+    """Validation rows and all others (for training) as device tensors, built once per process.
+
+    The rows come from the study (`data.validation_rows` at creation), so every worker, on any
+    machine, holds out exactly the same ones.
+    """
+    held_out = np.zeros(len(dataset), dtype=bool)
+    held_out[list(validation_rows)] = True
     return Tensors.from_arrays(
-        dataset.take(split.train), dataset.take(split.validation), torch.device(device)
+        dataset.take(np.flatnonzero(~held_out)),
+        dataset.take(np.flatnonzero(held_out)),
+        torch.device(device),
     )
-
-
-@functools.lru_cache(maxsize=4)
-def cached_dataset(path: str | None) -> Dataset:
-    """Load and validate a data file once per process."""
-    return load_ionosphere(path)
 
 
 def resolve_device(name: str | None) -> torch.device:

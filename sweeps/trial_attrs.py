@@ -1,0 +1,5 @@
+"""Names of the user attributes lrsweep records on every trial (read by status and exports)."""
+
+WORKER_ATTR = "worker"  # host:pid of the worker that ran the trial
+SCHEDULER_CLASS_ATTR = "scheduler_class"  # torch class of the trial's schedule
+STOP_REASON_ATTR = "stop_reason"  # finished, pruned or diverged

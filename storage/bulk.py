@@ -20,7 +20,7 @@ import optuna
 from optuna.distributions import distribution_to_json
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 
 
 def create_trials(
@@ -111,6 +111,11 @@ def write_epoch(
         for trial_id, key, value in system_attrs
     ]
     with storage.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Per-epoch values need not wait for the WAL flush: a server crash can lose the
+            # last fraction of a second of them, never corrupt anything; trial creation and
+            # final results stay fully durable.
+            connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
         if records:
             connection.execute(insert(models.TrialIntermediateValueModel.__table__), records)
         if attrs:
@@ -178,3 +183,22 @@ def finish_trials(storage: optuna.storages.RDBStorage, outcomes: Sequence[Finish
         if attrs:
             connection.execute(insert(models.TrialUserAttributeModel.__table__), attrs)
     return len(finishing)
+
+
+def annotate_trial(
+    storage: optuna.storages.RDBStorage, trial_id: int, user_attrs: Mapping[str, Any]
+) -> None:
+    """Set user attributes on a trial in any state (Optuna refuses once it has finished):
+    how lrsweep records why a trial failed and which trial re-runs it."""
+    table = models.TrialUserAttributeModel.__table__
+    with storage.engine.begin() as connection:
+        connection.execute(
+            delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(user_attrs)))
+        )
+        connection.execute(
+            insert(table),
+            [
+                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                for key, value in user_attrs.items()
+            ],
+        )

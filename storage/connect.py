@@ -2,7 +2,7 @@
 
 SQLite gets WAL and a long busy timeout so several local processes can write; PostgreSQL gets
 pool pre-ping so workers survive dropped connections. Heartbeats are always on: a trial whose
-worker died is failed after the grace period and re-queued by Optuna's retry callback.
+worker died is failed after the grace period and re-queued (`storage.retry`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from storage.errors import StorageError
 from storage.locks import DatabaseLock
+from storage.retry import RequeueStaleTrials
 from storage.urls import mask_url, parse_url, sqlite_path
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
@@ -87,17 +88,15 @@ def _rdb_storage(
     settings: StorageSettings, engine_kwargs: dict[str, Any]
 ) -> optuna.storages.RDBStorage:
     with warnings.catch_warnings():
-        # Heartbeats and the retry callback are marked experimental; they are the documented
-        # way to fail and re-run a dead worker's trial.
+        # Heartbeats are marked experimental; they are the documented way to fail and re-run
+        # a dead worker's trial.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
             settings.url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=settings.heartbeat_interval,
             grace_period=settings.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=settings.max_retry
-            ),
+            heartbeat_stale_trial_callback=RequeueStaleTrials(settings.max_retry),
         )
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_USAGE = 0, 2
 DEFAULT_STUDY = "lrsweep"
 DEFAULT_RUN_TRIALS = 100
 
@@ -310,9 +311,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sweeps` script; returns the process exit code."""
-    import signal
-
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         args = build_parser().parse_args(argv)
         _quiet_libraries()
@@ -320,8 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        return _fail("interrupted", 128 + signum)
     except Exception as exc:
         from storage import StorageError
         from trainer import InvalidInputError
@@ -331,8 +331,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
-def _raise_keyboard_interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (running trials are failed and re-queued), exit 143."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
 
 
 def _quiet_libraries() -> None:

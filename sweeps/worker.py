@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from storage import TrialSlots
+from storage.retry import requeue
 from sweeps.batch import BatchOutcome, run_batch
 from sweeps.claims import ClaimedTrial, claim_trials
 from sweeps.history import DEFAULT_SAMPLER_HISTORY, StudyHistory
@@ -136,8 +138,11 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
         started = time.perf_counter()
         try:
             outcome = run_batch(opened, claimed, tensors, history)
+        except KeyboardInterrupt:  # SIGINT or SIGTERM: hand the batch back, then stop
+            _fail_all(opened, claimed, "interrupted")
+            raise
         except Exception as exc:  # a failing batch must not leave its trials RUNNING
-            _fail_all(opened, claimed, exc)
+            _fail_all(opened, claimed, f"{type(exc).__name__}: {exc}")
             totals["failed"] += len(claimed)
             consecutive_errors += 1
             if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
@@ -150,12 +155,15 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     return WorkerSummary(trials_run=sum(totals.values()), by_reason=dict(totals))
 
 
-def _fail_all(opened: OpenStudy, claimed: list[ClaimedTrial], exc: Exception) -> None:
-    error = f"{type(exc).__name__}: {exc}"
-    print(f"batch of {len(claimed)} trials failed: {error}", file=sys.stderr)
+def _fail_all(opened: OpenStudy, claimed: list[ClaimedTrial], reason: str) -> None:
+    """Fail the batch's unfinished trials with `reason` and queue each again."""
+    print(f"batch of {len(claimed)} trials failed: {reason}; re-queued", file=sys.stderr)
     for trial in claimed:
-        opened.storage.set_trial_user_attr(trial.trial_id, "error", error)
-        opened.storage.set_trial_state_values(trial.trial_id, optuna.trial.TrialState.FAIL)
+        try:
+            opened.storage.set_trial_state_values(trial.trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished before the failure: nothing to redo
+        requeue(opened.study, opened.storage.get_trial(trial.trial_id), reason)
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:

@@ -1,0 +1,63 @@
+"""Re-queue a trial that ended without a result: its worker died, or was interrupted.
+
+Optuna's `RetryHeartbeatStaleTrialCallback` re-queues a dead worker's trial as WAITING with the
+same parameters and records the chain on the new trial (`failed_trial`, `retry_history`). This
+does the same, in the same format (so Optuna's `retried_trial_number` and `retry_history`
+read it), and also records on the failed trial why it failed and which trial re-runs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from storage.bulk import annotate_trial
+
+FAIL_REASON_ATTR = "fail_reason"
+RETRIED_AS_ATTR = "retried_as"
+DEFAULT_MAX_RETRY = 3
+
+
+def requeue(
+    study: optuna.Study, failed: FrozenTrial, reason: str, max_retry: int = DEFAULT_MAX_RETRY
+) -> int | None:
+    """Record `reason` on the failed trial and queue a copy; returns the copy's number, or
+    None when the trial has been retried `max_retry` times already."""
+    # Optuna wraps an RDB storage in its cache layer; annotations go to the database itself.
+    storage = cast(optuna.storages.RDBStorage, getattr(study._storage, "_backend", study._storage))
+    annotate_trial(storage, failed._trial_id, {FAIL_REASON_ATTR: reason})
+    history = [*failed.system_attrs.get("retry_history", []), failed.number]
+    if len(history) > max_retry:
+        return None
+    system_attrs: dict[str, Any] = {
+        **failed.system_attrs,
+        "failed_trial": failed.system_attrs.get("failed_trial", failed.number),
+        "retry_history": history,
+    }
+    retry_id = storage.create_new_trial(
+        study._study_id,
+        template_trial=optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=failed.params,
+            distributions=failed.distributions,
+            user_attrs={k: v for k, v in failed.user_attrs.items() if k != FAIL_REASON_ATTR},
+            system_attrs=system_attrs,
+        ),
+    )
+    number = storage.get_trial_number_from_id(retry_id)
+    annotate_trial(storage, failed._trial_id, {FAIL_REASON_ATTR: reason, RETRIED_AS_ATTR: number})
+    return number
+
+
+class RequeueStaleTrials:
+    """Storage callback for heartbeat-stale trials: `requeue` them as "worker died"."""
+
+    def __init__(self, max_retry: int = DEFAULT_MAX_RETRY) -> None:
+        self._max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        requeue(
+            study, trial, "worker died (no heartbeat within the grace period)", self._max_retry
+        )

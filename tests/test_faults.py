@@ -1,0 +1,129 @@
+"""Faults a sweep must survive, injected for real: kill -9, SIGTERM, SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import unique_study
+from storage import resolve_storage_url
+
+pytestmark = pytest.mark.slow
+
+
+def _worker(
+    storage_url: str, study: str, data: Path, trials: int, cwd: Path, *extra: str
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sweeps",
+            "worker",
+            "--study",
+            study,
+            "--trials",
+            str(trials),
+            "--data",
+            str(data),
+            "--epochs",
+            "40",
+            "--batch-size-trials",
+            "4",
+            "--heartbeat-interval",
+            "1",
+            "--grace-period",
+            "3",
+            *extra,
+        ],
+        cwd=cwd,
+        env={**os.environ, "LRSWEEP_STORAGE": storage_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _trials(storage_url: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    loaded = optuna.load_study(study_name=study, storage=resolve_storage_url(storage_url))
+    return loaded.get_trials(deepcopy=False)
+
+
+def _wait_for_running(storage_url: str, study: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if any(t.state == TrialState.RUNNING for t in _trials(storage_url, study)):
+                return
+        except KeyError:
+            pass  # the study is not created yet
+        time.sleep(0.05)
+    raise AssertionError("no trial started running")
+
+
+def test_killed_worker_trials_are_failed_and_rerun_by_another(
+    storage_url: str, data_path: Path, tmp_path: Path
+) -> None:
+    study, target = unique_study(), 16
+    victim = _worker(storage_url, study, data_path, target, tmp_path)
+    _wait_for_running(storage_url, study)
+    victim.kill()  # SIGKILL: no cleanup, its trials stay RUNNING until their heartbeat expires
+    victim.wait()
+    killed = {t.number for t in _trials(storage_url, study) if t.state == TrialState.RUNNING}
+    assert killed
+    survivor = _worker(storage_url, study, data_path, target, tmp_path)
+    _, stderr = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, stderr
+
+    trials = _trials(storage_url, study)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == target
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    by_number = {t.number: t for t in trials}
+    for number in killed:
+        failed = by_number[number]
+        assert failed.state == TrialState.FAIL
+        assert "worker died" in failed.user_attrs["fail_reason"]
+        retry = by_number[failed.user_attrs["retried_as"]]
+        assert retry.params == failed.params
+        assert retry.system_attrs["failed_trial"] == number
+        assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signalled_worker_stops_fast_and_requeues_its_trials(
+    sig: signal.Signals, code: int, data_path: Path, tmp_path: Path
+) -> None:
+    storage_url, study = f"sqlite:///{tmp_path / 's.db'}", unique_study()
+    worker = _worker(storage_url, study, data_path, 50, tmp_path)
+    _wait_for_running(storage_url, study)
+    sent = time.monotonic()
+    worker.send_signal(sig)
+    _, stderr = worker.communicate(timeout=30)
+    assert time.monotonic() - sent < 5
+    assert worker.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1] == "error: interrupted"
+    trials = _trials(storage_url, study)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert interrupted
+    waiting = {t.system_attrs["failed_trial"]: t for t in trials if t.state == TrialState.WAITING}
+    for trial in interrupted:
+        assert trial.user_attrs["fail_reason"] == "interrupted"
+        assert waiting[trial.number].params == trial.params
+
+    # The re-queued trials run first when a worker resumes the study, and it still ends at N.
+    resumed = _worker(storage_url, study, data_path, 20, tmp_path)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    trials = _trials(storage_url, study)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 20
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]

@@ -217,17 +217,15 @@ def flat(args: argparse.Namespace) -> None:
             for t in study.get_trials(deepcopy=False)
             if t.state.is_finished() and t.datetime_complete
         )
-        window = args.window
-        first = (done[window] - done[0]).total_seconds() / window
-        last = (done[-1] - done[-window - 1]).total_seconds() / window
         print(
             f"{args.storages[0]}, {len(done)} trials in {wall:.1f}s "
-            f"({len(done) / wall:.1f} trials/s)"
+            f"({len(done) / wall:.1f} trials/s); milliseconds per trial by window:"
         )
-        print(
-            f"seconds per trial, trials 1-{window}: {first * 1000:.2f} ms; "
-            f"last {window}: {last * 1000:.2f} ms; ratio {last / first:.2f}"
-        )
+        window = args.window
+        for start in range(0, len(done) - window + 1, max(window, len(done) // 10)):
+            stop = start + window - 1
+            per_trial = (done[stop] - done[start]).total_seconds() / (window - 1)
+            print(f"  trials {start + 1}-{stop + 1}: {per_trial * 1000:.2f} ms")
 
 
 def main() -> None:
@@ -242,7 +240,7 @@ def main() -> None:
     )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     parser.add_argument("--flat", type=int, metavar="N", help="service only, one study of N")
-    parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--window", type=int, default=500)
     parser.add_argument(
         "--service-args",
         nargs=argparse.REMAINDER,

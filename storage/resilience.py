@@ -1,0 +1,52 @@
+"""Ride out a database outage: retry an operation with backoff while the database is away.
+
+A restarted PostgreSQL server or a briefly locked SQLite file should cost a sweep a pause, not
+its workers or the results they hold. Workers wrap every database call in `retrying`, which
+says once on stderr that the database is unreachable, backs off (0.5 s doubling to 8 s), and
+says when it is back; after `give_up_s` it lets the error through.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import optuna
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from storage.errors import StorageError
+
+T = TypeVar("T")
+TRANSIENT = (OperationalError, InterfaceError, optuna.exceptions.StorageInternalError)
+DEFAULT_GIVE_UP_S = 300.0
+
+
+def retrying(operation: Callable[[], T], what: str, give_up_s: float = DEFAULT_GIVE_UP_S) -> T:
+    """`operation()`, retried while it fails with a connection-level database error."""
+    started = time.monotonic()
+    delay = 0.5
+    while True:
+        try:
+            result = operation()
+        except TRANSIENT as exc:
+            waited = time.monotonic() - started
+            if waited > give_up_s:
+                raise StorageError(
+                    f"database unreachable for {waited:.0f} s while {what}; giving up"
+                ) from exc
+            if delay == 0.5:
+                print(
+                    f"warning: database unreachable while {what} "
+                    f"({type(exc).__name__}); retrying with backoff",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+            continue
+        if delay > 0.5:
+            waited = time.monotonic() - started
+            print(f"database reachable again after {waited:.0f} s", file=sys.stderr, flush=True)
+        return result

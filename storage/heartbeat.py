@@ -23,17 +23,21 @@ def heartbeat(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> Iter
     def beat() -> None:
         warned = False
         while True:
+            wait = interval
             try:
                 for trial_id in trial_ids:
                     storage.record_heartbeat(trial_id)
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+                # Retry every second: after an outage the heartbeat must land before other
+                # workers' grace period declares these trials dead.
+                wait = 1
                 if not warned:
                     print(
                         f"warning: heartbeat not recorded ({type(exc).__name__}); retrying",
                         file=sys.stderr,
                     )
                     warned = True
-            if stop.wait(timeout=interval):
+            if stop.wait(timeout=wait):
                 return
 
     thread = threading.Thread(target=beat, name="lrsweep-heartbeat", daemon=True)

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from storage import heartbeat
 from storage.bulk import Finished, finish_trials, write_epoch
+from storage.resilience import retrying
 from sweeps.claims import ClaimedTrial
 from sweeps.history import StudyHistory
 from sweeps.pruning import BatchPruner
@@ -58,22 +59,20 @@ def run_batch(
             if pruner.should_prune(trial_id):
                 stop.add(member)
         rows = [(claimed[m].trial_id, r.epoch, r.validation_accuracy) for m, r in results.items()]
-        write_epoch(storage, rows, pruner.take_system_attrs())
+        marks = pruner.take_system_attrs()
+        # Training waits while the database is away, so no computed epoch is dropped.
+        retrying(lambda: write_epoch(storage, rows, marks), "storing epoch results")
         return stop
 
     members = [BatchMember(c.config, seed=c.number) for c in claimed]
     with heartbeat(storage, [c.trial_id for c in claimed]):
         results = train_batch(members, tensors, order_seed=claimed[0].number, on_epoch=after_epoch)
     finished = [_finished(trial, result) for trial, result in zip(claimed, results, strict=True)]
-    finish_trials(
-        storage,
-        [
-            Finished(
-                t._trial_id, t.state, t.value, {STOP_REASON_ATTR: t.user_attrs[STOP_REASON_ATTR]}
-            )
-            for t in finished
-        ],
-    )
+    outcomes = [
+        Finished(t._trial_id, t.state, t.value, {STOP_REASON_ATTR: t.user_attrs[STOP_REASON_ATTR]})
+        for t in finished
+    ]
+    retrying(lambda: finish_trials(storage, outcomes), "storing final results")
     by_reason: Counter[str] = Counter()
     for trial in finished:
         history.add(trial)

@@ -21,6 +21,7 @@ import torch
 from optuna.trial import TrialState
 
 from storage import TrialSlots
+from storage.resilience import retrying
 from storage.retry import requeue
 from sweeps.batch import BatchOutcome, run_batch
 from sweeps.claims import ClaimedTrial, claim_trials
@@ -115,14 +116,16 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     consecutive_errors = 0
 
     while deadline is None or time.monotonic() < deadline:
-        _fail_stale_trials(opened.study)
-        history.sync(slots.finished_trial_ids())
-        with slots.exclusive():
-            counts = slots.counts()
-            available = open_slots(counts, options.target_trials)
-            claimed: list[ClaimedTrial] = []
-            if available:
-                claimed = claim_trials(
+        retrying(lambda: _fail_stale_trials(opened.study), "failing dead workers' trials")
+        retrying(lambda: history.sync(slots.finished_trial_ids()), "reading finished trials")
+
+        def claim() -> tuple[int | None, list[ClaimedTrial]]:
+            with slots.exclusive():
+                counts = slots.counts()
+                available = open_slots(counts, options.target_trials)
+                if not available:
+                    return available, []
+                return available, claim_trials(
                     opened,
                     history,
                     count=min(batch_size, available),
@@ -130,6 +133,10 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
                     sampler_history=options.sampler_history,
                     worker_name=worker_name,
                 )
+
+        # Trials created by a claim whose lock release then failed are never lost: without
+        # heartbeats they are failed and re-queued by the stale-trial check.
+        available, claimed = retrying(claim, "claiming trials")
         if available is None:
             break
         if not claimed:
@@ -160,10 +167,14 @@ def _fail_all(opened: OpenStudy, claimed: list[ClaimedTrial], reason: str) -> No
     print(f"batch of {len(claimed)} trials failed: {reason}; re-queued", file=sys.stderr)
     for trial in claimed:
         try:
-            opened.storage.set_trial_state_values(trial.trial_id, TrialState.FAIL)
+            retrying(
+                lambda: opened.storage.set_trial_state_values(trial.trial_id, TrialState.FAIL),
+                "failing a trial",
+            )
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # finished before the failure: nothing to redo
-        requeue(opened.study, opened.storage.get_trial(trial.trial_id), reason)
+        failed = retrying(lambda: opened.storage.get_trial(trial.trial_id), "reading a trial")
+        retrying(lambda: requeue(opened.study, failed, reason), "re-queueing a trial")
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:

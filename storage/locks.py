@@ -1,13 +1,14 @@
-"""Named cross-process mutexes for one database: a file lock beside a SQLite file, a
-PostgreSQL advisory lock otherwise. Both are released if the holder dies."""
+"""Named cross-process mutexes for one database: a file lock (in the temporary folder) for a
+SQLite file, a PostgreSQL advisory lock otherwise. Both are released if the holder dies."""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
@@ -22,18 +23,14 @@ class DatabaseLock:
         self._url = url
         self._engine = engine
         database_file = sqlite_path(url)
-        safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-        self._lock_file = (
-            None
-            if database_file is None
-            else database_file.with_name(f"{database_file.name}.{safe_name}-lock")
-        )
+        self._lock_file = None if database_file is None else _lock_path(database_file, name)
         digest = hashlib.sha256(f"lrsweep:{name}".encode()).digest()
         self._advisory_key = int.from_bytes(digest[:8], "big", signed=True)
 
     @contextmanager
     def held(self) -> Iterator[None]:
         if self._lock_file is not None:
+            self._lock_file.parent.mkdir(parents=True, exist_ok=True)
             with self._lock_file.open("a") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 try:
@@ -51,3 +48,10 @@ class DatabaseLock:
         finally:
             if self._engine is None:
                 engine.dispose()
+
+
+def _lock_path(database_file: Path, name: str) -> Path:
+    """A lock file outside the user's folder (SQLite studies are local to one machine, so the
+    machine's temporary folder is shared by every process that can open the file)."""
+    key = hashlib.sha256(f"{database_file.resolve()}\0{name}".encode()).hexdigest()[:20]
+    return Path(tempfile.gettempdir()) / "lrsweep-locks" / f"{key}.lock"

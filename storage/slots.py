@@ -2,7 +2,7 @@
 
 Optuna's MaxTrialsCallback counts after the fact, so two workers that both see N-1 finished
 trials both start one and the study ends with N+1. Workers here take a lock (a PostgreSQL
-advisory lock, or a file lock beside a SQLite file), count trials by state in one SQL query,
+advisory lock, or a file lock for a SQLite file), count trials by state in one SQL query,
 and create the next trial before releasing it.
 """
 

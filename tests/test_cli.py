@@ -175,7 +175,63 @@ def _unknown_scheduler_space(tmp_path: Path) -> Path:
     return space
 
 
+def _storage_with_other_study(tmp_path: Path) -> Path:
+    import optuna
+
+    db = tmp_path / "other.db"
+    optuna.create_study(storage=f"sqlite:///{db}", study_name="other")
+    return db
+
+
+def _space(tmp_path: Path, text: str) -> Path:
+    space = tmp_path / "space.yaml"
+    space.write_text(text)
+    return space
+
+
+def _empty_csv(tmp_path: Path) -> Path:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    return empty
+
+
 BAD_INPUTS = {
+    "missing-study": (
+        lambda t, d: ["export", "--study", "nope", "--storage", str(_storage_with_other_study(t))],
+        "study 'nope' does not exist",
+    ),
+    "zero-epochs": (
+        lambda t, d: ["worker", "--study", "x", "--data", str(d), "--epochs", "0"],
+        "epochs must be an integer >= 1",
+    ),
+    "gamma-range": (
+        lambda t, d: [
+            "worker",
+            "--study",
+            "x",
+            "--data",
+            str(d),
+            "--space",
+            str(_space(t, "ranges:\n  step.gamma: [0.5, 1.5]\n")),
+        ],
+        "step.gamma must be a number in (0, 1]",
+    ),
+    "inverted-range": (
+        lambda t, d: [
+            "worker",
+            "--study",
+            "x",
+            "--data",
+            str(d),
+            "--space",
+            str(_space(t, "ranges:\n  lr: [0.5, 0.1]\n")),
+        ],
+        "inverted",
+    ),
+    "empty-csv": (
+        lambda t, d: ["worker", "--study", "x", "--data", str(_empty_csv(t))],
+        "is empty",
+    ),
     "malformed-url": (
         lambda t, d: ["status", "--study", "x", "--storage", "postgresql://u@h:x/db"],
         "malformed storage URL",
@@ -276,3 +332,48 @@ def test_joining_with_conflicting_settings_is_refused(tmp_path: Path, data_path:
     )
     assert second.returncode == 2
     assert "already exists with epochs=3" in second.stderr
+
+
+@pytest.mark.postgres
+def test_password_never_appears_in_output_or_files(
+    postgres_server_url: str, data_path: Path, tmp_path: Path
+) -> None:
+    """The local server trusts any password, so a real sweep can run with one in its URL."""
+    from sqlalchemy.engine import make_url
+
+    secret = "hunter2-Secret"
+    url = make_url(postgres_server_url).set(password=secret).render_as_string(hide_password=False)
+    study = unique_study()
+    common = ["--storage", url, "--study", study]
+    results = [
+        run_sweeps(
+            "launch",
+            *common,
+            "--workers",
+            "2",
+            "--trials",
+            "6",
+            "--epochs",
+            "3",
+            "--data",
+            str(data_path),
+            cwd=tmp_path,
+        ),
+        run_sweeps("status", *common, cwd=tmp_path),
+        run_sweeps("status", *common, "--json", cwd=tmp_path),
+        run_sweeps("export", *common, "--out", "best.json", "--trials", "t.csv", cwd=tmp_path),
+        run_sweeps(
+            "export",
+            "--storage",
+            url.replace("127.0.0.1:5432", "127.0.0.1:1"),
+            "--study",
+            study,
+            cwd=tmp_path,
+        ),
+    ]
+    assert [r.returncode for r in results] == [0, 0, 0, 0, 2]
+    assert "***" in results[0].stderr and "***" in results[-1].stderr
+    for result in results:
+        assert secret not in result.stdout + result.stderr
+    for written in ("best.json", "t.csv"):
+        assert secret not in (tmp_path / written).read_text()

@@ -149,13 +149,12 @@ def test_workers_ride_out_a_postgres_restart(
     postgres_server_url: str, data_path: Path, tmp_path: Path
 ) -> None:
     """Stop the real server for 12 s mid-sweep: workers wait, say so, and lose nothing."""
-    study, target = unique_study(), 24
+    study, target = unique_study(), 80  # long enough to span the outage
     workers = [
         _worker(postgres_server_url, study, data_path, target, tmp_path, "--grace-period", "60")
         for _ in range(2)
     ]
     _wait_for_running(postgres_server_url, study)
-    time.sleep(1.0)
     try:
         _postgres_cluster("stop")
         time.sleep(12)
@@ -177,3 +176,26 @@ def test_workers_ride_out_a_postgres_restart(
         assert steps == list(range(len(steps)))
         if trial.state == TrialState.COMPLETE:
             assert len(steps) == 40
+
+
+def test_eight_workers_share_one_study_without_losing_anything(
+    storage_url: str, data_path: Path, tmp_path: Path
+) -> None:
+    study, target = unique_study(), 48
+    workers = [
+        _worker(storage_url, study, data_path, target, tmp_path, "--epochs", "10")
+        for _ in range(8)
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr
+        assert "locked" not in stderr
+    trials = _trials(storage_url, study)
+    assert len(trials) == target
+    assert sorted(t.number for t in trials) == list(range(target))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    for trial in trials:
+        steps = sorted(trial.intermediate_values)
+        assert steps == list(range(len(steps)))
+        if trial.state == TrialState.COMPLETE:
+            assert len(steps) == 10

@@ -139,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--trials", dest="trials_csv", help="also write every trial to CSV")
     export.set_defaults(handler=_cmd_export)
 
+    dashboard = commands.add_parser("dashboard", help="optuna-dashboard on the study storage")
+    _storage_options(dashboard)
+    dashboard.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only)",
+    )
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    dashboard.set_defaults(handler=_cmd_dashboard)
+
     train = commands.add_parser("train", help="retrain a config over seeds, score on test CSV")
     train.add_argument("--config", required=True, help="exported config (.json/.yaml)")
     train.add_argument("--data", help="training CSV (default $IONOSPHERE_CSV or OpenML)")
@@ -289,6 +299,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.trials_csv:
         rows = write_trials_csv(opened, Path(args.trials_csv))
         print(f"wrote {rows} trials to {args.trials_csv}")
+    return EXIT_OK
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from sweeps.dashboard import serve_dashboard
+
+    serve_dashboard(_storage_settings(args), args.host, args.port)
     return EXIT_OK
 
 

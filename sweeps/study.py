@@ -125,9 +125,14 @@ def join(
     return OpenStudy(study, settings, storage)
 
 
-def open_existing(storage_settings: StorageSettings, study_name: str) -> OpenStudy:
-    """Join a study that must already exist (status, export)."""
+def open_existing_storage(storage_settings: StorageSettings) -> optuna.storages.RDBStorage:
+    """Open a storage that must already exist: a mistyped SQLite path creates no new file."""
     database_file = sqlite_path(storage_settings.url)
     if database_file is not None and not database_file.exists():
         raise StorageError(f"no study storage at {database_file} (the file does not exist)")
-    return join(open_storage(storage_settings), study_name, sampler_seed=None)
+    return open_storage(storage_settings)
+
+
+def open_existing(storage_settings: StorageSettings, study_name: str) -> OpenStudy:
+    """Join a study that must already exist (status, export)."""
+    return join(open_existing_storage(storage_settings), study_name, sampler_seed=None)

@@ -196,6 +196,10 @@ def _empty_csv(tmp_path: Path) -> Path:
 
 
 BAD_INPUTS = {
+    "dashboard-missing-file": (
+        lambda t, d: ["dashboard", "--storage", "typo.db"],
+        "does not exist",
+    ),
     "missing-study": (
         lambda t, d: ["export", "--study", "nope", "--storage", str(_storage_with_other_study(t))],
         "study 'nope' does not exist",

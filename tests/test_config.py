@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import torch_lrs
 from trainer import InvalidInputError, ScheduleConfig, TrainConfig, build, load_config, lr_curve
@@ -82,3 +84,55 @@ def test_exported_curve_equals_rebuilt_scheduler() -> None:
     config = _config()
     rebuilt = torch_lrs(config.schedule, config.lr, config.epochs)
     assert rebuilt == pytest.approx(lr_curve(config.schedule, config.lr, config.epochs), rel=1e-12)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 60)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    document=st.fixed_dictionaries(
+        {},
+        optional={
+            "format": st.sampled_from(["lrsweep.train-config", "other"]) | json_values,
+            "version": st.sampled_from([1, 2]) | json_values,
+            "scheduler": st.fixed_dictionaries(
+                {},
+                optional={
+                    "kind": st.sampled_from(["step", "cosine", "constant", "x"]),
+                    "kwargs": st.dictionaries(
+                        st.sampled_from(["step_size", "gamma", "T_max", "eta_min", "factor"]),
+                        json_values,
+                        max_size=3,
+                    ),
+                },
+            )
+            | json_values,
+            "optimizer": st.fixed_dictionaries(
+                {}, optional={"lr": json_values, "momentum": json_values}
+            )
+            | json_values,
+            "training": st.fixed_dictionaries(
+                {}, optional={"epochs": json_values, "batch_size": json_values}
+            )
+            | json_values,
+        },
+    )
+)
+def test_config_parser_accepts_or_refuses_with_one_clear_error(document: dict) -> None:
+    try:
+        config = TrainConfig.from_json_dict(document)
+    except InvalidInputError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert TrainConfig.from_json_dict(config.to_json_dict()) == config

@@ -23,6 +23,17 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """IPv4 addresses with a socket listening on `port`, read from /proc/net/tcp."""
+    addresses = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+            addresses.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return addresses
+
+
 def _get_json(url: str, deadline: float) -> dict:  # type: ignore[type-arg]
     while True:
         try:
@@ -69,6 +80,7 @@ def test_dashboard_shows_study_with_intermediate_values(tmp_path: Path, data_pat
         studies = _get_json(f"http://127.0.0.1:{port}/api/studies", deadline)
         (summary,) = studies["study_summaries"]
         assert summary["study_name"] == "dash"
+        assert _listening_addresses(port) == {"127.0.0.1"}  # local only unless --host
         detail = _get_json(
             f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0", deadline
         )

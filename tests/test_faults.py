@@ -199,3 +199,23 @@ def test_eight_workers_share_one_study_without_losing_anything(
         assert steps == list(range(len(steps)))
         if trial.state == TrialState.COMPLETE:
             assert len(steps) == 10
+
+
+def test_workers_wait_out_a_locked_sqlite_file(data_path: Path, tmp_path: Path) -> None:
+    """Another process holds the SQLite file exclusively for 8 s mid-sweep: writers wait."""
+    import sqlite3
+
+    storage_url, study, target = f"sqlite:///{tmp_path / 's.db'}", unique_study(), 60
+    workers = [_worker(storage_url, study, data_path, target, tmp_path) for _ in range(2)]
+    _wait_for_running(storage_url, study)
+    blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None, timeout=60)
+    blocker.execute("BEGIN EXCLUSIVE")
+    time.sleep(8)
+    blocker.execute("COMMIT")
+    blocker.close()
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr
+    trials = _trials(storage_url, study)
+    assert len(trials) == target
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)

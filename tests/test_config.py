@@ -136,3 +136,12 @@ def test_config_parser_accepts_or_refuses_with_one_clear_error(document: dict) -
         assert str(exc) and "\n" not in str(exc)
         return
     assert TrainConfig.from_json_dict(config.to_json_dict()) == config
+
+
+def test_yaml_cannot_run_code(tmp_path: Path) -> None:
+    path = tmp_path / "evil.yaml"
+    marker = tmp_path / "ran"
+    path.write_text(f'!!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(InvalidInputError, match="does not parse"):
+        load_config(path)
+    assert not marker.exists()

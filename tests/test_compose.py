@@ -1,0 +1,83 @@
+"""docker-compose.yml is parsed and checked (no Docker engine runs on these machines)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _compose(name: str = "docker-compose.yml") -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((REPO / name).read_text())  # type: ignore[no-any-return]
+
+
+def test_services_share_one_postgres_storage() -> None:
+    services = _compose()["services"]
+    assert set(services) == {"postgres", "dashboard", "worker"}
+    urls = {services[name]["environment"]["LRSWEEP_STORAGE"] for name in ("dashboard", "worker")}
+    assert len(urls) == 1
+    (url,) = urls
+    assert re.fullmatch(
+        r"postgresql://\$\{POSTGRES_USER[^}]*\}:\$\{POSTGRES_PASSWORD[^}]*\}"
+        r"@postgres:5432/\$\{POSTGRES_DB[^}]*\}",
+        url,
+    ), url
+
+
+def test_postgres_keeps_data_and_reports_health() -> None:
+    compose = _compose()
+    postgres = compose["services"]["postgres"]
+    volume = postgres["volumes"][0].split(":")[0]
+    assert volume in compose["volumes"]  # a named volume, not a bind mount
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    for name in ("dashboard", "worker"):
+        depends = compose["services"][name]["depends_on"]
+        assert depends["postgres"]["condition"] == "service_healthy"
+
+
+def test_workers_scale_and_dashboard_stays_local() -> None:
+    services = _compose()["services"]
+    worker = services["worker"]
+    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N works
+    assert worker["command"][0] == "worker" and "--study" in worker["command"]
+    (published,) = services["dashboard"]["ports"]
+    assert published.startswith("127.0.0.1:")
+    assert services["dashboard"]["command"][0] == "dashboard"
+
+
+def test_gpu_override_reserves_one_gpu_per_worker() -> None:
+    worker = _compose("docker-compose.gpu.yml")["services"]["worker"]
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert device["count"] == 1
+
+
+def _strings(node: object, key: str = "") -> list[tuple[str, str]]:
+    """Every (key, string value) in a parsed YAML tree."""
+    if isinstance(node, dict):
+        return [pair for k, v in node.items() for pair in _strings(v, str(k))]
+    if isinstance(node, list):
+        return [pair for item in node for pair in _strings(item, key)]
+    return [(key, node)] if isinstance(node, str) else []
+
+
+def test_no_password_outside_the_env_file() -> None:
+    for name in ("docker-compose.yml", "docker-compose.gpu.yml"):
+        for key, value in _strings(_compose(name)):
+            if "PASSWORD" in key:
+                assert value.startswith("${POSTGRES_PASSWORD"), (key, value)
+            unreferenced = re.sub(r"\$\{[^}]*\}", "VAR", value)
+            for password in re.findall(r"://[^/@:]*:([^@]*)@", unreferenced):
+                assert password == "VAR", value  # only ever a reference into .env
+    assert "PASSWORD" not in (REPO / "Dockerfile").read_text()
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+
+
+def test_image_installs_the_pinned_project() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "FROM python:3.11" in dockerfile
+    assert "-c constraints.txt" in dockerfile
+    assert 'ENTRYPOINT ["sweeps"]' in dockerfile

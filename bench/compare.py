@@ -107,29 +107,19 @@ def run_handwritten(url: str, trials: int, workers: int, data: Path) -> Measured
     return measure(url, study, run_processes(commands, dict(os.environ)))
 
 
-def run_service(url: str, trials: int, workers: int, data: Path, extra: list[str]) -> Measured:
+def launch_command(study: str, trials: int, args: argparse.Namespace) -> list[str]:
+    """`sweeps launch` with the benchmark's worker count, data and extra flags."""
+    return [
+        sys.executable, "-m", "sweeps", "launch", "--study", study, "--workers",
+        str(args.workers), "--trials", str(trials), "--data", str(args.data), "--seed", "0",
+        "--no-baselines", "--quiet", *args.service_args,
+    ]  # fmt: skip
+
+
+def run_service(url: str, trials: int, args: argparse.Namespace) -> Measured:
     study = f"service_{uuid.uuid4().hex[:6]}"
-    command = [
-        sys.executable,
-        "-m",
-        "sweeps",
-        "launch",
-        "--study",
-        study,
-        "--workers",
-        str(workers),
-        "--trials",
-        str(trials),
-        "--data",
-        str(data),
-        "--seed",
-        "0",
-        "--no-baselines",
-        "--quiet",
-        *extra,
-    ]
     env = {**os.environ, "LRSWEEP_STORAGE": url}
-    return measure(url, study, run_processes([command], env))
+    return measure(url, study, run_processes([launch_command(study, trials, args)], env))
 
 
 @contextmanager
@@ -171,7 +161,7 @@ def compare(args: argparse.Namespace) -> None:
             for size in args.sizes:
                 with storage_url(kind, args.postgres_url, Path(tmp)) as url:
                     hand = run_handwritten(url, size, args.workers, args.data)
-                    service = run_service(url, size, args.workers, args.data, args.service_args)
+                    service = run_service(url, size, args)
                 print(
                     f"| {kind} | {size} | {hand.trials_per_s:.2f} / {service.trials_per_s:.1f} | "
                     f"{service.trials_per_s / hand.trials_per_s:.1f}x | "
@@ -191,25 +181,7 @@ def flat(args: argparse.Namespace) -> None:
         storage_url(args.storages[0], args.postgres_url, Path(tmp)) as url,
     ):
         study_name = f"flat_{uuid.uuid4().hex[:6]}"
-        command = [
-            sys.executable,
-            "-m",
-            "sweeps",
-            "launch",
-            "--study",
-            study_name,
-            "--workers",
-            str(args.workers),
-            "--trials",
-            str(args.flat),
-            "--data",
-            str(args.data),
-            "--seed",
-            "0",
-            "--no-baselines",
-            "--quiet",
-            *args.service_args,
-        ]
+        command = launch_command(study_name, args.flat, args)
         wall = run_processes([command], {**os.environ, "LRSWEEP_STORAGE": url})
         study = optuna.load_study(study_name=study_name, storage=url)
         done = sorted(

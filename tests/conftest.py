@@ -78,6 +78,20 @@ def run_sweeps(
     return Completed(process.returncode, process.stdout, process.stderr)
 
 
+def start_worker(
+    storage_url: str, study: str, data: Path, cwd: Path, *args: str
+) -> subprocess.Popen[str]:
+    """A real `sweeps worker` process on `study`; the storage URL goes in the environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "worker", "--study", study, "--data", str(data), *args],
+        cwd=cwd,
+        env={**os.environ, "LRSWEEP_STORAGE": storage_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def torch_lrs(config: ScheduleConfig, lr0: float, epochs: int) -> list[float]:
     """Learning rates the real torch scheduler gives when stepped once per epoch."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr0)

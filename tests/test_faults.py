@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import unique_study
+from conftest import start_worker, unique_study
 from storage import resolve_storage_url
 
 pytestmark = pytest.mark.slow
@@ -22,33 +21,23 @@ pytestmark = pytest.mark.slow
 def _worker(
     storage_url: str, study: str, data: Path, trials: int, cwd: Path, *extra: str
 ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sweeps",
-            "worker",
-            "--study",
-            study,
-            "--trials",
-            str(trials),
-            "--data",
-            str(data),
-            "--epochs",
-            "40",
-            "--batch-size-trials",
-            "4",
-            "--heartbeat-interval",
-            "1",
-            "--grace-period",
-            "3",
-            *extra,
-        ],
-        cwd=cwd,
-        env={**os.environ, "LRSWEEP_STORAGE": storage_url},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    """A worker with small batches and a fast heartbeat (1 s, dead after 3 s)."""
+    return start_worker(
+        storage_url,
+        study,
+        data,
+        cwd,
+        "--trials",
+        str(trials),
+        "--epochs",
+        "40",
+        "--batch-size-trials",
+        "4",
+        "--heartbeat-interval",
+        "1",
+        "--grace-period",
+        "3",
+        *extra,
     )
 
 

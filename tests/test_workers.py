@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 
-from conftest import run_sweeps, unique_study
+from conftest import run_sweeps, start_worker, unique_study
 
 pytestmark = pytest.mark.slow
 
@@ -18,29 +16,18 @@ pytestmark = pytest.mark.slow
 def _start_worker(
     storage_url: str, study: str, data: Path, trials: int, seed: int, cwd: Path
 ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sweeps",
-            "worker",
-            "--study",
-            study,
-            "--trials",
-            str(trials),
-            "--data",
-            str(data),
-            "--epochs",
-            "8",
-            "--seed",
-            str(seed),
-            "--quiet",
-        ],
-        cwd=cwd,
-        env={**os.environ, "LRSWEEP_STORAGE": storage_url},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return start_worker(
+        storage_url,
+        study,
+        data,
+        cwd,
+        "--trials",
+        str(trials),
+        "--epochs",
+        "8",
+        "--seed",
+        str(seed),
+        "--quiet",
     )
 
 

@@ -172,7 +172,19 @@ def test_eight_workers_share_one_study_without_losing_anything(
 ) -> None:
     study, target = unique_study(), 48
     workers = [
-        _worker(storage_url, study, data_path, target, tmp_path, "--epochs", "10")
+        # 8 processes on 2 cores can starve a heartbeat thread for seconds: a normal grace
+        # period, so only real deaths count as deaths.
+        _worker(
+            storage_url,
+            study,
+            data_path,
+            target,
+            tmp_path,
+            "--epochs",
+            "10",
+            "--grace-period",
+            "30",
+        )
         for _ in range(8)
     ]
     for worker in workers:
@@ -195,7 +207,13 @@ def test_workers_wait_out_a_locked_sqlite_file(data_path: Path, tmp_path: Path) 
     import sqlite3
 
     storage_url, study, target = f"sqlite:///{tmp_path / 's.db'}", unique_study(), 60
-    workers = [_worker(storage_url, study, data_path, target, tmp_path) for _ in range(2)]
+    # Heartbeats stall with everything else while the file is locked; a grace period longer
+    # than the outage keeps the other worker from declaring these trials dead (as with the
+    # defaults, 10 s / 30 s, for an outage under 20 s).
+    workers = [
+        _worker(storage_url, study, data_path, target, tmp_path, "--grace-period", "60")
+        for _ in range(2)
+    ]
     _wait_for_running(storage_url, study)
     blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None, timeout=60)
     blocker.execute("BEGIN EXCLUSIVE")

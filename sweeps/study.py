@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import optuna
 
 from storage import StorageError, StorageSettings, open_storage
+from storage.resilience import retrying
 from storage.urls import sqlite_path
 from sweeps.settings import StudySettings
 from trainer import Dataset, InvalidInputError
@@ -69,9 +70,27 @@ def create_or_join(
     """Create the study with `requested` settings, or join it with its stored ones.
 
     Joining with an explicitly given setting (named in `explicit`) that differs from the stored
-    one is refused rather than silently ignored.
+    one is refused rather than silently ignored. A database that cannot be reached at all is a
+    StorageError at once; one that goes away after the connection was made is waited for.
     """
     storage = open_storage(storage_settings)
+    return retrying(
+        lambda: _create_or_join(
+            storage, study_name, requested, dataset, explicit, sampler_seed, enqueue_baselines
+        ),
+        "joining the study",
+    )
+
+
+def _create_or_join(
+    storage: optuna.storages.RDBStorage,
+    study_name: str,
+    requested: StudySettings,
+    dataset: Dataset,
+    explicit: frozenset[str],
+    sampler_seed: int | None,
+    enqueue_baselines: bool,
+) -> OpenStudy:
     sampler = make_sampler(sampler_seed)
     try:
         study = optuna.create_study(

@@ -46,11 +46,16 @@ def _trials(storage_url: str, study: str) -> list[optuna.trial.FrozenTrial]:
     return loaded.get_trials(deepcopy=False)
 
 
-def _wait_for_running(storage_url: str, study: str, timeout: float = 120) -> None:
+def _wait_for_running(
+    storage_url: str, study: str, timeout: float = 120, workers: int = 1
+) -> None:
+    """Until a trial runs and `workers` different workers have claimed trials."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if any(t.state == TrialState.RUNNING for t in _trials(storage_url, study)):
+            trials = _trials(storage_url, study)
+            claimed_by = {t.user_attrs.get("worker") for t in trials}
+            if any(t.state == TrialState.RUNNING for t in trials) and len(claimed_by) >= workers:
                 return
         except KeyError:
             pass  # the study is not created yet
@@ -143,7 +148,7 @@ def test_workers_ride_out_a_postgres_restart(
         _worker(postgres_server_url, study, data_path, target, tmp_path, "--grace-period", "60")
         for _ in range(2)
     ]
-    _wait_for_running(postgres_server_url, study)
+    _wait_for_running(postgres_server_url, study, workers=2)
     try:
         _postgres_cluster("stop")
         time.sleep(12)

@@ -91,3 +91,43 @@ def test_dashboard_shows_study_with_intermediate_values(tmp_path: Path, data_pat
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=10)
+
+
+def test_optuna_cli_reads_the_same_storage(tmp_path: Path, data_path: Path) -> None:
+    made = run_sweeps(
+        "worker",
+        "--study",
+        "cli",
+        "--data",
+        str(data_path),
+        "--trials",
+        "4",
+        "--epochs",
+        "4",
+        "--pruner",
+        "none",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    optuna_cli = str(Path(sys.executable).with_name("optuna"))
+    url = f"sqlite:///{tmp_path / 'lrsweep.db'}"
+
+    def optuna_json(*args: str) -> object:
+        done = subprocess.run(
+            [optuna_cli, *args, "--storage", url, "-f", "json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    (study,) = optuna_json("studies")  # type: ignore[misc]
+    assert study["name"] == "cli" and study["n_trials"] == 4
+    best = optuna_json("best-trial", "--study-name", "cli")
+    exported = run_sweeps("export", "--study", "cli", "--out", "b.json", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    source = json.loads((tmp_path / "b.json").read_text())["source"]
+    assert best["number"] == source["trial_number"]  # type: ignore[index]
+    assert best["value"] == pytest.approx(source["validation_accuracy"])  # type: ignore[index]

@@ -135,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write the best schedule as a config file")
     _storage_options(export)
     _study_options(export, required=True)
-    export.add_argument("--out", default="best.json", help="config file, .json or .yaml")
+    export.add_argument("--out", help="config file, .json or .yaml (default best.<format>)")
+    export.add_argument(
+        "--format", choices=["json", "yaml"], help="file format (default: from --out, else json)"
+    )
     export.add_argument("--trials", dest="trials_csv", help="also write every trial to CSV")
     export.set_defaults(handler=_cmd_export)
 
@@ -292,10 +295,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from sweeps.export import best_trial, export_document, write_document, write_trials_csv
     from sweeps.study import open_existing
 
+    out = _export_path(args.out, args.format)
     opened = open_existing(_storage_settings(args), args.study)
     trial = best_trial(opened)
-    write_document(export_document(opened, trial), Path(args.out))
-    print(f"exported trial {trial.number} (accuracy {trial.value:.4f}) to {args.out}")
+    write_document(export_document(opened, trial), out)
+    print(f"exported trial {trial.number} (accuracy {trial.value:.4f}) to {out}")
     if args.trials_csv:
         rows = write_trials_csv(opened, Path(args.trials_csv))
         print(f"wrote {rows} trials to {args.trials_csv}")
@@ -307,6 +311,17 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
     serve_dashboard(_storage_settings(args), args.host, args.port)
     return EXIT_OK
+
+
+def _export_path(out: str | None, fmt: str | None) -> Path:
+    """The export file: its suffix decides the format, so `trainer.load_config` reads it back."""
+    if out is None:
+        return Path(f"best.{fmt or 'json'}")
+    path = Path(out)
+    suffix_format = "yaml" if path.suffix in (".yaml", ".yml") else "json"
+    if path.suffix not in (".json", ".yaml", ".yml") or (fmt and fmt != suffix_format):
+        raise UsageError(f"--out {out} must end in .json, .yaml or .yml matching --format")
+    return path
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

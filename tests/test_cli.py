@@ -66,6 +66,16 @@ def test_export_then_rebuild_gives_the_same_lr_curve(finished_study: Path) -> No
     assert len(frame) == 10 and "params_scheduler" in frame.columns
 
 
+def test_export_as_yaml_loads_back_identically(finished_study: Path) -> None:
+    result = run_sweeps("export", "--study", "lrsweep", "--format", "yaml", cwd=finished_study)
+    assert result.returncode == 0, result.stderr
+    assert load_config(finished_study / "best.yaml") == load_config(finished_study / "best.json")
+    mismatch = run_sweeps(
+        "export", "--study", "lrsweep", "--format", "yaml", "--out", "b.json", cwd=finished_study
+    )
+    assert mismatch.returncode == 2 and "matching --format" in mismatch.stderr
+
+
 def test_status_reports_states_and_best(finished_study: Path) -> None:
     result = run_sweeps("status", "--study", "lrsweep", "--json", cwd=finished_study)
     assert result.returncode == 0, result.stderr

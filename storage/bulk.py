@@ -26,7 +26,8 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, update
 def create_trials(
     storage: optuna.storages.RDBStorage, study_id: int, templates: Sequence[FrozenTrial]
 ) -> list[FrozenTrial]:
-    """Create one RUNNING trial per template (params and user attributes) in one transaction.
+    """Create one RUNNING trial per template (params, user attributes, a first heartbeat) in
+    one transaction.
 
     Trial numbers follow Optuna's rule (how many trials of the study have a smaller id), set
     in the same transaction. Optuna also checks each parameter's distribution against earlier
@@ -78,6 +79,11 @@ def create_trials(
             connection.execute(insert(models.TrialParamModel.__table__), params)
         if attrs:
             connection.execute(insert(models.TrialUserAttributeModel.__table__), attrs)
+        # A first heartbeat in the same transaction: Optuna's stale check ignores trials that
+        # never beat, so a worker killed right after claiming would leave them RUNNING forever.
+        connection.execute(
+            insert(models.TrialHeartbeatModel.__table__), [{"trial_id": i} for i in trial_ids]
+        )
     created = []
     for trial_id, template in zip(trial_ids, templates, strict=True):
         frozen = copy.deepcopy(template)

@@ -53,6 +53,7 @@ def claim_trials(
     claimed = []
     for _ in range(min(waiting, count)):
         trial = _ask(opened.study)  # pops the oldest WAITING trial, params fixed
+        storage.record_heartbeat(trial._trial_id)  # see storage.bulk.create_trials
         config = _suggest(opened, trial)
         for key, value in _attrs(config, worker_name).items():
             storage.set_trial_user_attr(trial._trial_id, key, value)

@@ -250,12 +250,12 @@ def _launch(args: argparse.Namespace, default_baselines: bool) -> tuple[Any, int
     _worker_options_of(args)  # validate before starting anything
     plan = LaunchPlan.for_this_machine(args.workers, args.device)
     opened = _join_or_create(args, default_baselines)
+    storage_settings = _storage_settings(args)
     print(
-        f"starting {plan.workers} workers on study {args.study!r} "
-        f"({_storage_settings(args).masked_url})",
+        f"starting {plan.workers} workers on study {args.study!r} ({storage_settings.masked_url})",
         file=sys.stderr,
     )
-    code = launch_workers(plan, _storage_settings(args).url, _child_worker_args(args), args.seed)
+    code = launch_workers(plan, storage_settings.url, _child_worker_args(args), args.seed)
     return opened, code
 
 

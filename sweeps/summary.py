@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import optuna
-
 from sweeps.study import OpenStudy
 from sweeps.trial_attrs import STOP_REASON_ATTR
 
@@ -16,8 +14,8 @@ def summarize(opened: OpenStudy) -> dict[str, Any]:
     trials = opened.study.get_trials(deepcopy=False)
     by_state = Counter(trial.state.name for trial in trials)
     diverged = sum(1 for t in trials if t.user_attrs.get(STOP_REASON_ATTR) == "diverged")
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    best = max(complete, key=lambda t: t.value or 0.0) if complete else None
+    # Optuna's own choice, so status, export and `optuna best-trial` always name the same trial.
+    best = opened.study.best_trial if by_state["COMPLETE"] else None
     return {
         "study": opened.study.study_name,
         "trials": len(trials),

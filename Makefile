@@ -6,7 +6,12 @@ BIN := $(VENV)/bin
 IONOSPHERE_CSV ?= $(wildcard $(CURDIR)/../shared/data/ionosphere.csv)
 export IONOSPHERE_CSV
 
-.PHONY: install run test
+# Browser tests drive Debian's Chromium through its ChromeDriver; installed once, never downloaded
+# by the tests themselves.
+CHROMIUM_PACKAGES := chromium chromium-driver
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: install browser run test
 
 install: $(VENV)/.installed
 
@@ -18,7 +23,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 run: install
 	$(BIN)/sweeps run --out best.json
 
-test: install
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c \
+	  'apt-get install -y -q --no-install-recommends $(CHROMIUM_PACKAGES) || \
+	   (apt-get update -q && apt-get install -y -q --no-install-recommends $(CHROMIUM_PACKAGES))'
+
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest

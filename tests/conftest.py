@@ -3,9 +3,13 @@ and a helper that runs the real `sweeps` command in a subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,3 +110,34 @@ def torch_lrs(config: ScheduleConfig, lr0: float, epochs: int) -> list[float]:
 
 def unique_study() -> str:
     return f"study_{uuid.uuid4().hex[:8]}"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def get_json_when_up(url: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
+    """GET a JSON document from a server that may still be starting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())  # type: ignore[no-any-return]
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def assert_real_image(path: Path, min_size: tuple[int, int] = (300, 200)) -> None:
+    """A PNG that opens, is at least `min_size` and is not blank (many distinct colours)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG", f"{path} is {image.format}, not PNG"
+        assert image.width >= min_size[0] and image.height >= min_size[1], image.size
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) >= 16, f"{path} looks blank"

@@ -6,21 +6,13 @@ import json
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import run_sweeps
+from conftest import free_port, get_json_when_up, run_sweeps
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -32,17 +24,6 @@ def _listening_addresses(port: int) -> set[str]:
         if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
             addresses.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
     return addresses
-
-
-def _get_json(url: str, deadline: float) -> dict:  # type: ignore[type-arg]
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return json.loads(response.read())  # type: ignore[no-any-return]
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
 
 
 def test_dashboard_shows_study_with_intermediate_values(tmp_path: Path, data_path: Path) -> None:
@@ -62,7 +43,7 @@ def test_dashboard_shows_study_with_intermediate_values(tmp_path: Path, data_pat
         cwd=tmp_path,
     )
     assert made.returncode == 0, made.stderr
-    port = _free_port()
+    port = free_port()
     dashboard = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("optuna-dashboard")),
@@ -76,13 +57,12 @@ def test_dashboard_shows_study_with_intermediate_values(tmp_path: Path, data_pat
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        studies = _get_json(f"http://127.0.0.1:{port}/api/studies", deadline)
+        studies = get_json_when_up(f"http://127.0.0.1:{port}/api/studies")
         (summary,) = studies["study_summaries"]
         assert summary["study_name"] == "dash"
         assert _listening_addresses(port) == {"127.0.0.1"}  # local only unless --host
-        detail = _get_json(
-            f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0", deadline
+        detail = get_json_when_up(
+            f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0"
         )
         assert detail["has_intermediate_values"]
         assert len(detail["trials"]) == 3

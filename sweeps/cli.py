@@ -142,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--trials", dest="trials_csv", help="also write every trial to CSV")
     export.set_defaults(handler=_cmd_export)
 
+    report = commands.add_parser("report", help="HTML report and PNG charts of a study")
+    _storage_options(report)
+    _study_options(report, required=True)
+    report.add_argument("--out", default="report", help="output folder (default ./report)")
+    report.add_argument(
+        "--top", type=int, default=5, metavar="K", help="schedules to draw in detail (default 5)"
+    )
+    report.set_defaults(handler=_cmd_report)
+
     dashboard = commands.add_parser("dashboard", help="optuna-dashboard on the study storage")
     _storage_options(dashboard)
     dashboard.add_argument(
@@ -303,6 +312,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.trials_csv:
         rows = write_trials_csv(opened, Path(args.trials_csv))
         print(f"wrote {rows} trials to {args.trials_csv}")
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from sweeps.study import open_existing
+    from trainer import InvalidInputError
+
+    if args.top < 1:
+        raise InvalidInputError(f"--top must be >= 1; got {args.top}")
+    opened = open_existing(_storage_settings(args), args.study)
+    from sweeps.report import write_report  # plotting libraries load only when needed
+
+    report = write_report(opened, Path(args.out), top_k=args.top)
+    print(f"wrote {report.html} and {len(report.images)} PNG charts to {args.out}")
     return EXIT_OK
 
 

@@ -14,14 +14,24 @@ from sweeps.study import OpenStudy
 from trainer import InvalidInputError, TrainConfig, lr_curve
 
 
-def best_trial(opened: OpenStudy) -> optuna.trial.FrozenTrial:
-    """The completed trial with the highest validation accuracy; a clear error if none."""
+def _completed(opened: OpenStudy) -> list[optuna.trial.FrozenTrial]:
+    """The completed trials; a clear error if there are none (an empty or all-pruned study)."""
     complete = opened.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        raise InvalidInputError(
-            f"study {opened.study.study_name!r} has no completed trial yet; nothing to export"
-        )
+        raise InvalidInputError(f"study {opened.study.study_name!r} has no completed trial yet")
+    return complete
+
+
+def best_trial(opened: OpenStudy) -> optuna.trial.FrozenTrial:
+    """The completed trial with the highest validation accuracy (Optuna's own `best_trial`)."""
+    _completed(opened)
     return opened.study.best_trial
+
+
+def top_trials(opened: OpenStudy, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The `k` completed trials with the highest accuracy, earliest first among equals."""
+    ranked = sorted(_completed(opened), key=lambda trial: (-float(trial.value or 0), trial.number))
+    return ranked[:k]
 
 
 def trial_config(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> TrainConfig:

@@ -1,0 +1,80 @@
+"""`sweeps report`: one self-contained HTML page (plotly.js inlined, opens offline) and a PNG per
+chart, for people who would rather look at a sweep than read its table."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import optuna
+import pandas as pd
+import plotly.offline
+
+from sweeps import figures
+from sweeps.export import top_trials
+from sweeps.study import OpenStudy
+from sweeps.summary import format_summary, summarize
+
+PNG_DPI = 110
+
+
+@dataclass(frozen=True)
+class Report:
+    """Where the report was written."""
+
+    html: Path
+    images: tuple[Path, ...]
+
+
+def write_report(opened: OpenStudy, out_dir: Path, *, top_k: int) -> Report:
+    """Draw every chart of the study into `out_dir` (created if needed)."""
+    top = top_trials(opened, top_k)  # refuses an empty study before anything is written
+    charts = [figures.optimization_history(opened.study)]
+    if len(top) > 1:  # importances need two completed trials to compare
+        charts.append(figures.param_importances(opened.study))
+    charts += [
+        figures.top_learning_curves(opened, top),
+        figures.accuracy_by_scheduler(opened.study),
+        figures.top_lr_schedules(opened, top),
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = tuple(_save_png(chart, out_dir) for chart in charts)
+    page = out_dir / "report.html"
+    page.write_text(_page(opened, charts, top))
+    return Report(page, images)
+
+
+def _save_png(chart: figures.Chart, out_dir: Path) -> Path:
+    path = out_dir / f"{chart.name}.png"
+    chart.static.savefig(path, dpi=PNG_DPI)
+    plt.close(chart.static)
+    return path
+
+
+def _page(
+    opened: OpenStudy, charts: list[figures.Chart], top: list[optuna.trial.FrozenTrial]
+) -> str:
+    name = html.escape(opened.study.study_name)
+    table = pd.DataFrame(
+        [{"trial": t.number, "accuracy": t.value, **t.params} for t in top]
+    ).to_html(index=False, na_rep="", float_format=lambda value: f"{value:.4g}")
+    sections = "\n".join(
+        f"<section><h2>{html.escape(chart.title)}</h2>"
+        f"{chart.interactive.to_html(full_html=False, include_plotlyjs=False)}</section>"
+        for chart in charts
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>lrsweep report: {name}</title>
+<script>{plotly.offline.get_plotlyjs()}</script>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}
+table{{border-collapse:collapse}}td,th{{padding:2px 8px;border:1px solid #ccc}}</style>
+</head><body>
+<h1>lrsweep report: {name}</h1>
+<pre>{html.escape(format_summary(summarize(opened)))}</pre>
+<h2>Top {len(top)} trials</h2>
+{table}
+{sections}
+</body></html>
+"""

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -225,7 +226,7 @@ def _worker_options_of(args: argparse.Namespace) -> Any:
     )
 
 
-def _child_worker_args(args: argparse.Namespace) -> list[str]:
+def _child_worker_args(args: argparse.Namespace, *, quiet: bool) -> list[str]:
     """Flags a launched worker needs; the storage URL goes through the environment."""
     pairs = {
         "--study": args.study,
@@ -241,7 +242,7 @@ def _child_worker_args(args: argparse.Namespace) -> list[str]:
     flags = [
         item for name, value in pairs.items() if value is not None for item in (name, str(value))
     ]
-    return flags + (["--quiet"] if args.quiet else [])
+    return flags + (["--quiet"] if quiet else [])
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -255,6 +256,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 def _launch(args: argparse.Namespace, default_baselines: bool) -> tuple[Any, int]:
     from sweeps.launch import LaunchPlan, launch_workers
+    from sweeps.progress import StudyProgress, wants_progress
 
     _worker_options_of(args)  # validate before starting anything
     plan = LaunchPlan.for_this_machine(args.workers, args.device)
@@ -264,7 +266,12 @@ def _launch(args: argparse.Namespace, default_baselines: bool) -> tuple[Any, int
         f"starting {plan.workers} workers on study {args.study!r} ({storage_settings.masked_url})",
         file=sys.stderr,
     )
-    code = launch_workers(plan, storage_settings.url, _child_worker_args(args), args.seed)
+    show_progress = wants_progress()
+    # Under a progress bar the workers' own per-batch lines would tear it: they go quiet.
+    worker_args = _child_worker_args(args, quiet=args.quiet or show_progress)
+    progress = StudyProgress(opened, args.trials) if show_progress else nullcontext()
+    with progress:
+        code = launch_workers(plan, storage_settings.url, worker_args, args.seed)
     return opened, code
 
 

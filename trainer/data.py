@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def _fetch_from_openml(destination: Path) -> None:
     from sklearn.datasets import fetch_openml
 
     try:
-        bunch = fetch_openml(data_id=OPENML_DATA_ID, as_frame=True, parser="auto")
+        with warnings.catch_warnings():  # its retry warnings would bury the one-line error
+            warnings.simplefilter("ignore", UserWarning)
+            bunch = fetch_openml(data_id=OPENML_DATA_ID, as_frame=True, parser="auto")
     except Exception as exc:  # network errors come in many types; all mean "no data"
         raise InvalidInputError(
             f"no data file given (--data or ${DATA_ENV_VAR}) and fetching ionosphere from "

@@ -1,0 +1,89 @@
+"""Live progress of a study while this machine's workers run it: finished, pruned and failed
+counts, best accuracy so far and trials per second, as a tqdm bar on a terminal.
+
+It reads the study (one COUNT query and one best-trial query per tick), so it shows what every
+worker on every machine has done, and it stays silent when stderr is not a terminal (logs, CI).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from types import TracebackType
+from typing import TextIO
+
+from tqdm import tqdm
+
+from storage import TrialSlots
+from sweeps.study import OpenStudy
+
+FINISHED = ("COMPLETE", "PRUNED")
+REFRESH_S = 0.5
+
+
+def wants_progress(stream: TextIO = sys.stderr) -> bool:
+    """A progress bar only for a person watching a terminal."""
+    return stream.isatty()
+
+
+class StudyProgress:
+    """A context manager that draws the bar from a background thread until it exits."""
+
+    def __init__(self, opened: OpenStudy, target: int | None, *, stream: TextIO = sys.stderr):
+        self._opened = opened
+        self._slots = TrialSlots(opened.storage, opened.study.study_name)
+        self._stop = threading.Event()
+        self._bar = tqdm(
+            total=target,
+            initial=self._finished(),
+            desc="finished",
+            unit="trial",
+            file=stream,
+            dynamic_ncols=True,
+        )
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+
+    def __enter__(self) -> StudyProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._refresh()
+        self._bar.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(REFRESH_S):
+            self._refresh()
+
+    def _refresh(self) -> None:
+        try:
+            counts = self._slots.counts()
+            best = self._best()
+        except Exception:  # an outage is for the workers to report, not the bar
+            return
+        self._bar.update(sum(counts[state] for state in FINISHED) - self._bar.n)
+        self._bar.set_postfix(
+            pruned=counts["PRUNED"],
+            failed=counts["FAIL"],
+            running=counts["RUNNING"],
+            best="-" if best is None else f"{best:.4f}",
+            refresh=True,
+        )
+
+    def _finished(self) -> int:
+        counts = self._slots.counts()
+        return sum(counts[state] for state in FINISHED)
+
+    def _best(self) -> float | None:
+        try:
+            best = self._opened.storage.get_best_trial(self._slots.study_id)
+        except ValueError:  # no completed trial yet
+            return None
+        return best.value

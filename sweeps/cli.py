@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["json", "yaml"], help="file format (default: from --out, else json)"
     )
     export.add_argument("--trials", dest="trials_csv", help="also write every trial to CSV")
+    robust = export.add_argument_group("choose over seeds instead of taking the single best trial")
+    robust.add_argument(
+        "--top", type=int, metavar="K", help="retrain the best K trials, export the best mean"
+    )
+    robust.add_argument("--seeds", type=int, default=5, help="seeds per trial (default 5)")
+    robust.add_argument("--data", help="ionosphere CSV (default $IONOSPHERE_CSV or OpenML)")
+    robust.add_argument("--device", help="cpu, cuda or cuda:N")
     export.set_defaults(handler=_cmd_export)
 
     report = commands.add_parser("report", help="HTML report and PNG charts of a study")
@@ -313,9 +320,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     out = _export_path(args.out, args.format)
     opened = open_existing(_storage_settings(args), args.study)
-    trial = best_trial(opened)
-    write_document(export_document(opened, trial), out)
-    print(f"exported trial {trial.number} (accuracy {trial.value:.4f}) to {out}")
+    if args.top is None:
+        trial = best_trial(opened)
+        write_document(export_document(opened, trial), out)
+        print(f"exported trial {trial.number} (accuracy {trial.value:.4f}) to {out}")
+    else:
+        _export_robust_choice(args, opened, out)
     if args.trials_csv:
         rows = write_trials_csv(opened, Path(args.trials_csv))
         print(f"wrote {rows} trials to {args.trials_csv}")
@@ -324,16 +334,40 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from sweeps.study import open_existing
-    from trainer import InvalidInputError
 
-    if args.top < 1:
-        raise InvalidInputError(f"--top must be >= 1; got {args.top}")
+    _require_positive("--top", args.top)
     opened = open_existing(_storage_settings(args), args.study)
     from sweeps.report import write_report  # plotting libraries load only when needed
 
     report = write_report(opened, Path(args.out), top_k=args.top)
     print(f"wrote {report.html} and {len(report.images)} PNG charts to {args.out}")
     return EXIT_OK
+
+
+def _export_robust_choice(args: argparse.Namespace, opened: Any, out: Path) -> None:
+    from sweeps.export import export_document, write_document
+    from sweeps.selection import rank_top_trials, selection_record
+
+    _require_positive("--top", args.top)
+    _require_positive("--seeds", args.seeds)
+    candidates = rank_top_trials(
+        opened, top_k=args.top, seeds=args.seeds, data=args.data, device=args.device
+    )
+    chosen = candidates[0]
+    document = export_document(opened, chosen.trial)
+    write_document({**document, "selection": selection_record(candidates, args.seeds)}, out)
+    print(
+        f"exported trial {chosen.trial.number} (study accuracy {chosen.trial.value:.4f}; "
+        f"{chosen.scores.mean:.4f} +/- {chosen.scores.std:.4f} over {args.seeds} seeds, "
+        f"best mean of the top {len(candidates)}) to {out}"
+    )
+
+
+def _require_positive(flag: str, value: int) -> None:
+    from trainer import InvalidInputError
+
+    if value < 1:
+        raise InvalidInputError(f"{flag} must be >= 1; got {value}")
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
@@ -356,10 +390,9 @@ def _export_path(out: str | None, fmt: str | None) -> Path:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from sweeps.retrain import retrain
-    from trainer import InvalidInputError, load_config
+    from trainer import load_config
 
-    if args.seeds < 1:
-        raise InvalidInputError(f"--seeds must be >= 1; got {args.seeds}")
+    _require_positive("--seeds", args.seeds)
     report = retrain(
         load_config(args.config),
         data=args.data,

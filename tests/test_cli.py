@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
+import optuna
 import pytest
 
 from conftest import run_sweeps, torch_lrs, unique_study
-from trainer import load_config
+from trainer import load_config, load_ionosphere, validation_rows
+from trainer.training import split_tensors, train
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +128,45 @@ def test_train_retrains_over_seeds_on_a_test_csv(finished_study: Path, data_path
     assert [run["seed"] for run in report["per_seed"]] == [0, 1]
     assert report["train_rows"] == 351 and report["test_rows"] == 351
     assert 0.5 < report["mean_accuracy"] <= 1.0
+
+
+def test_export_top_picks_best_mean_over_seeds(finished_study: Path, data_path: Path) -> None:
+    result = run_sweeps(
+        *("export", "--study", "lrsweep", "--top", "3", "--seeds", "3"),
+        *("--out", "robust.json", "--data", str(data_path)),
+        cwd=finished_study,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads((finished_study / "robust.json").read_text())
+    selection = document["selection"]
+    study = optuna.load_study(
+        study_name="lrsweep", storage=f"sqlite:///{finished_study}/lrsweep.db"
+    )
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    expected_top = sorted(complete, key=lambda t: (-t.value, t.number))[:3]
+    candidates = selection["candidates"]
+    assert {c["trial_number"] for c in candidates} == {t.number for t in expected_top}
+    means = [c["mean_accuracy"] for c in candidates]
+    assert means == sorted(means, reverse=True)
+    assert selection["chosen_trial"] == candidates[0]["trial_number"]
+    assert document["source"]["trial_number"] == selection["chosen_trial"]
+    for candidate in candidates:
+        scores = [run["accuracy"] for run in candidate["per_seed"]]
+        assert [run["seed"] for run in candidate["per_seed"]] == [0, 1, 2]
+        assert candidate["mean_accuracy"] == pytest.approx(statistics.fmean(scores))
+        assert candidate["std_accuracy"] == pytest.approx(statistics.pstdev(scores))
+    # The recorded scores are real retraining: one seed of the chosen config, trained alone.
+    chosen = load_config(finished_study / "robust.json")
+    dataset = load_ionosphere(data_path)
+    tensors = split_tensors(dataset, validation_rows(dataset), "cpu")
+    alone = train(chosen, tensors, seed=2, order_seed=2)
+    assert alone.final_accuracy == pytest.approx(candidates[0]["per_seed"][2]["accuracy"])
+
+
+def test_export_top_zero_is_refused(finished_study: Path) -> None:
+    result = run_sweeps("export", "--study", "lrsweep", "--top", "0", cwd=finished_study)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --top must be >= 1; got 0"
 
 
 def test_export_from_study_without_completed_trial_is_an_error(

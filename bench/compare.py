@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.compare --sizes 200 1000 --storages sqlite postgres
     .venv/bin/python -m bench.compare --flat 10000        # service only: cost per trial vs size
+    .venv/bin/python -m bench.compare --proxy 1000        # PostgreSQL direct vs `sweeps proxy`
 
 Each pair runs the same number of worker processes on the same storage kind, study size, data,
 search space and pruner (median), one after the other on this machine, and prints a Markdown
@@ -116,10 +117,35 @@ def launch_command(study: str, trials: int, args: argparse.Namespace) -> list[st
     ]  # fmt: skip
 
 
-def run_service(url: str, trials: int, args: argparse.Namespace) -> Measured:
+def run_service(
+    url: str, trials: int, args: argparse.Namespace, worker_url: str | None = None
+) -> Measured:
+    """`sweeps launch` on `worker_url` (default `url`), measured in the database at `url`."""
     study = f"service_{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "LRSWEEP_STORAGE": url}
+    env = {**os.environ, "LRSWEEP_STORAGE": worker_url or url}
     return measure(url, study, run_processes([launch_command(study, trials, args)], env))
+
+
+@contextmanager
+def running_proxy(database_url: str, port: int = 13999) -> Iterator[str]:
+    """`sweeps proxy` in front of `database_url` until the block exits."""
+    import socket
+
+    env = {**os.environ, "LRSWEEP_STORAGE": database_url}
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "proxy", "--port", str(port)], cwd=REPO, env=env
+    )
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        proxy.terminate()
+        proxy.wait()
 
 
 @contextmanager
@@ -200,6 +226,21 @@ def flat(args: argparse.Namespace) -> None:
             print(f"  trials {start + 1}-{stop + 1}: {per_trial * 1000:.2f} ms")
 
 
+def via_proxy(args: argparse.Namespace) -> None:
+    """The service on PostgreSQL, straight to the database and through `sweeps proxy`."""
+    with TemporaryDirectory() as tmp, storage_url("postgres", args.postgres_url, Path(tmp)) as url:
+        direct = run_service(url, args.proxy, args)
+        with running_proxy(url) as proxy_url:
+            proxied = run_service(url, args.proxy, args, worker_url=proxy_url)
+    print("| path | trials | trials/s, wall | trials/s, in study | best acc |")
+    print("|---|---|---|---|---|")
+    for name, measured in (("PostgreSQL direct", direct), ("via sweeps proxy", proxied)):
+        print(
+            f"| {name} | {measured.finished} | {measured.trials_per_s:.1f} | "
+            f"{measured.study_trials_per_s:.1f} | {_fmt(measured.best, '{:.4f}')} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
@@ -213,6 +254,7 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     parser.add_argument("--flat", type=int, metavar="N", help="service only, one study of N")
     parser.add_argument("--window", type=int, default=500)
+    parser.add_argument("--proxy", type=int, metavar="N", help="service only, direct vs proxy")
     parser.add_argument(
         "--service-args",
         nargs=argparse.REMAINDER,
@@ -221,7 +263,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    flat(args) if args.flat else compare(args)
+    if args.proxy:
+        via_proxy(args)
+    elif args.flat:
+        flat(args)
+    else:
+        compare(args)
 
 
 if __name__ == "__main__":

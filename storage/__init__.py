@@ -1,16 +1,20 @@
 """Where studies live: storage URLs, connections, heartbeats and the trial-claim lock."""
 
-from storage.connect import StorageSettings, open_storage
+from storage.connect import StorageSettings, open_storage, open_trial_store
 from storage.errors import StorageError
 from storage.heartbeat import heartbeat
 from storage.slots import TrialSlots
+from storage.trial_store import SqlTrialStore, TrialStore
 from storage.urls import STORAGE_ENV_VAR, mask_url, resolve_storage_url
 
 __all__ = [
     "STORAGE_ENV_VAR",
     "StorageError",
     "StorageSettings",
+    "SqlTrialStore",
     "TrialSlots",
+    "TrialStore",
+    "open_trial_store",
     "heartbeat",
     "mask_url",
     "open_storage",

@@ -18,8 +18,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from storage.errors import StorageError
 from storage.locks import DatabaseLock
+from storage.proxy import ProxiedTrialStore, ProxyClient, connect_proxy
 from storage.retry import RequeueStaleTrials
-from storage.urls import mask_url, parse_url, sqlite_path
+from storage.trial_store import SqlTrialStore, TrialStore
+from storage.urls import mask_url, parse_url, proxy_address, sqlite_path
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
@@ -56,8 +58,18 @@ class StorageSettings:
         return mask_url(self.url)
 
 
-def open_storage(settings: StorageSettings) -> optuna.storages.RDBStorage:
-    """Connect (creating Optuna's tables if needed); an unreachable database is a StorageError."""
+def open_storage(
+    settings: StorageSettings,
+    *,
+    storage_class: type[optuna.storages.RDBStorage] = optuna.storages.RDBStorage,
+) -> optuna.storages.BaseStorage:
+    """Connect (creating Optuna's tables if needed); an unreachable database is a StorageError.
+
+    A `grpc://host:port` URL connects to a storage proxy (`sweeps proxy`) instead.
+    """
+    address = proxy_address(settings.url)
+    if address is not None:
+        return connect_proxy(*address, heartbeat_interval=settings.heartbeat_interval)
     engine_kwargs: dict[str, Any]
     database_file = sqlite_path(settings.url)
     if database_file is not None:
@@ -68,7 +80,7 @@ def open_storage(settings: StorageSettings) -> optuna.storages.RDBStorage:
     try:
         # Workers starting together on a new database would race to create Optuna's tables.
         with DatabaseLock(settings.url, "schema").held():
-            storage = _rdb_storage(settings, engine_kwargs)
+            storage = _rdb_storage(settings, engine_kwargs, storage_class)
     except (SQLAlchemyError, OSError) as exc:
         reason = describe_database_error(exc, settings.url)
         raise StorageError(f"cannot open storage {settings.masked_url}: {reason}") from exc
@@ -78,6 +90,15 @@ def open_storage(settings: StorageSettings) -> optuna.storages.RDBStorage:
     return storage
 
 
+def open_trial_store(storage: optuna.storages.BaseStorage, study_name: str) -> TrialStore:
+    """The trial store for `storage`: SQL for a database, storage calls for a proxy."""
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return SqlTrialStore(storage, study_name)
+    if isinstance(storage, ProxyClient):
+        return ProxiedTrialStore(storage, study_name)
+    raise TypeError(f"lrsweep workers need an RDB or proxy storage, not {type(storage).__name__}")
+
+
 def _sqlite_synchronous_normal(connection: sqlite3.Connection, _record: object) -> None:
     """In WAL mode, NORMAL skips the fsync per commit and still never corrupts the file; a
     power cut (not a crash) can lose the last commits. Workers commit every epoch."""
@@ -85,13 +106,15 @@ def _sqlite_synchronous_normal(connection: sqlite3.Connection, _record: object) 
 
 
 def _rdb_storage(
-    settings: StorageSettings, engine_kwargs: dict[str, Any]
+    settings: StorageSettings,
+    engine_kwargs: dict[str, Any],
+    storage_class: type[optuna.storages.RDBStorage],
 ) -> optuna.storages.RDBStorage:
     with warnings.catch_warnings():
         # Heartbeats are marked experimental; they are the documented way to fail and re-run
         # a dead worker's trial.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        return storage_class(
             settings.url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=settings.heartbeat_interval,

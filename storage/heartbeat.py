@@ -7,14 +7,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import optuna
 from sqlalchemy.exc import SQLAlchemyError
+
+from storage.resilience import is_transient
+from storage.trial_store import TrialStore
 
 
 @contextmanager
-def heartbeat(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> Iterator[None]:
+def heartbeat(store: TrialStore, trial_ids: list[int]) -> Iterator[None]:
     """Record a heartbeat for each trial now and every interval until the block exits."""
-    interval = storage.get_heartbeat_interval()
+    interval = store.heartbeat_interval
     if interval is None:
         yield
         return
@@ -26,8 +28,10 @@ def heartbeat(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> Iter
             wait = interval
             try:
                 for trial_id in trial_ids:
-                    storage.record_heartbeat(trial_id)
-            except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+                    store.record_heartbeat(trial_id)
+            except Exception as exc:
+                if not (isinstance(exc, SQLAlchemyError) or is_transient(exc)):
+                    raise
                 # Retry every second: after an outage the heartbeat must land before other
                 # workers' grace period declares these trials dead.
                 wait = 1

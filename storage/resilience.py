@@ -20,7 +20,16 @@ from storage.errors import StorageError
 
 T = TypeVar("T")
 TRANSIENT = (OperationalError, InterfaceError, optuna.exceptions.StorageInternalError)
+GRPC_TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 DEFAULT_GIVE_UP_S = 300.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A connection-level error: the database, or the storage proxy, is away for now."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    code = getattr(exc, "code", None)  # grpc.RpcError, without importing grpc here
+    return callable(code) and getattr(code(), "name", None) in GRPC_TRANSIENT
 
 
 def retrying(operation: Callable[[], T], what: str, give_up_s: float = DEFAULT_GIVE_UP_S) -> T:
@@ -30,7 +39,9 @@ def retrying(operation: Callable[[], T], what: str, give_up_s: float = DEFAULT_G
     while True:
         try:
             result = operation()
-        except TRANSIENT as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             waited = time.monotonic() - started
             if waited > give_up_s:
                 raise StorageError(

@@ -8,6 +8,7 @@ read it), and also records on the failed trial why it failed and which trial re-
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import optuna
@@ -20,14 +21,21 @@ RETRIED_AS_ATTR = "retried_as"
 DEFAULT_MAX_RETRY = 3
 
 
+Annotate = Callable[[int, Mapping[str, Any]], None]
+"""Sets user attributes on a trial in any state (`TrialStore.annotate_trial`)."""
+
+
 def requeue(
-    study: optuna.Study, failed: FrozenTrial, reason: str, max_retry: int = DEFAULT_MAX_RETRY
+    study: optuna.Study,
+    failed: FrozenTrial,
+    reason: str,
+    annotate: Annotate,
+    max_retry: int = DEFAULT_MAX_RETRY,
 ) -> int | None:
     """Record `reason` on the failed trial and queue a copy; returns the copy's number, or
     None when the trial has been retried `max_retry` times already."""
-    # Optuna wraps an RDB storage in its cache layer; annotations go to the database itself.
-    storage = cast(optuna.storages.RDBStorage, getattr(study._storage, "_backend", study._storage))
-    annotate_trial(storage, failed._trial_id, {FAIL_REASON_ATTR: reason})
+    storage = study._storage
+    annotate(failed._trial_id, {FAIL_REASON_ATTR: reason})
     history = [*failed.system_attrs.get("retry_history", []), failed.number]
     if len(history) > max_retry:
         return None
@@ -47,7 +55,7 @@ def requeue(
         ),
     )
     number = storage.get_trial_number_from_id(retry_id)
-    annotate_trial(storage, failed._trial_id, {FAIL_REASON_ATTR: reason, RETRIED_AS_ATTR: number})
+    annotate(failed._trial_id, {FAIL_REASON_ATTR: reason, RETRIED_AS_ATTR: number})
     return number
 
 
@@ -58,6 +66,15 @@ class RequeueStaleTrials:
         self._max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        # Called by Optuna's stale-trial check, which only runs on an RDB storage (wrapped in
+        # Optuna's cache layer): annotations go to the database itself.
+        storage = cast(
+            optuna.storages.RDBStorage, getattr(study._storage, "_backend", study._storage)
+        )
         requeue(
-            study, trial, "worker died (no heartbeat within the grace period)", self._max_retry
+            study,
+            trial,
+            "worker died (no heartbeat within the grace period)",
+            lambda trial_id, attrs: annotate_trial(storage, trial_id, attrs),
+            self._max_retry,
         )

@@ -18,6 +18,7 @@ from storage.errors import StorageError
 STORAGE_ENV_VAR = "LRSWEEP_STORAGE"
 DEFAULT_SQLITE_FILE = "lrsweep.db"
 POSTGRES_DRIVER = "psycopg"
+PROXY_SCHEME = "grpc"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -35,6 +36,9 @@ def resolve_storage_url(text: str | None) -> str:
         return f"sqlite:///{Path(text).expanduser().resolve()}"
     url = parse_url(text)
     backend = url.get_backend_name()
+    if backend == PROXY_SCHEME:
+        proxy_address(text)  # validates host and port
+        return text
     if backend == "sqlite":
         if not url.database or url.database == ":memory:":
             raise StorageError(
@@ -54,8 +58,19 @@ def resolve_storage_url(text: str | None) -> str:
             hide_password=False
         )
     raise StorageError(
-        f"unsupported storage {mask_url(text)}: use a SQLite file or a postgresql:// URL"
+        f"unsupported storage {mask_url(text)}: use a SQLite file, a postgresql:// URL or "
+        f"a storage proxy's grpc://host:port"
     )
+
+
+def proxy_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of a `grpc://host:port` storage-proxy URL, None for database URLs."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != PROXY_SCHEME:
+        return None
+    if not parsed.host or parsed.port is None or parsed.database:
+        raise StorageError(f"storage proxy URL {mask_url(url)} must be grpc://host:port")
+    return parsed.host, parsed.port
 
 
 def parse_url(text: str) -> URL:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial, TrialState
 
 from storage import heartbeat
-from storage.bulk import Finished, finish_trials, write_epoch
+from storage.bulk import Finished
 from storage.resilience import retrying
 from sweeps.claims import ClaimedTrial
 from sweeps.history import StudyHistory
@@ -42,7 +42,7 @@ def run_batch(
     opened: OpenStudy, claimed: list[ClaimedTrial], tensors: Tensors, history: StudyHistory
 ) -> BatchOutcome:
     """Train, prune and finish every claimed trial; finished trials go into `history`."""
-    storage = opened.storage
+    store = opened.store
     pruner = BatchPruner(
         opened.study.pruner,
         opened.study.study_name,
@@ -61,18 +61,18 @@ def run_batch(
         rows = [(claimed[m].trial_id, r.epoch, r.validation_accuracy) for m, r in results.items()]
         marks = pruner.take_system_attrs()
         # Training waits while the database is away, so no computed epoch is dropped.
-        retrying(lambda: write_epoch(storage, rows, marks), "storing epoch results")
+        retrying(lambda: store.write_epoch(rows, marks), "storing epoch results")
         return stop
 
     members = [BatchMember(c.config, seed=c.number) for c in claimed]
-    with heartbeat(storage, [c.trial_id for c in claimed]):
+    with heartbeat(store, [c.trial_id for c in claimed]):
         results = train_batch(members, tensors, order_seed=claimed[0].number, on_epoch=after_epoch)
     finished = [_finished(trial, result) for trial, result in zip(claimed, results, strict=True)]
     outcomes = [
         Finished(t._trial_id, t.state, t.value, {STOP_REASON_ATTR: t.user_attrs[STOP_REASON_ATTR]})
         for t in finished
     ]
-    retrying(lambda: finish_trials(storage, outcomes), "storing final results")
+    retrying(lambda: store.finish_trials(outcomes), "storing final results")
     by_reason: Counter[str] = Counter()
     for trial in finished:
         history.add(trial)

@@ -1,7 +1,7 @@
 """Claim a batch of trials: re-queued ones first, the rest sampled in memory, created in bulk.
 
-Must run while holding the study's claim lock (`storage.TrialSlots.exclusive`), which is what
-keeps the study's trial count exact.
+Must run while holding the study's claim lock (`TrialStore.exclusive`); with the study's
+target as `cap`, that is what keeps the study's trial count exact.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from storage.bulk import create_trials
 from sweeps.history import StudyHistory, sampler_mirror
 from sweeps.study import OpenStudy
 from sweeps.trial_attrs import SCHEDULER_CLASS_ATTR, WORKER_ATTR
@@ -43,17 +42,18 @@ def claim_trials(
     waiting: int,
     sampler_history: int,
     worker_name: str,
+    cap: int | None,
 ) -> list[ClaimedTrial]:
-    """Create `count` RUNNING trials: the `waiting` re-queued ones, then TPE's proposals."""
-    storage = opened.storage
-    study_id = storage.get_study_id_from_name(opened.study.study_name)
+    """Create up to `count` RUNNING trials: the `waiting` re-queued ones, then TPE's
+    proposals (fewer when other workers filled the study up to `cap` first)."""
+    storage, store = opened.storage, opened.store
     mirror = sampler_mirror(
         opened.study.sampler, opened.study.study_name, history.sampler_view(sampler_history)
     )
     claimed = []
     for _ in range(min(waiting, count)):
         trial = _ask(opened.study)  # pops the oldest WAITING trial, params fixed
-        storage.record_heartbeat(trial._trial_id)  # see storage.bulk.create_trials
+        store.record_heartbeat(trial._trial_id)  # see TrialStore.create_trials
         config = _suggest(opened, trial)
         for key, value in _attrs(config, worker_name).items():
             storage.set_trial_user_attr(trial._trial_id, key, value)
@@ -69,7 +69,7 @@ def claim_trials(
             user_attrs=_attrs(config, worker_name),
         )
         proposals.append((config, template))
-    created = create_trials(storage, study_id, [template for _, template in proposals])
+    created = store.create_trials([template for _, template in proposals], cap)
     claimed += [ClaimedTrial(config, stored) for (config, _), stored in zip(proposals, created)]
     return claimed
 

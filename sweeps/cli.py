@@ -169,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     dashboard.set_defaults(handler=_cmd_dashboard)
 
+    proxy = commands.add_parser("proxy", help="gRPC storage proxy for many workers")
+    _storage_options(proxy)
+    proxy.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; the proxy has no authentication, so serve "
+        "other machines only on a private network: --host 0.0.0.0)",
+    )
+    proxy.add_argument("--port", type=int, default=13000, help="port (default 13000)")
+    proxy.add_argument("--threads", type=int, default=32, help="request threads (default 32)")
+    proxy.set_defaults(handler=_cmd_proxy)
+
     train = commands.add_parser("train", help="retrain a config over seeds, score on test CSV")
     train.add_argument("--config", required=True, help="exported config (.json/.yaml)")
     train.add_argument("--data", help="training CSV (default $IONOSPHERE_CSV or OpenML)")
@@ -374,6 +386,14 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from sweeps.dashboard import serve_dashboard
 
     serve_dashboard(_storage_settings(args), args.host, args.port)
+    return EXIT_OK
+
+
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    from sweeps.proxy import serve_proxy
+
+    _require_positive("--threads", args.threads)
+    serve_proxy(_storage_settings(args), args.host, args.port, args.threads)
     return EXIT_OK
 
 

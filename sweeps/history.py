@@ -21,7 +21,7 @@ DEFAULT_SAMPLER_HISTORY = 200
 class StudyHistory:
     """Finished (COMPLETE and PRUNED) trials of one study, by trial id."""
 
-    def __init__(self, storage: optuna.storages.RDBStorage) -> None:
+    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
         self._storage = storage
         self._trials: dict[int, FrozenTrial] = {}
 

@@ -14,7 +14,6 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from storage import TrialSlots
 from sweeps.study import OpenStudy
 
 FINISHED = ("COMPLETE", "PRUNED")
@@ -31,7 +30,7 @@ class StudyProgress:
 
     def __init__(self, opened: OpenStudy, target: int | None, *, stream: TextIO = sys.stderr):
         self._opened = opened
-        self._slots = TrialSlots(opened.storage, opened.study.study_name)
+        self._store = opened.store
         self._stop = threading.Event()
         self._bar = tqdm(
             total=target,
@@ -64,7 +63,7 @@ class StudyProgress:
 
     def _refresh(self) -> None:
         try:
-            counts = self._slots.counts()
+            counts = self._store.counts()
             best = self._best()
         except Exception:  # an outage is for the workers to report, not the bar
             return
@@ -78,12 +77,12 @@ class StudyProgress:
         )
 
     def _finished(self) -> int:
-        counts = self._slots.counts()
+        counts = self._store.counts()
         return sum(counts[state] for state in FINISHED)
 
     def _best(self) -> float | None:
         try:
-            best = self._opened.storage.get_best_trial(self._slots.study_id)
+            best = self._opened.storage.get_best_trial(self._store.study_id)
         except ValueError:  # no completed trial yet
             return None
         return best.value

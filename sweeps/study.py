@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
 import optuna
 
-from storage import StorageError, StorageSettings, open_storage
+from storage import StorageError, StorageSettings, TrialStore, open_storage, open_trial_store
 from storage.resilience import retrying
 from storage.urls import sqlite_path
 from sweeps.settings import StudySettings
@@ -27,7 +28,12 @@ class OpenStudy:
 
     study: optuna.Study
     settings: StudySettings
-    storage: optuna.storages.RDBStorage
+    storage: optuna.storages.BaseStorage
+
+    @functools.cached_property
+    def store(self) -> TrialStore:
+        """How this process writes the study's trials (SQL, or through a storage proxy)."""
+        return open_trial_store(self.storage, self.study.study_name)
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
@@ -83,7 +89,7 @@ def create_or_join(
 
 
 def _create_or_join(
-    storage: optuna.storages.RDBStorage,
+    storage: optuna.storages.BaseStorage,
     study_name: str,
     requested: StudySettings,
     dataset: Dataset,
@@ -112,7 +118,7 @@ def _create_or_join(
 
 
 def join(
-    storage: optuna.storages.RDBStorage,
+    storage: optuna.storages.BaseStorage,
     study_name: str,
     sampler_seed: int | None,
     *,
@@ -144,7 +150,7 @@ def join(
     return OpenStudy(study, settings, storage)
 
 
-def open_existing_storage(storage_settings: StorageSettings) -> optuna.storages.RDBStorage:
+def open_existing_storage(storage_settings: StorageSettings) -> optuna.storages.BaseStorage:
     """Open a storage that must already exist: a mistyped SQLite path creates no new file."""
     database_file = sqlite_path(storage_settings.url)
     if database_file is not None and not database_file.exists():

@@ -1,7 +1,8 @@
 """A sweep worker: claim a batch of trials, train them together, until the study has N.
 
 `N` counts COMPLETE + PRUNED trials of the whole study, whichever worker ran them. Claims are
-serialised by `storage.TrialSlots`, so the study never overshoots: a worker claims at most
+serialised by the study's claim lock (`TrialStore.exclusive`, or the storage proxy's admission
+check), so the study never overshoots: a worker claims at most
 N - finished - running trials, and when none are left it waits for the running ones to finish or
 be declared dead by the heartbeat check (their retries then come back as WAITING trials).
 """
@@ -20,7 +21,6 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from storage import TrialSlots
 from storage.resilience import retrying
 from storage.retry import requeue
 from sweeps.batch import BatchOutcome, run_batch
@@ -107,7 +107,7 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     device = resolve_device(options.device)
     torch.set_num_threads(options.threads)
     tensors = split_tensors(dataset, settings.validation_rows, str(device))
-    slots = TrialSlots(opened.storage, opened.study.study_name)
+    store = opened.store
     history = StudyHistory(opened.storage)
     batch_size = options.batch_size_for(device)
     deadline = None if options.timeout_s is None else time.monotonic() + options.timeout_s
@@ -117,11 +117,11 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
 
     while deadline is None or time.monotonic() < deadline:
         retrying(lambda: _fail_stale_trials(opened.study), "failing dead workers' trials")
-        retrying(lambda: history.sync(slots.finished_trial_ids()), "reading finished trials")
+        retrying(lambda: history.sync(store.finished_trial_ids()), "reading finished trials")
 
         def claim() -> tuple[int | None, list[ClaimedTrial]]:
-            with slots.exclusive():
-                counts = slots.counts()
+            with store.exclusive():
+                counts = store.counts()
                 available = open_slots(counts, options.target_trials)
                 if not available:
                     return available, []
@@ -132,6 +132,7 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
                     waiting=counts["WAITING"],
                     sampler_history=options.sampler_history,
                     worker_name=worker_name,
+                    cap=options.target_trials,
                 )
 
         # Trials created by a claim whose lock release then failed are never lost: without
@@ -174,7 +175,10 @@ def _fail_all(opened: OpenStudy, claimed: list[ClaimedTrial], reason: str) -> No
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # finished before the failure: nothing to redo
         failed = retrying(lambda: opened.storage.get_trial(trial.trial_id), "reading a trial")
-        retrying(lambda: requeue(opened.study, failed, reason), "re-queueing a trial")
+        retrying(
+            lambda: requeue(opened.study, failed, reason, opened.store.annotate_trial),
+            "re-queueing a trial",
+        )
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:

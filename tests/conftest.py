@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 
 from trainer import ScheduleConfig, build
 
@@ -141,3 +143,26 @@ def assert_real_image(path: Path, min_size: tuple[int, int] = (300, 200)) -> Non
         assert image.width >= min_size[0] and image.height >= min_size[1], image.size
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) >= 16, f"{path} looks blank"
+
+
+def study_trials(storage_url: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    """Every trial of `study`, read straight from the database."""
+    from storage import resolve_storage_url
+
+    loaded = optuna.load_study(study_name=study, storage=resolve_storage_url(storage_url))
+    return loaded.get_trials(deepcopy=False)
+
+
+def wait_for_running(storage_url: str, study: str, timeout: float = 120, workers: int = 1) -> None:
+    """Until a trial runs and `workers` different workers have claimed trials."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            trials = study_trials(storage_url, study)
+            claimed_by = {t.user_attrs.get("worker") for t in trials}
+            if any(t.state == TrialState.RUNNING for t in trials) and len(claimed_by) >= workers:
+                return
+        except KeyError:
+            pass  # the study is not created yet
+        time.sleep(0.05)
+    raise AssertionError("no trial started running")

@@ -55,6 +55,24 @@ def test_gpu_override_reserves_one_gpu_per_worker() -> None:
     assert device["count"] == 1
 
 
+def test_proxy_override_puts_workers_behind_the_grpc_proxy() -> None:
+    base = _compose()["services"]
+    services = _compose("docker-compose.proxy.yml")["services"]
+    proxy, worker = services["proxy"], services["worker"]
+    assert proxy["command"][0] == "proxy" and "ports" not in proxy  # not published off-host
+    port = proxy["command"][proxy["command"].index("--port") + 1]
+    assert proxy["expose"] == [port]
+    assert port in " ".join(proxy["healthcheck"]["test"])
+    # The proxy reaches the same database as the dashboard; workers reach only the proxy.
+    assert (
+        proxy["environment"]["LRSWEEP_STORAGE"]
+        == base["dashboard"]["environment"]["LRSWEEP_STORAGE"]
+    )
+    assert proxy["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert worker["environment"]["LRSWEEP_STORAGE"] == f"grpc://proxy:{port}"
+    assert worker["depends_on"]["proxy"]["condition"] == "service_healthy"
+
+
 def _strings(node: object, key: str = "") -> list[tuple[str, str]]:
     """Every (key, string value) in a parsed YAML tree."""
     if isinstance(node, dict):
@@ -65,7 +83,7 @@ def _strings(node: object, key: str = "") -> list[tuple[str, str]]:
 
 
 def test_no_password_outside_the_env_file() -> None:
-    for name in ("docker-compose.yml", "docker-compose.gpu.yml"):
+    for name in ("docker-compose.yml", "docker-compose.gpu.yml", "docker-compose.proxy.yml"):
         for key, value in _strings(_compose(name)):
             if "PASSWORD" in key:
                 assert value.startswith("${POSTGRES_PASSWORD"), (key, value)

@@ -8,12 +8,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import start_worker, unique_study
-from storage import resolve_storage_url
+from conftest import start_worker, study_trials, unique_study, wait_for_running
 
 pytestmark = pytest.mark.slow
 
@@ -41,43 +39,21 @@ def _worker(
     )
 
 
-def _trials(storage_url: str, study: str) -> list[optuna.trial.FrozenTrial]:
-    loaded = optuna.load_study(study_name=study, storage=resolve_storage_url(storage_url))
-    return loaded.get_trials(deepcopy=False)
-
-
-def _wait_for_running(
-    storage_url: str, study: str, timeout: float = 120, workers: int = 1
-) -> None:
-    """Until a trial runs and `workers` different workers have claimed trials."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            trials = _trials(storage_url, study)
-            claimed_by = {t.user_attrs.get("worker") for t in trials}
-            if any(t.state == TrialState.RUNNING for t in trials) and len(claimed_by) >= workers:
-                return
-        except KeyError:
-            pass  # the study is not created yet
-        time.sleep(0.05)
-    raise AssertionError("no trial started running")
-
-
 def test_killed_worker_trials_are_failed_and_rerun_by_another(
     storage_url: str, data_path: Path, tmp_path: Path
 ) -> None:
     study, target = unique_study(), 16
     victim = _worker(storage_url, study, data_path, target, tmp_path)
-    _wait_for_running(storage_url, study)
+    wait_for_running(storage_url, study)
     victim.kill()  # SIGKILL: no cleanup, its trials stay RUNNING until their heartbeat expires
     victim.wait()
-    killed = {t.number for t in _trials(storage_url, study) if t.state == TrialState.RUNNING}
+    killed = {t.number for t in study_trials(storage_url, study) if t.state == TrialState.RUNNING}
     assert killed
     survivor = _worker(storage_url, study, data_path, target, tmp_path)
     _, stderr = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, stderr
 
-    trials = _trials(storage_url, study)
+    trials = study_trials(storage_url, study)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == target
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -98,14 +74,14 @@ def test_signalled_worker_stops_fast_and_requeues_its_trials(
 ) -> None:
     storage_url, study = f"sqlite:///{tmp_path / 's.db'}", unique_study()
     worker = _worker(storage_url, study, data_path, 50, tmp_path)
-    _wait_for_running(storage_url, study)
+    wait_for_running(storage_url, study)
     sent = time.monotonic()
     worker.send_signal(sig)
     _, stderr = worker.communicate(timeout=30)
     assert time.monotonic() - sent < 5
     assert worker.returncode == code, stderr
     assert stderr.strip().splitlines()[-1] == "error: interrupted"
-    trials = _trials(storage_url, study)
+    trials = study_trials(storage_url, study)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     interrupted = [t for t in trials if t.state == TrialState.FAIL]
     assert interrupted
@@ -118,7 +94,7 @@ def test_signalled_worker_stops_fast_and_requeues_its_trials(
     resumed = _worker(storage_url, study, data_path, 20, tmp_path)
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
-    trials = _trials(storage_url, study)
+    trials = study_trials(storage_url, study)
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 20
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
@@ -148,7 +124,7 @@ def test_workers_ride_out_a_postgres_restart(
         _worker(postgres_server_url, study, data_path, target, tmp_path, "--grace-period", "60")
         for _ in range(2)
     ]
-    _wait_for_running(postgres_server_url, study, workers=2)
+    wait_for_running(postgres_server_url, study, workers=2)
     try:
         _postgres_cluster("stop")
         time.sleep(12)
@@ -159,7 +135,7 @@ def test_workers_ride_out_a_postgres_restart(
         assert worker.returncode == 0, stderr
     stderr = "".join(err for _, err in outputs)
     assert "database unreachable" in stderr and "reachable again" in stderr
-    trials = _trials(postgres_server_url, study)
+    trials = study_trials(postgres_server_url, study)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == target
     # Nothing computed during the outage was thrown away: no trial failed or was re-run.
@@ -196,7 +172,7 @@ def test_eight_workers_share_one_study_without_losing_anything(
         _, stderr = worker.communicate(timeout=600)
         assert worker.returncode == 0, stderr
         assert "locked" not in stderr
-    trials = _trials(storage_url, study)
+    trials = study_trials(storage_url, study)
     assert len(trials) == target
     assert sorted(t.number for t in trials) == list(range(target))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
@@ -219,7 +195,7 @@ def test_workers_wait_out_a_locked_sqlite_file(data_path: Path, tmp_path: Path) 
         _worker(storage_url, study, data_path, target, tmp_path, "--grace-period", "60")
         for _ in range(2)
     ]
-    _wait_for_running(storage_url, study)
+    wait_for_running(storage_url, study)
     blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None, timeout=60)
     blocker.execute("BEGIN EXCLUSIVE")
     time.sleep(8)
@@ -228,6 +204,6 @@ def test_workers_wait_out_a_locked_sqlite_file(data_path: Path, tmp_path: Path) 
     for worker in workers:
         _, stderr = worker.communicate(timeout=300)
         assert worker.returncode == 0, stderr
-    trials = _trials(storage_url, study)
+    trials = study_trials(storage_url, study)
     assert len(trials) == target
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)

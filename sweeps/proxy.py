@@ -1,0 +1,61 @@
+"""`sweeps proxy`: Optuna's gRPC storage proxy in front of the study database, for sweeps with
+more workers than the database should hold connections for. Workers pass
+`--storage grpc://host:port`; see storage.proxy for what the proxy does on their behalf."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import optuna
+
+from storage import StorageError, StorageSettings, open_storage
+from storage.proxy import ProxyBackend
+from storage.resilience import is_transient
+from storage.urls import proxy_address
+
+
+def serve_proxy(storage_settings: StorageSettings, host: str, port: int, threads: int) -> None:
+    """Serve until interrupted, failing and re-queueing dead workers' trials as it goes."""
+    if proxy_address(storage_settings.url) is not None:
+        raise StorageError("a storage proxy needs a database URL behind it, not another proxy")
+    database = open_storage(storage_settings)
+    assert isinstance(database, optuna.storages.RDBStorage)
+    backend = ProxyBackend(database)
+    sweeper = threading.Thread(
+        target=_fail_stale_trials_forever,
+        args=(backend, storage_settings.heartbeat_interval),
+        name="stale-trials",
+        daemon=True,
+    )
+    sweeper.start()
+    print(
+        f"storage proxy for {storage_settings.masked_url} on grpc://{host}:{port} "
+        f"(workers: --storage grpc://{host}:{port})",
+        file=sys.stderr,
+        flush=True,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.run_grpc_proxy_server(
+            backend, host=host, port=port, thread_pool=ThreadPoolExecutor(max_workers=threads)
+        )
+
+
+def _fail_stale_trials_forever(backend: ProxyBackend, interval_s: int) -> None:
+    """Workers behind the proxy cannot run Optuna's stale-trial check (the gRPC client has no
+    heartbeats), so the proxy runs it for every study, every heartbeat interval."""
+    while True:
+        try:
+            for summary in backend.get_all_studies():
+                study = optuna.load_study(study_name=summary.study_name, storage=backend)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+        except Exception as exc:  # keep checking: the database may be back next round
+            if not is_transient(exc):
+                print(f"warning: stale-trial check failed: {exc!r}", file=sys.stderr, flush=True)
+        time.sleep(interval_s)

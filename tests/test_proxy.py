@@ -1,0 +1,148 @@
+"""Workers behind `sweeps proxy` (Optuna's gRPC storage proxy) on a real PostgreSQL: the same
+exact trial count, stored epochs, heartbeats and dead-worker recovery as workers on SQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import create_engine, text
+
+from conftest import free_port, run_sweeps, start_worker, study_trials, unique_study
+from conftest import wait_for_running as wait_for_running_in
+from storage import resolve_storage_url
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+FAST_HEARTBEAT = ("--heartbeat-interval", "1", "--grace-period", "3")
+
+
+@pytest.fixture
+def proxy_url(postgres_server_url: str, tmp_path: Path) -> Iterator[str]:
+    """A running `sweeps proxy` on loopback in front of the test database."""
+    port = free_port()
+    log = (tmp_path / "proxy.log").open("w")
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "proxy", "--port", str(port), *FAST_HEARTBEAT],
+        env={**os.environ, "LRSWEEP_STORAGE": postgres_server_url},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert proxy.poll() is None, (tmp_path / "proxy.log").read_text()
+            assert time.monotonic() < deadline, "the proxy did not start listening"
+            time.sleep(0.2)
+    try:
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        proxy.terminate()
+        assert proxy.wait(timeout=10) == 143
+        log.close()
+        assert "Traceback" not in (tmp_path / "proxy.log").read_text()
+
+
+def _proxied_worker(
+    proxy: str, study: str, data: Path, cwd: Path, trials: int, epochs: int, seed: int
+) -> subprocess.Popen[str]:
+    return start_worker(
+        proxy,
+        study,
+        data,
+        cwd,
+        *("--trials", str(trials), "--epochs", str(epochs), "--seed", str(seed)),
+        *("--batch-size-trials", "4", *FAST_HEARTBEAT),
+    )
+
+
+def _heartbeat_trial_ids(database_url: str) -> set[int]:
+    engine = create_engine(resolve_storage_url(database_url))
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT trial_id FROM trial_heartbeats"))
+        ids = {int(trial_id) for (trial_id,) in rows}
+    engine.dispose()
+    return ids
+
+
+def test_three_workers_through_the_proxy_finish_the_study_exactly(
+    proxy_url: str, postgres_server_url: str, data_path: Path, tmp_path: Path
+) -> None:
+    study, target, epochs = unique_study(), 45, 10
+    workers = [
+        _proxied_worker(proxy_url, study, data_path, tmp_path, target, epochs, seed)
+        for seed in range(3)
+    ]
+    ran = 0
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr
+        ran += int(stderr.rsplit("worker done: ", 1)[1].split()[0])
+    assert ran == target  # no worker ran a trial twice, none ran one past the target
+
+    trials = study_trials(postgres_server_url, study)  # read from PostgreSQL, not the proxy
+    assert len(trials) == target
+    assert sorted(t.number for t in trials) == list(range(target))
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    for trial in trials:
+        steps = sorted(trial.intermediate_values)
+        assert steps == list(range(len(steps))) and steps, trial.number
+        if trial.state == TrialState.COMPLETE:
+            assert len(steps) == epochs and trial.value == trial.intermediate_values[epochs - 1]
+        assert not any(key.startswith("lrsweep:") for key in trial.system_attrs)
+    # Heartbeats went through the proxy into Optuna's own table, from the first moment.
+    assert {t._trial_id for t in trials} <= _heartbeat_trial_ids(postgres_server_url)
+
+    late = _proxied_worker(proxy_url, study, data_path, tmp_path, target, epochs, seed=9)
+    _, stderr = late.communicate(timeout=120)
+    assert late.returncode == 0 and "worker done: 0 trials" in stderr, stderr
+
+
+def test_killed_worker_behind_the_proxy_is_recovered_by_the_proxy(
+    proxy_url: str, postgres_server_url: str, data_path: Path, tmp_path: Path
+) -> None:
+    study, target = unique_study(), 12
+    victim = _proxied_worker(proxy_url, study, data_path, tmp_path, target, epochs=40, seed=0)
+    wait_for_running_in(postgres_server_url, study)
+    victim.kill()
+    victim.wait()
+    trials = study_trials(postgres_server_url, study)
+    killed = {t.number for t in trials if t.state == TrialState.RUNNING}
+    assert killed
+    survivor = _proxied_worker(proxy_url, study, data_path, tmp_path, target, epochs=40, seed=1)
+    _, stderr = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, stderr
+
+    trials = study_trials(postgres_server_url, study)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == target
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    by_number = {t.number: t for t in trials}
+    for number in killed:
+        failed = by_number[number]
+        assert failed.state == TrialState.FAIL
+        assert "worker died" in failed.user_attrs["fail_reason"]
+        retry = by_number[failed.user_attrs["retried_as"]]
+        assert retry.params == failed.params
+        assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def test_no_proxy_at_the_address_is_one_clear_line(tmp_path: Path, data_path: Path) -> None:
+    url = f"grpc://127.0.0.1:{free_port()}"
+    result = run_sweeps(
+        "worker", "--study", "x", "--data", str(data_path), "--storage", url, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: no storage proxy answering at {url} (start one with `sweeps proxy`)"
+    )

@@ -11,7 +11,10 @@ served by `sweeps proxy`), on requests the workers mark with reserved system-att
 - heartbeats (`HEARTBEAT_KEY`) are recorded in Optuna's heartbeat table, and the proxy fails
   and re-queues stale trials itself, as workers on SQL do;
 - annotations (`ANNOTATE_KEY`) set user attributes on finished trials (why a trial failed,
-  which trial re-runs it), which Optuna's API refuses.
+  which trial re-runs it), which Optuna's API refuses;
+- batch writes (`EPOCH_KEY`, `FINISH_KEY`): a batch's epoch results, and its final states,
+  travel as one request each (carried by the batch's first trial) and land in one transaction
+  (`storage.bulk`), as over SQL, instead of one request and one transaction per trial.
 
 Reserved keys never reach the database as attributes.
 """
@@ -37,6 +40,8 @@ from storage.trial_store import EpochValues, SystemAttrs, TrialStore
 CAP_KEY = "lrsweep:cap"
 HEARTBEAT_KEY = "lrsweep:heartbeat"
 ANNOTATE_KEY = "lrsweep:annotate"
+EPOCH_KEY = "lrsweep:epoch"
+FINISH_KEY = "lrsweep:finish"
 STUDY_FULL = "lrsweep: the study has reached its trial target"
 OCCUPYING = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
 CONNECT_TIMEOUT_S = 10.0
@@ -107,24 +112,23 @@ class ProxiedTrialStore(TrialStore):
         return created
 
     def write_epoch(self, values: EpochValues, system_attrs: SystemAttrs = ()) -> None:
-        for trial_id, step, value in values:
-            _unless_finished(self._client.set_trial_intermediate_value, trial_id, step, value)
-        for trial_id, key, attr in system_attrs:
-            _unless_finished(self._client.set_trial_system_attr, trial_id, key, attr)
+        if values or system_attrs:
+            carrier = values[0][0] if values else system_attrs[0][0]
+            batch = {"values": list(values), "system_attrs": list(system_attrs)}
+            self._client.set_trial_system_attr(carrier, EPOCH_KEY, batch)
 
-    def finish_trials(self, outcomes: Sequence[Finished]) -> int:
-        finished = 0
-        for outcome in outcomes:
-            try:
-                for key, value in outcome.user_attrs.items():
-                    self._client.set_trial_user_attr(outcome.trial_id, key, value)
-                values = None if outcome.value is None else [outcome.value]
-                finished += self._client.set_trial_state_values(
-                    outcome.trial_id, outcome.state, values
-                )
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # failed meanwhile (as stale): it keeps that state
-        return finished
+    def finish_trials(self, outcomes: Sequence[Finished]) -> None:
+        if outcomes:
+            batch = [
+                {
+                    "trial_id": o.trial_id,
+                    "state": o.state.name,
+                    "value": o.value,
+                    "user_attrs": dict(o.user_attrs),
+                }
+                for o in outcomes
+            ]
+            self._client.set_trial_system_attr(outcomes[0].trial_id, FINISH_KEY, batch)
 
     def annotate_trial(self, trial_id: int, user_attrs: Mapping[str, Any]) -> None:
         self._client.set_trial_system_attr(trial_id, ANNOTATE_KEY, dict(user_attrs))
@@ -170,6 +174,18 @@ class ProxyBackend(_CachedStorage):
             self.record_heartbeat(trial_id)
         elif key == ANNOTATE_KEY:
             bulk.annotate_trial(self.database, trial_id, value)
+        elif key == EPOCH_KEY:
+            values = [(int(t), int(step), float(v)) for t, step, v in value["values"]]
+            marks = [(int(t), str(k), v) for t, k, v in value["system_attrs"]]
+            bulk.write_epoch(self.database, values, marks)
+        elif key == FINISH_KEY:
+            bulk.finish_trials(
+                self.database,
+                [
+                    Finished(o["trial_id"], TrialState[o["state"]], o["value"], o["user_attrs"])
+                    for o in value
+                ],
+            )
         else:
             super().set_trial_system_attr(trial_id, key, value)
 
@@ -189,10 +205,3 @@ def _is_study_full(exc: KeyError) -> bool:
     RPC error it chains."""
     details = getattr(exc.__cause__, "details", None)
     return callable(details) and STUDY_FULL in str(details())
-
-
-def _unless_finished(call: Any, *args: Any) -> None:
-    try:
-        call(*args)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        pass  # the trial was failed meanwhile (as stale); its late epoch is dropped

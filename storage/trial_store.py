@@ -56,8 +56,9 @@ class TrialStore(ABC):
         """Store one epoch's validation accuracies (and pruner marks) of running trials."""
 
     @abstractmethod
-    def finish_trials(self, outcomes: Sequence[Finished]) -> int:
-        """Finish the trials that are still RUNNING; returns how many were."""
+    def finish_trials(self, outcomes: Sequence[Finished]) -> None:
+        """Finish the trials that are still RUNNING (one failed meanwhile as stale keeps
+        its state)."""
 
     @abstractmethod
     def annotate_trial(self, trial_id: int, user_attrs: Mapping[str, Any]) -> None:
@@ -99,8 +100,8 @@ class SqlTrialStore(TrialStore):
     def write_epoch(self, values: EpochValues, system_attrs: SystemAttrs = ()) -> None:
         bulk.write_epoch(self._storage, values, system_attrs)
 
-    def finish_trials(self, outcomes: Sequence[Finished]) -> int:
-        return bulk.finish_trials(self._storage, outcomes)
+    def finish_trials(self, outcomes: Sequence[Finished]) -> None:
+        bulk.finish_trials(self._storage, outcomes)
 
     def annotate_trial(self, trial_id: int, user_attrs: Mapping[str, Any]) -> None:
         bulk.annotate_trial(self._storage, trial_id, user_attrs)

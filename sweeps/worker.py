@@ -10,11 +10,14 @@ be declared dead by the heartbeat check (their retries then come back as WAITING
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
@@ -119,25 +122,33 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
         retrying(lambda: _fail_stale_trials(opened.study), "failing dead workers' trials")
         retrying(lambda: history.sync(store.finished_trial_ids()), "reading finished trials")
 
-        def claim() -> tuple[int | None, list[ClaimedTrial]]:
-            with store.exclusive():
+        claimed: list[ClaimedTrial] = []
+
+        def claim() -> int | None:
+            # A signal mid-claim is held until the claimed trials are known, so they are
+            # handed back below rather than left RUNNING until their heartbeat expires.
+            with store.exclusive(), _signals_held():
                 counts = store.counts()
                 available = open_slots(counts, options.target_trials)
-                if not available:
-                    return available, []
-                return available, claim_trials(
-                    opened,
-                    history,
-                    count=min(batch_size, available),
-                    waiting=counts["WAITING"],
-                    sampler_history=options.sampler_history,
-                    worker_name=worker_name,
-                    cap=options.target_trials,
-                )
+                if available:
+                    claimed[:] = claim_trials(
+                        opened,
+                        history,
+                        count=min(batch_size, available),
+                        waiting=counts["WAITING"],
+                        sampler_history=options.sampler_history,
+                        worker_name=worker_name,
+                        cap=options.target_trials,
+                    )
+                return available
 
         # Trials created by a claim whose lock release then failed are never lost: without
         # heartbeats they are failed and re-queued by the stale-trial check.
-        available, claimed = retrying(claim, "claiming trials")
+        try:
+            available = retrying(claim, "claiming trials")
+        except KeyboardInterrupt:
+            _fail_all(opened, claimed, "interrupted")
+            raise
         if available is None:
             break
         if not claimed:
@@ -163,8 +174,25 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     return WorkerSummary(trials_run=sum(totals.values()), by_reason=dict(totals))
 
 
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for the block; one that arrived is delivered when it exits."""
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda n, _f: received.append(n)) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
 def _fail_all(opened: OpenStudy, claimed: list[ClaimedTrial], reason: str) -> None:
     """Fail the batch's unfinished trials with `reason` and queue each again."""
+    if not claimed:
+        return
     print(f"batch of {len(claimed)} trials failed: {reason}; re-queued", file=sys.stderr)
     for trial in claimed:
         try:

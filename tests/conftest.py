@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from trainer import ScheduleConfig, build
 
@@ -166,3 +166,22 @@ def wait_for_running(storage_url: str, study: str, timeout: float = 120, workers
             pass  # the study is not created yet
         time.sleep(0.05)
     raise AssertionError("no trial started running")
+
+
+def assert_killed_trials_recovered(
+    trials: list[FrozenTrial], killed: set[int], target: int
+) -> None:
+    """Exactly `target` finished, nothing left running or waiting, and each killed trial FAILED
+    with its reason and re-run (same parameters) by the trial it names."""
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == target
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    by_number = {t.number: t for t in trials}
+    for number in killed:
+        failed = by_number[number]
+        assert failed.state == TrialState.FAIL
+        assert "worker died" in failed.user_attrs["fail_reason"]
+        retry = by_number[failed.user_attrs["retried_as"]]
+        assert retry.params == failed.params
+        assert retry.system_attrs["failed_trial"] == number
+        assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from conftest import start_worker, study_trials, unique_study, wait_for_running
+from conftest import (
+    assert_killed_trials_recovered,
+    start_worker,
+    study_trials,
+    unique_study,
+    wait_for_running,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -53,19 +59,7 @@ def test_killed_worker_trials_are_failed_and_rerun_by_another(
     _, stderr = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, stderr
 
-    trials = study_trials(storage_url, study)
-    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == target
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    by_number = {t.number: t for t in trials}
-    for number in killed:
-        failed = by_number[number]
-        assert failed.state == TrialState.FAIL
-        assert "worker died" in failed.user_attrs["fail_reason"]
-        retry = by_number[failed.user_attrs["retried_as"]]
-        assert retry.params == failed.params
-        assert retry.system_attrs["failed_trial"] == number
-        assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert_killed_trials_recovered(study_trials(storage_url, study), killed, target)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

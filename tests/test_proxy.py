@@ -4,6 +4,7 @@ exact trial count, stored epochs, heartbeats and dead-worker recovery as workers
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +16,14 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 
-from conftest import free_port, run_sweeps, start_worker, study_trials, unique_study
+from conftest import (
+    assert_killed_trials_recovered,
+    free_port,
+    run_sweeps,
+    start_worker,
+    study_trials,
+    unique_study,
+)
 from conftest import wait_for_running as wait_for_running_in
 from storage import resolve_storage_url
 
@@ -124,17 +132,29 @@ def test_killed_worker_behind_the_proxy_is_recovered_by_the_proxy(
     assert survivor.returncode == 0, stderr
 
     trials = study_trials(postgres_server_url, study)
-    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == target
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert_killed_trials_recovered(trials, killed, target)
+
+
+def test_stopped_worker_behind_the_proxy_hands_its_trials_back(
+    proxy_url: str, postgres_server_url: str, data_path: Path, tmp_path: Path
+) -> None:
+    study = unique_study()
+    worker = _proxied_worker(proxy_url, study, data_path, tmp_path, 30, epochs=40, seed=0)
+    wait_for_running_in(postgres_server_url, study)
+    worker.send_signal(signal.SIGTERM)
+    _, stderr = worker.communicate(timeout=30)
+    assert worker.returncode == 143, stderr
+    trials = study_trials(postgres_server_url, study)
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert interrupted and not [t for t in trials if t.state == TrialState.RUNNING], (
+        [t.state for t in trials],
+        stderr,
+    )
     by_number = {t.number: t for t in trials}
-    for number in killed:
-        failed = by_number[number]
-        assert failed.state == TrialState.FAIL
-        assert "worker died" in failed.user_attrs["fail_reason"]
-        retry = by_number[failed.user_attrs["retried_as"]]
-        assert retry.params == failed.params
-        assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    for trial in interrupted:  # annotated through the proxy after the trial had failed
+        assert trial.user_attrs["fail_reason"] == "interrupted"
+        retry = by_number[trial.user_attrs["retried_as"]]
+        assert retry.state == TrialState.WAITING and retry.params == trial.params
 
 
 def test_no_proxy_at_the_address_is_one_clear_line(tmp_path: Path, data_path: Path) -> None:

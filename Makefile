@@ -1,4 +1,5 @@
-# The two commands: `make run` (default sweep + export) and `make test` (lint, types, tests).
+# The two commands: `make run` (default sweep, export, report) and `make test` (lint, types,
+# browser, tests).
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,6 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 run: install
 	$(BIN)/sweeps run --out best.json
+	$(BIN)/sweeps report --study lrsweep --out report
 
 browser:
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \

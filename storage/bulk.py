@@ -26,8 +26,8 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, update
 def create_trials(
     storage: optuna.storages.RDBStorage, study_id: int, templates: Sequence[FrozenTrial]
 ) -> list[FrozenTrial]:
-    """Create one RUNNING trial per template (params, user attributes, a first heartbeat) in
-    one transaction.
+    """Create one RUNNING trial per template (params, user and system attributes, a first
+    heartbeat) in one transaction.
 
     Trial numbers follow Optuna's rule (how many trials of the study have a smaller id), set
     in the same transaction. Optuna also checks each parameter's distribution against earlier
@@ -59,7 +59,7 @@ def create_trials(
                 select(trials.c.trial_id, trials.c.number).where(trials.c.trial_id.in_(trial_ids))
             ).all()
         )
-        params, attrs = [], []
+        params, attrs, system_attrs = [], [], []
         for trial_id, template in zip(trial_ids, templates, strict=True):
             for name, value in template.params.items():
                 distribution = template.distributions[name]
@@ -75,10 +75,16 @@ def create_trials(
                 {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
                 for key, value in template.user_attrs.items()
             ]
+            system_attrs += [
+                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                for key, value in template.system_attrs.items()
+            ]
         if params:
             connection.execute(insert(models.TrialParamModel.__table__), params)
         if attrs:
             connection.execute(insert(models.TrialUserAttributeModel.__table__), attrs)
+        if system_attrs:
+            connection.execute(insert(models.TrialSystemAttributeModel.__table__), system_attrs)
         # A first heartbeat in the same transaction: Optuna's stale check ignores trials that
         # never beat, so a worker killed right after claiming would leave them RUNNING forever.
         connection.execute(

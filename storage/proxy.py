@@ -5,22 +5,26 @@ them share one process's pool. Its API has no lock and no heartbeat, so the two 
 make lrsweep's studies exact and self-healing happen in the proxy process (`ProxyBackend`,
 served by `sweeps proxy`), on requests the workers mark with reserved system-attribute keys:
 
-- admission: a trial created with `CAP_KEY` is created under the study's claim lock only while
-  the study holds fewer trials (finished, running or waiting) than the cap, so the study ends
-  with exactly N trials however many workers race;
+- claims (`CLAIM_KEY`, on the study): a batch of trials is created in one transaction under the
+  study's claim lock, only as many as keep the study's trials (finished, running or waiting)
+  within the worker's target, so the study ends with exactly N however many workers race; each
+  created trial keeps the claim's id as a system attribute, by which the worker finds it;
 - heartbeats (`HEARTBEAT_KEY`) are recorded in Optuna's heartbeat table, and the proxy fails
   and re-queues stale trials itself, as workers on SQL do;
 - annotations (`ANNOTATE_KEY`) set user attributes on finished trials (why a trial failed,
   which trial re-runs it), which Optuna's API refuses;
+- hand-backs (`HAND_BACK_KEY`, on the study): an interrupted worker's trials are failed and
+  re-queued under the claim lock, as stale ones are;
 - batch writes (`EPOCH_KEY`, `FINISH_KEY`): a batch's epoch results, and its final states,
   travel as one request each (carried by the batch's first trial) and land in one transaction
   (`storage.bulk`), as over SQL, instead of one request and one transaction per trial.
 
-Reserved keys never reach the database as attributes.
+Apart from the claim id, reserved keys never reach the database as attributes.
 """
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -28,21 +32,23 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import optuna
+from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from storage import bulk
 from storage.bulk import Finished
 from storage.errors import StorageError
+from storage.retry import hand_back
 from storage.slots import TrialSlots
 from storage.trial_store import EpochValues, SystemAttrs, TrialStore
 
-CAP_KEY = "lrsweep:cap"
+CLAIM_KEY = "lrsweep:claim"
 HEARTBEAT_KEY = "lrsweep:heartbeat"
 ANNOTATE_KEY = "lrsweep:annotate"
 EPOCH_KEY = "lrsweep:epoch"
 FINISH_KEY = "lrsweep:finish"
-STUDY_FULL = "lrsweep: the study has reached its trial target"
+HAND_BACK_KEY = "lrsweep:hand_back"
 OCCUPYING = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
 CONNECT_TIMEOUT_S = 10.0
 
@@ -78,7 +84,7 @@ class ProxiedTrialStore(TrialStore):
         self.study_id = client.get_study_id_from_name(study_name)
 
     def exclusive(self) -> AbstractContextManager[None]:
-        return nullcontext()  # the proxy admits each trial under the lock (CAP_KEY)
+        return nullcontext()  # the proxy takes the lock for each claim (CLAIM_KEY)
 
     def counts(self) -> Counter[str]:
         trials = self._client.get_all_trials(self.study_id, deepcopy=False)
@@ -93,23 +99,15 @@ class ProxiedTrialStore(TrialStore):
     def create_trials(
         self, templates: Sequence[FrozenTrial], cap: int | None
     ) -> list[FrozenTrial]:
-        created = []
-        for template in templates:
-            request = optuna.trial.create_trial(
-                state=TrialState.RUNNING,
-                params=template.params,
-                distributions=template.distributions,
-                user_attrs=template.user_attrs,
-                system_attrs={**template.system_attrs, **({} if cap is None else {CAP_KEY: cap})},
-            )
-            try:
-                trial_id = self._client.create_new_trial(self.study_id, request)
-            except KeyError as exc:
-                if _is_study_full(exc):
-                    break
-                raise
-            created.append(self._client.get_trial(trial_id))
-        return created
+        if not templates:
+            return []
+        claim = uuid.uuid4().hex
+        request = {"claim": claim, "cap": cap, "templates": [_template_json(t) for t in templates]}
+        self._client.set_study_system_attr(self.study_id, CLAIM_KEY, request)
+        running = self._client.get_all_trials(
+            self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
+        )
+        return [trial for trial in running if trial.system_attrs.get(CLAIM_KEY) == claim]
 
     def write_epoch(self, values: EpochValues, system_attrs: SystemAttrs = ()) -> None:
         if values or system_attrs:
@@ -129,6 +127,10 @@ class ProxiedTrialStore(TrialStore):
                 for o in outcomes
             ]
             self._client.set_trial_system_attr(outcomes[0].trial_id, FINISH_KEY, batch)
+
+    def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> None:
+        request = {"trial_ids": list(trial_ids), "reason": reason}
+        self._client.set_study_system_attr(self.study_id, HAND_BACK_KEY, request)
 
     def annotate_trial(self, trial_id: int, user_attrs: Mapping[str, Any]) -> None:
         self._client.set_trial_system_attr(trial_id, ANNOTATE_KEY, dict(user_attrs))
@@ -155,25 +157,32 @@ class ProxyBackend(_CachedStorage):
         super().__init__(database)
         self.database = database
 
-    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        if template_trial is None or CAP_KEY not in template_trial.system_attrs:
-            return super().create_new_trial(study_id, template_trial)
-        cap = int(template_trial.system_attrs[CAP_KEY])
-        template = _without(template_trial, CAP_KEY)
-        slots = TrialSlots(self.database, self.get_study_name_from_id(study_id))
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        if key not in (CLAIM_KEY, HAND_BACK_KEY):
+            super().set_study_system_attr(study_id, key, value)
+            return
+        study_name = self.get_study_name_from_id(study_id)
+        slots = TrialSlots(self.database, study_name)
         with slots.exclusive():
-            counts = slots.counts()
-            if sum(counts[state] for state in OCCUPYING) >= cap:
-                raise KeyError(STUDY_FULL)  # the gRPC servicer turns KeyError into NOT_FOUND
-            trial_id = super().create_new_trial(study_id, template)
-            self.record_heartbeat(trial_id)  # as bulk.create_trials: stale-checkable at once
-        return trial_id
+            if key == HAND_BACK_KEY:
+                study = optuna.load_study(study_name=study_name, storage=self)
+                hand_back(study, value["trial_ids"], value["reason"], self._annotate)
+                return
+            templates = [_template_from_json(t, value["claim"]) for t in value["templates"]]
+            if value["cap"] is not None:
+                counts = slots.counts()
+                room = int(value["cap"]) - sum(counts[state] for state in OCCUPYING)
+                templates = templates[: max(0, room)]
+            bulk.create_trials(self.database, study_id, templates)
+
+    def _annotate(self, trial_id: int, user_attrs: Mapping[str, Any]) -> None:
+        bulk.annotate_trial(self.database, trial_id, user_attrs)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if key == HEARTBEAT_KEY:
             self.record_heartbeat(trial_id)
         elif key == ANNOTATE_KEY:
-            bulk.annotate_trial(self.database, trial_id, value)
+            self._annotate(trial_id, value)
         elif key == EPOCH_KEY:
             values = [(int(t), int(step), float(v)) for t, step, v in value["values"]]
             marks = [(int(t), str(k), v) for t, k, v in value["system_attrs"]]
@@ -190,18 +199,23 @@ class ProxyBackend(_CachedStorage):
             super().set_trial_system_attr(trial_id, key, value)
 
 
-def _without(trial: FrozenTrial, key: str) -> FrozenTrial:
+def _template_json(template: FrozenTrial) -> dict[str, Any]:
+    return {
+        "params": template.params,
+        "distributions": {
+            name: distribution_to_json(d) for name, d in template.distributions.items()
+        },
+        "user_attrs": template.user_attrs,
+    }
+
+
+def _template_from_json(document: Mapping[str, Any], claim: str) -> FrozenTrial:
     return optuna.trial.create_trial(
-        state=trial.state,
-        params=trial.params,
-        distributions=trial.distributions,
-        user_attrs=trial.user_attrs,
-        system_attrs={k: v for k, v in trial.system_attrs.items() if k != key},
+        state=TrialState.RUNNING,
+        params=document["params"],
+        distributions={
+            name: json_to_distribution(d) for name, d in document["distributions"].items()
+        },
+        user_attrs=document["user_attrs"],
+        system_attrs={CLAIM_KEY: claim},
     )
-
-
-def _is_study_full(exc: KeyError) -> bool:
-    """The gRPC client re-raises NOT_FOUND as a bare KeyError; the proxy's reason is on the
-    RPC error it chains."""
-    details = getattr(exc.__cause__, "details", None)
-    return callable(details) and STUDY_FULL in str(details())

@@ -8,7 +8,7 @@ read it), and also records on the failed trial why it failed and which trial re-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import optuna
@@ -57,6 +57,20 @@ def requeue(
     number = storage.get_trial_number_from_id(retry_id)
     annotate(failed._trial_id, {FAIL_REASON_ATTR: reason, RETRIED_AS_ATTR: number})
     return number
+
+
+def hand_back(
+    study: optuna.Study, trial_ids: Sequence[int], reason: str, annotate: Annotate
+) -> None:
+    """Fail each of `trial_ids` that is still RUNNING and `requeue` it. Callers hold the
+    study's claim lock, so no claim counts the study between a failure and its copy."""
+    storage = study._storage
+    for trial_id in trial_ids:
+        try:
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished (or failed as stale) before: nothing to hand back
+        requeue(study, storage.get_trial(trial_id), reason, annotate)
 
 
 class RequeueStaleTrials:

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 
 from storage import bulk
 from storage.bulk import Finished
+from storage.retry import hand_back
 from storage.slots import TrialSlots
 
 EpochValues = Sequence[tuple[int, int, float]]
@@ -59,6 +60,11 @@ class TrialStore(ABC):
     def finish_trials(self, outcomes: Sequence[Finished]) -> None:
         """Finish the trials that are still RUNNING (one failed meanwhile as stale keeps
         its state)."""
+
+    @abstractmethod
+    def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> None:
+        """Fail trials this worker gives up on and queue copies (`storage.retry.hand_back`),
+        under the claim lock."""
 
     @abstractmethod
     def annotate_trial(self, trial_id: int, user_attrs: Mapping[str, Any]) -> None:
@@ -102,6 +108,10 @@ class SqlTrialStore(TrialStore):
 
     def finish_trials(self, outcomes: Sequence[Finished]) -> None:
         bulk.finish_trials(self._storage, outcomes)
+
+    def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> None:
+        with self.exclusive():
+            hand_back(study, trial_ids, reason, self.annotate_trial)
 
     def annotate_trial(self, trial_id: int, user_attrs: Mapping[str, Any]) -> None:
         bulk.annotate_trial(self._storage, trial_id, user_attrs)

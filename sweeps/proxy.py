@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 
-from storage import StorageError, StorageSettings, open_storage
+from storage import StorageError, StorageSettings, TrialSlots, open_storage
 from storage.proxy import ProxyBackend
 from storage.resilience import is_transient
 from storage.urls import proxy_address
@@ -52,7 +52,11 @@ def _fail_stale_trials_forever(backend: ProxyBackend, interval_s: int) -> None:
         try:
             for summary in backend.get_all_studies():
                 study = optuna.load_study(study_name=summary.study_name, storage=backend)
-                with warnings.catch_warnings():
+                # Under the claim lock, as workers on SQL do (sweeps.worker._fail_stale_trials).
+                with (
+                    TrialSlots(backend.database, summary.study_name).exclusive(),
+                    warnings.catch_warnings(),
+                ):
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
         except Exception as exc:  # keep checking: the database may be back next round

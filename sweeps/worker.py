@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
+from storage import TrialStore
 from storage.resilience import retrying
-from storage.retry import requeue
 from sweeps.batch import BatchOutcome, run_batch
 from sweeps.claims import ClaimedTrial, claim_trials
 from sweeps.history import DEFAULT_SAMPLER_HISTORY, StudyHistory
@@ -119,7 +118,7 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     consecutive_errors = 0
 
     while deadline is None or time.monotonic() < deadline:
-        retrying(lambda: _fail_stale_trials(opened.study), "failing dead workers' trials")
+        retrying(lambda: _fail_stale_trials(opened.study, store), "failing dead workers' trials")
         retrying(lambda: history.sync(store.finished_trial_ids()), "reading finished trials")
 
         claimed: list[ClaimedTrial] = []
@@ -194,23 +193,16 @@ def _fail_all(opened: OpenStudy, claimed: list[ClaimedTrial], reason: str) -> No
     if not claimed:
         return
     print(f"batch of {len(claimed)} trials failed: {reason}; re-queued", file=sys.stderr)
-    for trial in claimed:
-        try:
-            retrying(
-                lambda: opened.storage.set_trial_state_values(trial.trial_id, TrialState.FAIL),
-                "failing a trial",
-            )
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # finished before the failure: nothing to redo
-        failed = retrying(lambda: opened.storage.get_trial(trial.trial_id), "reading a trial")
-        retrying(
-            lambda: requeue(opened.study, failed, reason, opened.store.annotate_trial),
-            "re-queueing a trial",
-        )
+    trial_ids = [trial.trial_id for trial in claimed]
+    retrying(
+        lambda: opened.store.hand_back(opened.study, trial_ids, reason), "handing trials back"
+    )
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
+def _fail_stale_trials(study: optuna.Study, store: TrialStore) -> None:
+    """Fail dead workers' trials and queue their copies under the claim lock, so no claim
+    counts the study between the two and fills the places the copies are owed."""
+    with store.exclusive(), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
 

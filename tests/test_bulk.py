@@ -37,7 +37,13 @@ def test_created_trials_read_back_like_optuna_trials(storage_url: str) -> None:
     from sqlalchemy import text
 
     with storage.engine.connect() as connection:
-        beats = connection.execute(text("SELECT trial_id FROM trial_heartbeats")).scalars()
+        beats = connection.execute(
+            text(
+                "SELECT h.trial_id FROM trial_heartbeats h JOIN trials t USING (trial_id) "
+                "WHERE t.study_id = :id"
+            ),
+            {"id": study_id},
+        ).scalars()
         assert set(beats) == {t._trial_id for t in created}
     write_epoch(
         storage,

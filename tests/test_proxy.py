@@ -107,7 +107,10 @@ def test_three_workers_through_the_proxy_finish_the_study_exactly(
         assert steps == list(range(len(steps))) and steps, trial.number
         if trial.state == TrialState.COMPLETE:
             assert len(steps) == epochs and trial.value == trial.intermediate_values[epochs - 1]
-        assert not any(key.startswith("lrsweep:") for key in trial.system_attrs)
+        # Of the proxy's reserved keys only the claim id is stored, one claim per batch.
+        assert [key for key in trial.system_attrs if key.startswith("lrsweep:")] == [
+            "lrsweep:claim"
+        ]
     # Heartbeats went through the proxy into Optuna's own table, from the first moment.
     assert {t._trial_id for t in trials} <= _heartbeat_trial_ids(postgres_server_url)
 

@@ -1,8 +1,8 @@
 """Workers behind Optuna's gRPC storage proxy, with the same guarantees as over SQL.
 
 Hundreds of workers holding database connections exhaust PostgreSQL; Optuna's gRPC proxy lets
-them share one process's pool. Its API has no lock and no heartbeat, so the two things that
-make lrsweep's studies exact and self-healing happen in the proxy process (`ProxyBackend`,
+them share one process's pool. Its API has no lock and no heartbeat, so what makes
+lrsweep's studies exact and self-healing happens in the proxy process (`ProxyBackend`,
 served by `sweeps proxy`), on requests the workers mark with reserved system-attribute keys:
 
 - claims (`CLAIM_KEY`, on the study): a batch of trials is created in one transaction under the
@@ -11,10 +11,8 @@ served by `sweeps proxy`), on requests the workers mark with reserved system-att
   created trial keeps the claim's id as a system attribute, by which the worker finds it;
 - heartbeats (`HEARTBEAT_KEY`) are recorded in Optuna's heartbeat table, and the proxy fails
   and re-queues stale trials itself, as workers on SQL do;
-- annotations (`ANNOTATE_KEY`) set user attributes on finished trials (why a trial failed,
-  which trial re-runs it), which Optuna's API refuses;
-- hand-backs (`HAND_BACK_KEY`, on the study): an interrupted worker's trials are failed and
-  re-queued under the claim lock, as stale ones are;
+- hand-backs (`HAND_BACK_KEY`, on the study): an interrupted worker's trials are failed,
+  annotated with why and re-queued under the claim lock, as stale ones are;
 - batch writes (`EPOCH_KEY`, `FINISH_KEY`): a batch's epoch results, and its final states,
   travel as one request each (carried by the batch's first trial) and land in one transaction
   (`storage.bulk`), as over SQL, instead of one request and one transaction per trial.
@@ -45,7 +43,6 @@ from storage.trial_store import EpochValues, SystemAttrs, TrialStore
 
 CLAIM_KEY = "lrsweep:claim"
 HEARTBEAT_KEY = "lrsweep:heartbeat"
-ANNOTATE_KEY = "lrsweep:annotate"
 EPOCH_KEY = "lrsweep:epoch"
 FINISH_KEY = "lrsweep:finish"
 HAND_BACK_KEY = "lrsweep:hand_back"
@@ -77,7 +74,7 @@ def connect_proxy(host: str, port: int, heartbeat_interval: int) -> ProxyClient:
 
 
 class ProxiedTrialStore(TrialStore):
-    """A worker's trial writes as Optuna storage calls through the proxy."""
+    """A worker's trial writes as requests to the proxy (see the module docstring)."""
 
     def __init__(self, client: ProxyClient, study_name: str) -> None:
         self._client = client
@@ -132,9 +129,6 @@ class ProxiedTrialStore(TrialStore):
         request = {"trial_ids": list(trial_ids), "reason": reason}
         self._client.set_study_system_attr(self.study_id, HAND_BACK_KEY, request)
 
-    def annotate_trial(self, trial_id: int, user_attrs: Mapping[str, Any]) -> None:
-        self._client.set_trial_system_attr(trial_id, ANNOTATE_KEY, dict(user_attrs))
-
     def record_heartbeat(self, trial_id: int) -> None:
         self._client.set_trial_system_attr(trial_id, HEARTBEAT_KEY, True)
 
@@ -166,7 +160,7 @@ class ProxyBackend(_CachedStorage):
         with slots.exclusive():
             if key == HAND_BACK_KEY:
                 study = optuna.load_study(study_name=study_name, storage=self)
-                hand_back(study, value["trial_ids"], value["reason"], self._annotate)
+                hand_back(study, value["trial_ids"], value["reason"], self.database)
                 return
             templates = [_template_from_json(t, value["claim"]) for t in value["templates"]]
             if value["cap"] is not None:
@@ -175,14 +169,9 @@ class ProxyBackend(_CachedStorage):
                 templates = templates[: max(0, room)]
             bulk.create_trials(self.database, study_id, templates)
 
-    def _annotate(self, trial_id: int, user_attrs: Mapping[str, Any]) -> None:
-        bulk.annotate_trial(self.database, trial_id, user_attrs)
-
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if key == HEARTBEAT_KEY:
             self.record_heartbeat(trial_id)
-        elif key == ANNOTATE_KEY:
-            self._annotate(trial_id, value)
         elif key == EPOCH_KEY:
             values = [(int(t), int(step), float(v)) for t, step, v in value["values"]]
             marks = [(int(t), str(k), v) for t, k, v in value["system_attrs"]]

@@ -8,7 +8,7 @@ read it), and also records on the failed trial why it failed and which trial re-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import optuna
@@ -21,21 +21,18 @@ RETRIED_AS_ATTR = "retried_as"
 DEFAULT_MAX_RETRY = 3
 
 
-Annotate = Callable[[int, Mapping[str, Any]], None]
-"""Sets user attributes on a trial in any state (`TrialStore.annotate_trial`)."""
-
-
 def requeue(
     study: optuna.Study,
     failed: FrozenTrial,
     reason: str,
-    annotate: Annotate,
+    database: optuna.storages.RDBStorage,
     max_retry: int = DEFAULT_MAX_RETRY,
 ) -> int | None:
     """Record `reason` on the failed trial and queue a copy; returns the copy's number, or
-    None when the trial has been retried `max_retry` times already."""
+    None when the trial has been retried `max_retry` times already. The annotations go to
+    `database` directly: Optuna's API refuses attributes on a finished trial."""
     storage = study._storage
-    annotate(failed._trial_id, {FAIL_REASON_ATTR: reason})
+    annotate_trial(database, failed._trial_id, {FAIL_REASON_ATTR: reason})
     history = [*failed.system_attrs.get("retry_history", []), failed.number]
     if len(history) > max_retry:
         return None
@@ -55,12 +52,15 @@ def requeue(
         ),
     )
     number = storage.get_trial_number_from_id(retry_id)
-    annotate(failed._trial_id, {FAIL_REASON_ATTR: reason, RETRIED_AS_ATTR: number})
+    annotate_trial(database, failed._trial_id, {FAIL_REASON_ATTR: reason, RETRIED_AS_ATTR: number})
     return number
 
 
 def hand_back(
-    study: optuna.Study, trial_ids: Sequence[int], reason: str, annotate: Annotate
+    study: optuna.Study,
+    trial_ids: Sequence[int],
+    reason: str,
+    database: optuna.storages.RDBStorage,
 ) -> None:
     """Fail each of `trial_ids` that is still RUNNING and `requeue` it. Callers hold the
     study's claim lock, so no claim counts the study between a failure and its copy."""
@@ -70,7 +70,7 @@ def hand_back(
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # finished (or failed as stale) before: nothing to hand back
-        requeue(study, storage.get_trial(trial_id), reason, annotate)
+        requeue(study, storage.get_trial(trial_id), reason, database)
 
 
 class RequeueStaleTrials:
@@ -81,14 +81,14 @@ class RequeueStaleTrials:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         # Called by Optuna's stale-trial check, which only runs on an RDB storage (wrapped in
-        # Optuna's cache layer): annotations go to the database itself.
-        storage = cast(
+        # Optuna's cache layer).
+        database = cast(
             optuna.storages.RDBStorage, getattr(study._storage, "_backend", study._storage)
         )
         requeue(
             study,
             trial,
             "worker died (no heartbeat within the grace period)",
-            lambda trial_id, attrs: annotate_trial(storage, trial_id, attrs),
+            database,
             self._max_retry,
         )

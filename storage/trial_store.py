@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -67,10 +67,6 @@ class TrialStore(ABC):
         under the claim lock."""
 
     @abstractmethod
-    def annotate_trial(self, trial_id: int, user_attrs: Mapping[str, Any]) -> None:
-        """Set user attributes on a trial in any state (why it failed, what re-runs it)."""
-
-    @abstractmethod
     def record_heartbeat(self, trial_id: int) -> None:
         """Say that `trial_id` is still being worked on."""
 
@@ -111,10 +107,7 @@ class SqlTrialStore(TrialStore):
 
     def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> None:
         with self.exclusive():
-            hand_back(study, trial_ids, reason, self.annotate_trial)
-
-    def annotate_trial(self, trial_id: int, user_attrs: Mapping[str, Any]) -> None:
-        bulk.annotate_trial(self._storage, trial_id, user_attrs)
+            hand_back(study, trial_ids, reason, self._storage)
 
     def record_heartbeat(self, trial_id: int) -> None:
         self._storage.record_heartbeat(trial_id)

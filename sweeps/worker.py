@@ -10,14 +10,11 @@ be declared dead by the heartbeat check (their retries then come back as WAITING
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
@@ -124,9 +121,9 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
         claimed: list[ClaimedTrial] = []
 
         def claim() -> int | None:
-            # A signal mid-claim is held until the claimed trials are known, so they are
-            # handed back below rather than left RUNNING until their heartbeat expires.
-            with store.exclusive(), _signals_held():
+            # `retrying` holds a signal until the claim returns, so the claimed trials are
+            # known and handed back below rather than left RUNNING until their heartbeat expires.
+            with store.exclusive():
                 counts = store.counts()
                 available = open_slots(counts, options.target_trials)
                 if available:
@@ -171,21 +168,6 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
         if not options.quiet:
             _print_outcome(claimed, outcome, time.perf_counter() - started)
     return WorkerSummary(trials_run=sum(totals.values()), by_reason=dict(totals))
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM for the block; one that arrived is delivered when it exits."""
-    received: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda n, _f: received.append(n)) for signum in held}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if received:
-            signal.raise_signal(received[0])
 
 
 def _fail_all(opened: OpenStudy, claimed: list[ClaimedTrial], reason: str) -> None:

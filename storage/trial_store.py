@@ -26,6 +26,12 @@ EpochValues = Sequence[tuple[int, int, float]]
 """(trial_id, step, validation accuracy) of one epoch."""
 SystemAttrs = Sequence[tuple[int, str, Any]]
 """(trial_id, key, value) system attributes, such as the pruner's rung marks."""
+FINISHED_STATES = ("COMPLETE", "PRUNED")
+
+
+def finished_count(counts: Counter[str]) -> int:
+    """Finished trials in `TrialStore.counts()`: what a study's target counts."""
+    return sum(counts[state] for state in FINISHED_STATES)
 
 
 class TrialStore(ABC):

@@ -62,6 +62,14 @@ def _study_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     )
 
 
+def _server_options(parser: argparse.ArgumentParser, *, port: int, host_note: str) -> None:
+    """--host (loopback unless asked: neither server authenticates) and --port."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help=f"address to bind (default 127.0.0.1; {host_note})"
+    )
+    parser.add_argument("--port", type=int, default=port, help=f"port (default {port})")
+
+
 def _creation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("new study (ignored when joining unless they conflict)")
     group.add_argument("--space", help="search-space file (.toml/.yaml) overriding ranges")
@@ -161,23 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard = commands.add_parser("dashboard", help="optuna-dashboard on the study storage")
     _storage_options(dashboard)
-    dashboard.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to bind (default 127.0.0.1: this machine only)",
-    )
-    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    _server_options(dashboard, port=8080, host_note="this machine only")
     dashboard.set_defaults(handler=_cmd_dashboard)
 
     proxy = commands.add_parser("proxy", help="gRPC storage proxy for many workers")
     _storage_options(proxy)
-    proxy.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to bind (default 127.0.0.1; the proxy has no authentication, so serve "
-        "other machines only on a private network: --host 0.0.0.0)",
+    _server_options(
+        proxy,
+        port=13000,
+        host_note="the proxy has no authentication, so serve other machines only on a "
+        "private network: --host 0.0.0.0",
     )
-    proxy.add_argument("--port", type=int, default=13000, help="port (default 13000)")
     proxy.add_argument("--threads", type=int, default=32, help="request threads (default 32)")
     proxy.set_defaults(handler=_cmd_proxy)
 

@@ -14,9 +14,9 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from storage.trial_store import finished_count
 from sweeps.study import OpenStudy
 
-FINISHED = ("COMPLETE", "PRUNED")
 REFRESH_S = 0.5
 
 
@@ -34,7 +34,7 @@ class StudyProgress:
         self._stop = threading.Event()
         self._bar = tqdm(
             total=target,
-            initial=self._finished(),
+            initial=finished_count(self._store.counts()),
             desc="finished",
             unit="trial",
             file=stream,
@@ -67,7 +67,7 @@ class StudyProgress:
             best = self._best()
         except Exception:  # an outage is for the workers to report, not the bar
             return
-        self._bar.update(sum(counts[state] for state in FINISHED) - self._bar.n)
+        self._bar.update(finished_count(counts) - self._bar.n)
         self._bar.set_postfix(
             pruned=counts["PRUNED"],
             failed=counts["FAIL"],
@@ -75,10 +75,6 @@ class StudyProgress:
             best="-" if best is None else f"{best:.4f}",
             refresh=True,
         )
-
-    def _finished(self) -> int:
-        counts = self._store.counts()
-        return sum(counts[state] for state in FINISHED)
 
     def _best(self) -> float | None:
         try:

@@ -22,6 +22,7 @@ import torch
 
 from storage import TrialStore
 from storage.resilience import retrying
+from storage.trial_store import finished_count
 from sweeps.batch import BatchOutcome, run_batch
 from sweeps.claims import ClaimedTrial, claim_trials
 from sweeps.history import DEFAULT_SAMPLER_HISTORY, StudyHistory
@@ -30,7 +31,6 @@ from trainer import InvalidInputError
 from trainer.data import cached_dataset
 from trainer.training import resolve_device, split_tensors
 
-FINISHED_STATES = ("COMPLETE", "PRUNED")
 POLL_INTERVAL_S = 0.25
 MAX_CONSECUTIVE_ERRORS = 3
 MAX_BATCH_CPU, MAX_BATCH_GPU = 64, 1024
@@ -86,7 +86,7 @@ def open_slots(counts: Counter[str], target: int | None) -> int | None:
     """How many trials may start now; None once the study has reached its target."""
     if target is None:
         return sys.maxsize
-    finished = sum(counts[state] for state in FINISHED_STATES)
+    finished = finished_count(counts)
     if finished >= target:
         return None
     return max(0, target - finished - counts["RUNNING"])

@@ -259,7 +259,7 @@ def main() -> None:
         "--service-args",
         nargs=argparse.REMAINDER,
         default=[],
-        help="extra flags for `sweeps launch` (e.g. --batch-size-trials 32)",
+        help="extra flags for `sweeps launch` (e.g. --trials-per-batch 32)",
     )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

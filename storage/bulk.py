@@ -1,138 +1,49 @@
 """Batch writes that Optuna makes one transaction (and several queries) per trial per call.
 
-A batch of K trials trained together is created in one transaction, stores each epoch's K
-validation accuracies (and any pruner marks) in one, and is finished in one. Rows are written
-into Optuna's own tables through Optuna's own table definitions and value encoders, so what
-lands there is what Optuna itself would write; tests read it back through Optuna (the schema
-is pinned by the Optuna release in constraints.txt).
+A batch of K trials is claimed in one transaction, stores each epoch's K validation accuracies
+(with any pruner marks, and the final state of every trial that ends that epoch) in one, and
+beats in one statement. Rows are written into Optuna's own tables through Optuna's own table
+definitions and value encoders, and timestamps as Optuna's RDB storage writes them (naive UTC),
+so what lands there is what Optuna itself would write; tests read it back through Optuna (the
+schema is pinned by the Optuna release in constraints.txt).
+
+Epoch writes are idempotent: a retry after a commit whose acknowledgement was lost inserts no
+row twice and reports the same trials finished.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import optuna
 from optuna.distributions import distribution_to_json
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+TRIALS: Table = models.TrialModel.__table__
+PARAMS: Table = models.TrialParamModel.__table__
+USER_ATTRS: Table = models.TrialUserAttributeModel.__table__
+SYSTEM_ATTRS: Table = models.TrialSystemAttributeModel.__table__
+INTERMEDIATE_VALUES: Table = models.TrialIntermediateValueModel.__table__
+VALUES: Table = models.TrialValueModel.__table__
+HEARTBEATS: Table = models.TrialHeartbeatModel.__table__
+EpochValues = Sequence[tuple[int, int, float]]
+"""(trial_id, step, validation accuracy) of one epoch."""
+SystemAttrs = Sequence[tuple[int, str, Any]]
+"""(trial_id, key, value) system attributes, such as the pruner's rung marks."""
 
 
-def create_trials(
-    storage: optuna.storages.RDBStorage, study_id: int, templates: Sequence[FrozenTrial]
-) -> list[FrozenTrial]:
-    """Create one RUNNING trial per template (params, user and system attributes, a first
-    heartbeat) in one transaction.
-
-    Trial numbers follow Optuna's rule (how many trials of the study have a smaller id), set
-    in the same transaction. Optuna also checks each parameter's distribution against earlier
-    trials; lrsweep fixes the search space per study, so that check cannot fail here.
-    """
-    if not templates:
-        return []
-    trials = models.TrialModel.__table__
-    now = datetime.now()
-    with storage.engine.begin() as connection:
-        rows = connection.execute(
-            insert(trials).returning(trials.c.trial_id, sort_by_parameter_order=True),
-            [{"study_id": study_id, "state": TrialState.RUNNING, "datetime_start": now}]
-            * len(templates),
-        )
-        trial_ids = [int(trial_id) for (trial_id,) in rows]
-        earlier = trials.alias("earlier")
-        past = (
-            select(func.count())
-            .where(earlier.c.study_id == trials.c.study_id)
-            .where(earlier.c.trial_id < trials.c.trial_id)
-            .scalar_subquery()
-        )
-        connection.execute(
-            update(trials).where(trials.c.trial_id.in_(trial_ids)).values(number=past)
-        )
-        numbers: dict[int, int] = dict(
-            connection.execute(
-                select(trials.c.trial_id, trials.c.number).where(trials.c.trial_id.in_(trial_ids))
-            ).all()
-        )
-        params, attrs, system_attrs = [], [], []
-        for trial_id, template in zip(trial_ids, templates, strict=True):
-            for name, value in template.params.items():
-                distribution = template.distributions[name]
-                params.append(
-                    {
-                        "trial_id": trial_id,
-                        "param_name": name,
-                        "param_value": distribution.to_internal_repr(value),
-                        "distribution_json": distribution_to_json(distribution),
-                    }
-                )
-            attrs += [
-                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                for key, value in template.user_attrs.items()
-            ]
-            system_attrs += [
-                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                for key, value in template.system_attrs.items()
-            ]
-        if params:
-            connection.execute(insert(models.TrialParamModel.__table__), params)
-        if attrs:
-            connection.execute(insert(models.TrialUserAttributeModel.__table__), attrs)
-        if system_attrs:
-            connection.execute(insert(models.TrialSystemAttributeModel.__table__), system_attrs)
-        # A first heartbeat in the same transaction: Optuna's stale check ignores trials that
-        # never beat, so a worker killed right after claiming would leave them RUNNING forever.
-        connection.execute(
-            insert(models.TrialHeartbeatModel.__table__), [{"trial_id": i} for i in trial_ids]
-        )
-    created = []
-    for trial_id, template in zip(trial_ids, templates, strict=True):
-        frozen = copy.deepcopy(template)
-        frozen.number, frozen.datetime_start, frozen._trial_id = numbers[trial_id], now, trial_id
-        created.append(frozen)
-    return created
-
-
-def write_epoch(
-    storage: optuna.storages.RDBStorage,
-    values: Sequence[tuple[int, int, float]],
-    system_attrs: Sequence[tuple[int, str, Any]] = (),
-) -> None:
-    """Store (trial_id, step, value) intermediate values and (trial_id, key, value) system
-    attributes in one transaction."""
-    if not values and not system_attrs:
-        return
-    records = []
-    for trial_id, step, value in values:
-        stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-        records.append(
-            {
-                "trial_id": trial_id,
-                "step": step,
-                "intermediate_value": stored,
-                "intermediate_value_type": kind,
-            }
-        )
-    attrs = [
-        {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-        for trial_id, key, value in system_attrs
-    ]
-    with storage.engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            # Per-epoch values need not wait for the WAL flush: a server crash can lose the
-            # last fraction of a second of them, never corrupt anything; trial creation and
-            # final results stay fully durable.
-            connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
-        if records:
-            connection.execute(insert(models.TrialIntermediateValueModel.__table__), records)
-        if attrs:
-            # The pruner writes each rung mark once per trial, so these are always new rows.
-            connection.execute(insert(models.TrialSystemAttributeModel.__table__), attrs)
+def utc_now() -> datetime:
+    """Now as Optuna's RDB storage stores it: naive UTC (FrozenTrials hold naive local time)."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -145,56 +56,238 @@ class Finished:
     user_attrs: Mapping[str, Any] = field(default_factory=dict)
 
 
-def finish_trials(storage: optuna.storages.RDBStorage, outcomes: Sequence[Finished]) -> int:
-    """Set final states, values and user attributes of many trials in one transaction.
+@dataclass(frozen=True)
+class EpochWrite:
+    """What an epoch write did to the trials it was asked to finish.
 
-    Only trials still RUNNING are finished (one failed meanwhile, say as stale by another
-    worker, keeps its state); returns how many were.
+    Args:
+        finished: ids now in the final state asked for.
+        lost: ids that were failed meanwhile (as stale, by another worker or the proxy); their
+            copies are queued, so their results are not the study's.
     """
-    trials = models.TrialModel.__table__
-    ids = [outcome.trial_id for outcome in outcomes]
-    now = datetime.now()
+
+    finished: frozenset[int] = frozenset()
+    lost: frozenset[int] = frozenset()
+
+
+def counts(connection: Connection, study_id: int) -> Counter[str]:
+    """Trials of a study by state name, in one query."""
+    rows = connection.execute(
+        select(TRIALS.c.state, func.count())
+        .where(TRIALS.c.study_id == study_id)
+        .group_by(TRIALS.c.state)
+    )
+    return Counter({TrialState(state).name: int(n) for state, n in rows})
+
+
+def claim_trials(
+    storage: optuna.storages.RDBStorage,
+    study_id: int,
+    proposals: Sequence[FrozenTrial],
+    cap: int | None,
+    user_attrs: Mapping[str, Any],
+    system_attrs: Mapping[str, Any] = {},
+) -> list[FrozenTrial]:
+    """Start up to len(proposals) trials in one transaction: the oldest WAITING ones first
+    (re-queued copies, baselines), then new ones from `proposals`; with a `cap`, only as many as
+    keep finished + running trials within it, and no new trial takes a place a WAITING one is
+    owed. Each started trial gets a first heartbeat (Optuna's stale check skips trials that
+    never beat, so a worker killed right after claiming would leave them RUNNING forever) and
+    `user_attrs` / `system_attrs` (the worker's name; the proxy's claim id).
+
+    Callers hold the study's claim lock (`SqlTrialStore.claim`): counting and starting must not
+    interleave with another claim.
+    """
     with storage.engine.begin() as connection:
-        running = {
-            int(trial_id)
-            for (trial_id,) in connection.execute(
-                select(trials.c.trial_id)
-                .where(trials.c.trial_id.in_(ids))
-                .where(trials.c.state == TrialState.RUNNING)
-            )
-        }
-        finishing = [outcome for outcome in outcomes if outcome.trial_id in running]
-        if not finishing:
-            return 0
-        connection.execute(
-            update(trials)
-            .where(trials.c.trial_id == bindparam("id"))
-            .where(trials.c.state == TrialState.RUNNING)
-            .values(state=bindparam("new_state"), datetime_complete=now),
-            [{"id": o.trial_id, "new_state": o.state} for o in finishing],
+        by_state = counts(connection, study_id)
+        take = len(proposals)
+        if cap is not None:
+            finished = by_state["COMPLETE"] + by_state["PRUNED"]
+            take = max(0, min(take, cap - finished - by_state["RUNNING"]))
+        waiting = list(
+            connection.execute(
+                select(TRIALS.c.trial_id)
+                .where(TRIALS.c.study_id == study_id, TRIALS.c.state == TrialState.WAITING)
+                .order_by(TRIALS.c.trial_id)
+                .limit(take)
+            ).scalars()
         )
-        values = []
-        for outcome in finishing:
-            if outcome.value is not None:
-                stored, kind = models.TrialValueModel.value_to_stored_repr(outcome.value)
-                values.append(
+        now = utc_now()
+        if waiting:
+            connection.execute(
+                update(TRIALS)
+                .where(TRIALS.c.trial_id.in_(waiting))
+                .values(state=TrialState.RUNNING, datetime_start=now)
+            )
+        new = proposals[: take - len(waiting)]
+        created = _insert_trials(connection, study_id, new, now)
+        started = [*waiting, *created]
+        _upsert_attrs(
+            connection, USER_ATTRS, [(i, k, v) for i in started for k, v in user_attrs.items()]
+        )
+        _upsert_attrs(
+            connection, SYSTEM_ATTRS, [(i, k, v) for i in started for k, v in system_attrs.items()]
+        )
+        _insert_ignoring_duplicates(
+            connection, HEARTBEATS, [{"trial_id": i} for i in started], ("trial_id",)
+        )
+        numbers = dict(
+            connection.execute(
+                select(TRIALS.c.trial_id, TRIALS.c.number).where(TRIALS.c.trial_id.in_(created))
+            ).all()
+        )
+    popped = [storage.get_trial(trial_id) for trial_id in waiting]  # few: copies, baselines
+    return popped + [
+        _started(template, trial_id, numbers[trial_id], user_attrs, system_attrs)
+        for template, trial_id in zip(new, created, strict=True)
+    ]
+
+
+def enqueue_trials(
+    storage: optuna.storages.RDBStorage, study_id: int, templates: Sequence[FrozenTrial]
+) -> list[int]:
+    """Add WAITING trials with fixed parameters in one transaction; returns their ids. Callers
+    hold the claim lock, so their numbers never collide with a concurrent claim's."""
+    with storage.engine.begin() as connection:
+        return _insert_trials(connection, study_id, templates, None, state=TrialState.WAITING)
+
+
+def _insert_trials(
+    connection: Connection,
+    study_id: int,
+    templates: Sequence[FrozenTrial],
+    started: datetime | None,
+    state: TrialState = TrialState.RUNNING,
+) -> list[int]:
+    """Insert trials with their params and attributes. Numbers follow Optuna's rule (how many
+    trials of the study have a smaller id). Optuna also checks each parameter's distribution
+    against earlier trials; lrsweep fixes the search space per study, so that cannot fail."""
+    if not templates:
+        return []
+    rows = connection.execute(
+        insert(TRIALS).returning(TRIALS.c.trial_id, sort_by_parameter_order=True),
+        [{"study_id": study_id, "state": state, "datetime_start": started}] * len(templates),
+    )
+    trial_ids = [int(trial_id) for (trial_id,) in rows]
+    earlier = TRIALS.alias("earlier")
+    past = (
+        select(func.count())
+        .where(earlier.c.study_id == TRIALS.c.study_id)
+        .where(earlier.c.trial_id < TRIALS.c.trial_id)
+        .scalar_subquery()
+    )
+    connection.execute(update(TRIALS).where(TRIALS.c.trial_id.in_(trial_ids)).values(number=past))
+    params = [
+        {
+            "trial_id": trial_id,
+            "param_name": name,
+            "param_value": template.distributions[name].to_internal_repr(value),
+            "distribution_json": distribution_to_json(template.distributions[name]),
+        }
+        for trial_id, template in zip(trial_ids, templates, strict=True)
+        for name, value in template.params.items()
+    ]
+    if params:
+        connection.execute(insert(PARAMS), params)
+    for table, attribute in ((USER_ATTRS, "user_attrs"), (SYSTEM_ATTRS, "system_attrs")):
+        _upsert_attrs(
+            connection,
+            table,
+            [
+                (trial_id, key, value)
+                for trial_id, template in zip(trial_ids, templates, strict=True)
+                for key, value in getattr(template, attribute).items()
+            ],
+        )
+    return trial_ids
+
+
+def write_epoch(
+    storage: optuna.storages.RDBStorage,
+    values: EpochValues,
+    system_attrs: SystemAttrs = (),
+    finished: Sequence[Finished] = (),
+) -> EpochWrite:
+    """Store one epoch of a batch in one transaction: (trial_id, step, value) intermediate
+    values, (trial_id, key, value) system attributes, and the final state of each trial in
+    `finished`. Only trials still RUNNING are written to; see `EpochWrite` for the rest."""
+    ids = {trial_id for trial_id, _, _ in values} | {o.trial_id for o in finished}
+    ids |= {trial_id for trial_id, _, _ in system_attrs}
+    if not ids:
+        return EpochWrite()
+    with storage.engine.begin() as connection:
+        if not finished and connection.dialect.name == "postgresql":
+            # Per-epoch values need not wait for the WAL flush: a server crash can lose the
+            # last fraction of a second of them, never corrupt anything; claims and final
+            # states stay fully durable.
+            connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        states = dict(
+            connection.execute(
+                select(TRIALS.c.trial_id, TRIALS.c.state).where(TRIALS.c.trial_id.in_(ids))
+            ).all()
+        )
+        running = {i for i, state in states.items() if state == TrialState.RUNNING}
+        records = []
+        for trial_id, step, value in values:
+            if trial_id in running:
+                stored, kind = INTERMEDIATE_VALUES_REPR(value)
+                records.append(
                     {
-                        "trial_id": outcome.trial_id,
-                        "objective": 0,
-                        "value": stored,
-                        "value_type": kind,
+                        "trial_id": trial_id,
+                        "step": step,
+                        "intermediate_value": stored,
+                        "intermediate_value_type": kind,
                     }
                 )
-        if values:
-            connection.execute(insert(models.TrialValueModel.__table__), values)
-        attrs = [
-            {"trial_id": o.trial_id, "key": key, "value_json": json.dumps(value)}
-            for o in finishing
-            for key, value in o.user_attrs.items()
-        ]
-        if attrs:
-            connection.execute(insert(models.TrialUserAttributeModel.__table__), attrs)
-    return len(finishing)
+        _insert_ignoring_duplicates(connection, INTERMEDIATE_VALUES, records, ("trial_id", "step"))
+        _upsert_attrs(connection, SYSTEM_ATTRS, [a for a in system_attrs if a[0] in running])
+        finishing = [o for o in finished if o.trial_id in running]
+        _finish(connection, finishing)
+    done = {o.trial_id for o in finished if states.get(o.trial_id) == o.state}
+    done |= {o.trial_id for o in finishing}
+    return EpochWrite(frozenset(done), frozenset(o.trial_id for o in finished) - done)
+
+
+INTERMEDIATE_VALUES_REPR = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+
+
+def _finish(connection: Connection, finishing: Sequence[Finished]) -> None:
+    """Final states, values and user attributes of RUNNING trials."""
+    if not finishing:
+        return
+    connection.execute(
+        update(TRIALS)
+        .where(TRIALS.c.trial_id == bindparam("id"))
+        .where(TRIALS.c.state == TrialState.RUNNING)
+        .values(state=bindparam("new_state"), datetime_complete=utc_now()),
+        [{"id": o.trial_id, "new_state": o.state} for o in finishing],
+    )
+    values = []
+    for outcome in finishing:
+        if outcome.value is not None:
+            stored, kind = models.TrialValueModel.value_to_stored_repr(outcome.value)
+            values.append(
+                {"trial_id": outcome.trial_id, "objective": 0, "value": stored, "value_type": kind}
+            )
+    if values:
+        connection.execute(insert(VALUES), values)
+    _upsert_attrs(
+        connection,
+        USER_ATTRS,
+        [(o.trial_id, key, value) for o in finishing for key, value in o.user_attrs.items()],
+    )
+
+
+def record_heartbeats(storage: optuna.storages.RDBStorage, trial_ids: Sequence[int]) -> None:
+    """One statement for a whole batch, with the database's clock as Optuna's own
+    `record_heartbeat` uses (every claimed trial has a heartbeat row from its claim)."""
+    if trial_ids:
+        with storage.engine.begin() as connection:
+            connection.execute(
+                update(HEARTBEATS)
+                .where(HEARTBEATS.c.trial_id.in_(list(trial_ids)))
+                .values(heartbeat=func.now())
+            )
 
 
 def annotate_trial(
@@ -202,15 +295,52 @@ def annotate_trial(
 ) -> None:
     """Set user attributes on a trial in any state (Optuna refuses once it has finished):
     how lrsweep records why a trial failed and which trial re-runs it."""
-    table = models.TrialUserAttributeModel.__table__
     with storage.engine.begin() as connection:
+        _upsert_attrs(connection, USER_ATTRS, [(trial_id, k, v) for k, v in user_attrs.items()])
+
+
+def _started(
+    template: FrozenTrial,
+    trial_id: int,
+    number: int,
+    user_attrs: Mapping[str, Any],
+    system_attrs: Mapping[str, Any],
+) -> FrozenTrial:
+    """`template` as the RUNNING trial it became, without reading it back (times in naive local
+    time, as Optuna's FrozenTrials hold them)."""
+    trial = copy.deepcopy(template)
+    trial.number, trial._trial_id, trial.datetime_start = number, trial_id, datetime.now()
+    trial.user_attrs.update(user_attrs)
+    trial.system_attrs.update(system_attrs)
+    return trial
+
+
+def _upsert_attrs(
+    connection: Connection, table: Table, attrs: Sequence[tuple[int, str, Any]]
+) -> None:
+    """Set (trial_id, key, value) attributes, replacing any value a key already has."""
+    rows = {(trial_id, key): json.dumps(value) for trial_id, key, value in attrs}
+    if rows:
+        statement = _dialect(connection).insert(table)
         connection.execute(
-            delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(user_attrs)))
+            statement.on_conflict_do_update(
+                index_elements=["trial_id", "key"],
+                set_={"value_json": statement.excluded.value_json},
+            ),
+            [{"trial_id": t, "key": k, "value_json": value} for (t, k), value in rows.items()],
         )
-        connection.execute(
-            insert(table),
-            [
-                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                for key, value in user_attrs.items()
-            ],
-        )
+
+
+def _insert_ignoring_duplicates(
+    connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]
+) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING, in the dialect at hand."""
+    if not rows:
+        return
+    statement = _dialect(connection).insert(table)
+    connection.execute(statement.on_conflict_do_nothing(index_elements=list(keys)), list(rows))
+
+
+def _dialect(connection: Connection) -> Any:
+    """The dialect module whose `insert` has ON CONFLICT clauses (the two lrsweep supports)."""
+    return postgresql if connection.dialect.name == "postgresql" else sqlite

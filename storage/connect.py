@@ -2,7 +2,7 @@
 
 SQLite gets WAL and a long busy timeout so several local processes can write; PostgreSQL gets
 pool pre-ping so workers survive dropped connections. Heartbeats are always on: a trial whose
-worker died is failed after the grace period and re-queued (`storage.retry`).
+worker died is failed after the grace period and re-queued (`storage.requeue`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from storage.errors import StorageError
 from storage.locks import DatabaseLock
 from storage.proxy import ProxiedTrialStore, ProxyClient, connect_proxy
-from storage.retry import RequeueStaleTrials
+from storage.requeue import RequeueStaleTrials
 from storage.trial_store import SqlTrialStore, TrialStore
 from storage.urls import mask_url, parse_url, proxy_address, sqlite_path
 
@@ -62,10 +62,12 @@ def open_storage(
     settings: StorageSettings,
     *,
     storage_class: type[optuna.storages.RDBStorage] = optuna.storages.RDBStorage,
+    pool_size: int | None = None,
 ) -> optuna.storages.BaseStorage:
     """Connect (creating Optuna's tables if needed); an unreachable database is a StorageError.
 
-    A `grpc://host:port` URL connects to a storage proxy (`sweeps proxy`) instead.
+    A `grpc://host:port` URL connects to a storage proxy (`sweeps proxy`) instead. `pool_size`
+    sizes a PostgreSQL connection pool for a process with that many threads.
     """
     address = proxy_address(settings.url)
     if address is not None:
@@ -77,6 +79,8 @@ def open_storage(
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
+        if pool_size is not None:
+            engine_kwargs["pool_size"] = pool_size
     try:
         # Workers starting together on a new database would race to create Optuna's tables.
         with DatabaseLock(settings.url, "schema").held():

@@ -1,11 +1,17 @@
 """Named cross-process mutexes for one database: a file lock (in the temporary folder) for a
-SQLite file, a PostgreSQL advisory lock otherwise. Both are released if the holder dies."""
+SQLite file, a PostgreSQL advisory lock otherwise. Both are released if the holder dies.
+
+Threads of one process (the storage proxy serves many requests at once) queue on an in-process
+lock first, so at most one of them holds a database connection while it waits for the
+database lock: waiting claims never take every pooled connection from the requests that would
+let the holder finish."""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,9 +32,16 @@ class DatabaseLock:
         self._lock_file = None if database_file is None else _lock_path(database_file, name)
         digest = hashlib.sha256(f"lrsweep:{name}".encode()).digest()
         self._advisory_key = int.from_bytes(digest[:8], "big", signed=True)
+        with _REGISTRY_LOCK:
+            self._in_process = _IN_PROCESS.setdefault((url, name), threading.Lock())
 
     @contextmanager
     def held(self) -> Iterator[None]:
+        with self._in_process, self._held_in_database():
+            yield
+
+    @contextmanager
+    def _held_in_database(self) -> Iterator[None]:
         if self._lock_file is not None:
             self._lock_file.parent.mkdir(parents=True, exist_ok=True)
             with self._lock_file.open("a") as handle:
@@ -48,6 +61,10 @@ class DatabaseLock:
         finally:
             if self._engine is None:
                 engine.dispose()
+
+
+_IN_PROCESS: dict[tuple[str, str], threading.Lock] = {}
+_REGISTRY_LOCK = threading.Lock()
 
 
 def _lock_path(database_file: Path, name: str) -> Path:

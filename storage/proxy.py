@@ -1,23 +1,25 @@
 """Workers behind Optuna's gRPC storage proxy, with the same guarantees as over SQL.
 
 Hundreds of workers holding database connections exhaust PostgreSQL; Optuna's gRPC proxy lets
-them share one process's pool. Its API has no lock and no heartbeat, so what makes
-lrsweep's studies exact and self-healing happens in the proxy process (`ProxyBackend`,
-served by `sweeps proxy`), on requests the workers mark with reserved system-attribute keys:
+them share one process's pool. Its API has no lock, no heartbeat and no batch writes, so what
+makes lrsweep's studies exact and self-healing happens in the proxy process (`ProxyBackend`,
+served by `sweeps proxy`), which runs the very `SqlTrialStore` methods a worker on SQL runs.
 
-- claims (`CLAIM_KEY`, on the study): a batch of trials is created in one transaction under the
-  study's claim lock, only as many as keep the study's trials (finished, running or waiting)
-  within the worker's target, so the study ends with exactly N however many workers race; each
-  created trial keeps the claim's id as a system attribute, by which the worker finds it;
-- heartbeats (`HEARTBEAT_KEY`) are recorded in Optuna's heartbeat table, and the proxy fails
-  and re-queues stale trials itself, as workers on SQL do;
-- hand-backs (`HAND_BACK_KEY`, on the study): an interrupted worker's trials are failed,
-  annotated with why and re-queued under the claim lock, as stale ones are;
-- batch writes (`EPOCH_KEY`, `FINISH_KEY`): a batch's epoch results, and its final states,
-  travel as one request each (carried by the batch's first trial) and land in one transaction
-  (`storage.bulk`), as over SQL, instead of one request and one transaction per trial.
+The protocol: each request is one `set_*_system_attr` call whose key is reserved (it never
+reaches the database as an attribute, except the claim id) and whose value is a JSON document:
 
-Apart from the claim id, reserved keys never reach the database as attributes.
+- `lrsweep:claim` on the study, `{claim, cap, user_attrs, proposals: [{params,
+  distributions}]}`: `SqlTrialStore.claim`, each started trial marked with the `claim` id;
+- `lrsweep:enqueue` on the study, `{templates: [{params, distributions, user_attrs}]}`:
+  `SqlTrialStore.enqueue`;
+- `lrsweep:epoch` on any trial, `{values, system_attrs, finished: [{trial_id, state, value,
+  user_attrs}]}`: `SqlTrialStore.write_epoch`;
+- `lrsweep:heartbeat` on any trial, `[trial_id, ...]`: `SqlTrialStore.record_heartbeats`;
+- `lrsweep:hand_back` on the study, `{trial_ids, reason}`: `SqlTrialStore.hand_back`.
+
+A worker learns what a request did by reading trials back with Optuna's own calls: the RUNNING
+trials carrying its claim id, and the state of each trial an epoch was to finish. Dead workers'
+trials are failed and re-queued by the proxy itself (`sweeps.proxy`), every heartbeat interval.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import uuid
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import optuna
@@ -35,18 +36,15 @@ from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from storage import bulk
-from storage.bulk import Finished
+from storage.bulk import EpochValues, EpochWrite, Finished, SystemAttrs
 from storage.errors import StorageError
-from storage.retry import hand_back
-from storage.slots import TrialSlots
-from storage.trial_store import EpochValues, SystemAttrs, TrialStore
+from storage.trial_store import FINAL_STATES, SqlTrialStore, TrialStore
 
 CLAIM_KEY = "lrsweep:claim"
-HEARTBEAT_KEY = "lrsweep:heartbeat"
+ENQUEUE_KEY = "lrsweep:enqueue"
 EPOCH_KEY = "lrsweep:epoch"
-FINISH_KEY = "lrsweep:finish"
+HEARTBEAT_KEY = "lrsweep:heartbeat"
 HAND_BACK_KEY = "lrsweep:hand_back"
-OCCUPYING = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -80,57 +78,74 @@ class ProxiedTrialStore(TrialStore):
         self._client = client
         self.study_id = client.get_study_id_from_name(study_name)
 
-    def exclusive(self) -> AbstractContextManager[None]:
-        return nullcontext()  # the proxy takes the lock for each claim (CLAIM_KEY)
-
     def counts(self) -> Counter[str]:
         trials = self._client.get_all_trials(self.study_id, deepcopy=False)
         return Counter(trial.state.name for trial in trials)
 
-    def finished_trial_ids(self) -> set[int]:
-        finished = self._client.get_all_trials(
-            self.study_id, deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
-        )
-        return {trial._trial_id for trial in finished}
+    def final_trial_ids(self) -> set[int]:
+        final = self._client.get_all_trials(self.study_id, deepcopy=False, states=FINAL_STATES)
+        return {trial._trial_id for trial in final}
 
-    def create_trials(
-        self, templates: Sequence[FrozenTrial], cap: int | None
+    def claim(
+        self, proposals: Sequence[FrozenTrial], cap: int | None, user_attrs: Mapping[str, Any]
     ) -> list[FrozenTrial]:
-        if not templates:
+        if not proposals:
             return []
         claim = uuid.uuid4().hex
-        request = {"claim": claim, "cap": cap, "templates": [_template_json(t) for t in templates]}
+        request = {
+            "claim": claim,
+            "cap": cap,
+            "user_attrs": dict(user_attrs),
+            "proposals": [_template_json(t) for t in proposals],
+        }
         self._client.set_study_system_attr(self.study_id, CLAIM_KEY, request)
         running = self._client.get_all_trials(
             self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
         )
         return [trial for trial in running if trial.system_attrs.get(CLAIM_KEY) == claim]
 
-    def write_epoch(self, values: EpochValues, system_attrs: SystemAttrs = ()) -> None:
-        if values or system_attrs:
-            carrier = values[0][0] if values else system_attrs[0][0]
-            batch = {"values": list(values), "system_attrs": list(system_attrs)}
-            self._client.set_trial_system_attr(carrier, EPOCH_KEY, batch)
+    def enqueue(self, templates: Sequence[FrozenTrial]) -> None:
+        request = {"templates": [_template_json(t) for t in templates]}
+        self._client.set_study_system_attr(self.study_id, ENQUEUE_KEY, request)
 
-    def finish_trials(self, outcomes: Sequence[Finished]) -> None:
-        if outcomes:
-            batch = [
+    def write_epoch(
+        self,
+        values: EpochValues,
+        system_attrs: SystemAttrs = (),
+        finished: Sequence[Finished] = (),
+    ) -> EpochWrite:
+        ids = [t for t, _, _ in values] + [t for t, _, _ in system_attrs]
+        ids += [o.trial_id for o in finished]
+        if not ids:
+            return EpochWrite()
+        request = {
+            "values": list(values),
+            "system_attrs": list(system_attrs),
+            "finished": [
                 {
                     "trial_id": o.trial_id,
                     "state": o.state.name,
                     "value": o.value,
                     "user_attrs": dict(o.user_attrs),
                 }
-                for o in outcomes
-            ]
-            self._client.set_trial_system_attr(outcomes[0].trial_id, FINISH_KEY, batch)
+                for o in finished
+            ],
+        }
+        self._client.set_trial_system_attr(ids[0], EPOCH_KEY, request)
+        states = {o.trial_id: self._client.get_trial(o.trial_id).state for o in finished}
+        done = frozenset(o.trial_id for o in finished if states[o.trial_id] == o.state)
+        return EpochWrite(done, frozenset(states) - done)
+
+    def fail_stale_trials(self, study: optuna.Study) -> None:
+        """The proxy does this for every study (`sweeps.proxy`)."""
 
     def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> None:
         request = {"trial_ids": list(trial_ids), "reason": reason}
         self._client.set_study_system_attr(self.study_id, HAND_BACK_KEY, request)
 
-    def record_heartbeat(self, trial_id: int) -> None:
-        self._client.set_trial_system_attr(trial_id, HEARTBEAT_KEY, True)
+    def record_heartbeats(self, trial_ids: Sequence[int]) -> None:
+        if trial_ids:
+            self._client.set_trial_system_attr(trial_ids[0], HEARTBEAT_KEY, list(trial_ids))
 
     @property
     def heartbeat_interval(self) -> int | None:
@@ -140,48 +155,46 @@ class ProxiedTrialStore(TrialStore):
 class ProxyBackend(_CachedStorage):
     """The database side of `sweeps proxy`: Optuna's RDB storage in Optuna's own cache layer
     (what `optuna.storages.get_storage` builds, and what Optuna recommends behind the proxy: the
-    proxy re-reads a study's trials on every worker's sync), doing on the workers' behalf what
-    the gRPC API cannot carry (see the module docstring).
+    proxy re-reads a study's trials on every worker's sync), answering the protocol in the
+    module docstring.
 
     Subclasses Optuna's private `_CachedStorage`; the Optuna release is pinned in
-    constraints.txt and tests/test_proxy.py exercises every override.
+    constraints.txt and tests/test_proxy.py exercises every request.
     """
 
     def __init__(self, database: optuna.storages.RDBStorage) -> None:
         super().__init__(database)
         self.database = database
 
+    def trial_store(self, study_name: str) -> SqlTrialStore:
+        return SqlTrialStore(self.database, study_name)
+
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        if key not in (CLAIM_KEY, HAND_BACK_KEY):
+        if key not in (CLAIM_KEY, ENQUEUE_KEY, HAND_BACK_KEY):
             super().set_study_system_attr(study_id, key, value)
             return
         study_name = self.get_study_name_from_id(study_id)
-        slots = TrialSlots(self.database, study_name)
-        with slots.exclusive():
-            if key == HAND_BACK_KEY:
-                study = optuna.load_study(study_name=study_name, storage=self)
-                hand_back(study, value["trial_ids"], value["reason"], self.database)
-                return
-            templates = [_template_from_json(t, value["claim"]) for t in value["templates"]]
-            if value["cap"] is not None:
-                counts = slots.counts()
-                room = int(value["cap"]) - sum(counts[state] for state in OCCUPYING)
-                templates = templates[: max(0, room)]
-            bulk.create_trials(self.database, study_id, templates)
+        store = self.trial_store(study_name)
+        if key == CLAIM_KEY:
+            proposals = [_template_from_json(t, TrialState.RUNNING) for t in value["proposals"]]
+            store.claim(proposals, value["cap"], value["user_attrs"], {CLAIM_KEY: value["claim"]})
+        elif key == ENQUEUE_KEY:
+            store.enqueue([_template_from_json(t, TrialState.WAITING) for t in value["templates"]])
+        else:
+            study = optuna.load_study(study_name=study_name, storage=self)
+            store.hand_back(study, value["trial_ids"], value["reason"])
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if key == HEARTBEAT_KEY:
-            self.record_heartbeat(trial_id)
+            bulk.record_heartbeats(self.database, [int(t) for t in value])
         elif key == EPOCH_KEY:
-            values = [(int(t), int(step), float(v)) for t, step, v in value["values"]]
-            marks = [(int(t), str(k), v) for t, k, v in value["system_attrs"]]
-            bulk.write_epoch(self.database, values, marks)
-        elif key == FINISH_KEY:
-            bulk.finish_trials(
+            bulk.write_epoch(
                 self.database,
+                [(int(t), int(step), float(v)) for t, step, v in value["values"]],
+                [(int(t), str(k), v) for t, k, v in value["system_attrs"]],
                 [
                     Finished(o["trial_id"], TrialState[o["state"]], o["value"], o["user_attrs"])
-                    for o in value
+                    for o in value["finished"]
                 ],
             )
         else:
@@ -198,13 +211,12 @@ def _template_json(template: FrozenTrial) -> dict[str, Any]:
     }
 
 
-def _template_from_json(document: Mapping[str, Any], claim: str) -> FrozenTrial:
+def _template_from_json(document: Mapping[str, Any], state: TrialState) -> FrozenTrial:
     return optuna.trial.create_trial(
-        state=TrialState.RUNNING,
+        state=state,
         params=document["params"],
         distributions={
             name: json_to_distribution(d) for name, d in document["distributions"].items()
         },
-        user_attrs=document["user_attrs"],
-        system_attrs={CLAIM_KEY: claim},
+        user_attrs=document.get("user_attrs", {}),
     )

@@ -1,32 +1,33 @@
 """What a worker does to its study's trials, over either path to the database.
 
-`SqlTrialStore` talks SQL to the database itself: the claim lock lives in the database and
-each batch's writes are one transaction. `storage.proxy.ProxiedTrialStore` goes through
-Optuna's gRPC storage proxy (`sweeps proxy`), for workers that cannot or should not each hold
-database connections. Workers, claims and batches use only this interface.
+`SqlTrialStore` talks SQL to the database itself. `storage.proxy.ProxiedTrialStore` goes
+through Optuna's gRPC storage proxy (`sweeps proxy`), whose server side runs the same
+`SqlTrialStore` methods. Workers, claims and batches use only this interface.
+
+The study's claim lock is taken here and nowhere else: around each claim (count, cap, start),
+each hand-back and each stale-trial sweep, so no claim counts the study between a failure and
+the queued copy that is owed its place, and the study ends with exactly its target.
 """
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import select
 
 from storage import bulk
-from storage.bulk import Finished
-from storage.retry import hand_back
-from storage.slots import TrialSlots
+from storage.bulk import EpochValues, EpochWrite, Finished, SystemAttrs
+from storage.locks import DatabaseLock
+from storage.requeue import hand_back
 
-EpochValues = Sequence[tuple[int, int, float]]
-"""(trial_id, step, validation accuracy) of one epoch."""
-SystemAttrs = Sequence[tuple[int, str, Any]]
-"""(trial_id, key, value) system attributes, such as the pruner's rung marks."""
 FINISHED_STATES = ("COMPLETE", "PRUNED")
+FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def finished_count(counts: Counter[str]) -> int:
@@ -40,41 +41,46 @@ class TrialStore(ABC):
     study_id: int
 
     @abstractmethod
-    def exclusive(self) -> AbstractContextManager[None]:
-        """Hold the study's claim lock while counting and creating trials."""
-
-    @abstractmethod
     def counts(self) -> Counter[str]:
         """Trials by state name (COMPLETE, PRUNED, RUNNING, WAITING, FAIL)."""
 
     @abstractmethod
-    def finished_trial_ids(self) -> set[int]:
-        """Ids of COMPLETE and PRUNED trials."""
+    def final_trial_ids(self) -> set[int]:
+        """Ids of trials in a final state (COMPLETE, PRUNED, FAIL)."""
 
     @abstractmethod
-    def create_trials(
-        self, templates: Sequence[FrozenTrial], cap: int | None
+    def claim(
+        self, proposals: Sequence[FrozenTrial], cap: int | None, user_attrs: Mapping[str, Any]
     ) -> list[FrozenTrial]:
-        """RUNNING trials from `templates`, each with a first heartbeat. `cap` is the study's
-        target: trials that would take the study past it are not created."""
+        """Under the claim lock, start WAITING trials, then `proposals`, at most as many as
+        there are proposals and as the study's target `cap` allows, each with `user_attrs`
+        (`bulk.claim_trials`)."""
 
     @abstractmethod
-    def write_epoch(self, values: EpochValues, system_attrs: SystemAttrs = ()) -> None:
-        """Store one epoch's validation accuracies (and pruner marks) of running trials."""
+    def enqueue(self, templates: Sequence[FrozenTrial]) -> None:
+        """Under the claim lock, add WAITING trials with fixed parameters (baselines)."""
 
     @abstractmethod
-    def finish_trials(self, outcomes: Sequence[Finished]) -> None:
-        """Finish the trials that are still RUNNING (one failed meanwhile as stale keeps
-        its state)."""
+    def write_epoch(
+        self,
+        values: EpochValues,
+        system_attrs: SystemAttrs = (),
+        finished: Sequence[Finished] = (),
+    ) -> EpochWrite:
+        """Store one epoch of a batch and finish the trials that ended in it, in one
+        transaction (`bulk.write_epoch`); idempotent, so it may be retried."""
+
+    @abstractmethod
+    def fail_stale_trials(self, study: optuna.Study) -> None:
+        """Under the claim lock, fail dead workers' trials and queue their copies."""
 
     @abstractmethod
     def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> None:
-        """Fail trials this worker gives up on and queue copies (`storage.retry.hand_back`),
-        under the claim lock."""
+        """Under the claim lock, fail trials this worker gives up on and queue copies."""
 
     @abstractmethod
-    def record_heartbeat(self, trial_id: int) -> None:
-        """Say that `trial_id` is still being worked on."""
+    def record_heartbeats(self, trial_ids: Sequence[int]) -> None:
+        """Say that a batch's trials are still being worked on (one request or statement)."""
 
     @property
     @abstractmethod
@@ -83,40 +89,63 @@ class TrialStore(ABC):
 
 
 class SqlTrialStore(TrialStore):
-    """Direct SQL: a database lock around claims, one transaction per batch write."""
+    """Direct SQL: the claim lock in the database (or beside a SQLite file), one transaction
+    per claim and per epoch."""
 
     def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
         self._storage = storage
-        self._slots = TrialSlots(storage, study_name)
-        self.study_id = self._slots.study_id
-
-    def exclusive(self) -> AbstractContextManager[None]:
-        return self._slots.exclusive()
+        self.study_id = storage.get_study_id_from_name(study_name)
+        self._lock = DatabaseLock(storage.url, f"claim-{study_name}", engine=storage.engine)
 
     def counts(self) -> Counter[str]:
-        return self._slots.counts()
+        with self._storage.engine.connect() as connection:
+            return bulk.counts(connection, self.study_id)
 
-    def finished_trial_ids(self) -> set[int]:
-        return self._slots.finished_trial_ids()
+    def final_trial_ids(self) -> set[int]:
+        trials = bulk.TRIALS
+        with self._storage.engine.connect() as connection:
+            rows = connection.execute(
+                select(trials.c.trial_id).where(
+                    trials.c.study_id == self.study_id, trials.c.state.in_(FINAL_STATES)
+                )
+            )
+            return {int(trial_id) for trial_id in rows.scalars()}
 
-    def create_trials(
-        self, templates: Sequence[FrozenTrial], cap: int | None
+    def claim(
+        self,
+        proposals: Sequence[FrozenTrial],
+        cap: int | None,
+        user_attrs: Mapping[str, Any],
+        system_attrs: Mapping[str, Any] = {},
     ) -> list[FrozenTrial]:
-        # The caller holds the claim lock and has already counted against the cap.
-        return bulk.create_trials(self._storage, self.study_id, templates)
+        with self._lock.held():
+            return bulk.claim_trials(
+                self._storage, self.study_id, proposals, cap, user_attrs, system_attrs
+            )
 
-    def write_epoch(self, values: EpochValues, system_attrs: SystemAttrs = ()) -> None:
-        bulk.write_epoch(self._storage, values, system_attrs)
+    def enqueue(self, templates: Sequence[FrozenTrial]) -> None:
+        with self._lock.held():
+            bulk.enqueue_trials(self._storage, self.study_id, templates)
 
-    def finish_trials(self, outcomes: Sequence[Finished]) -> None:
-        bulk.finish_trials(self._storage, outcomes)
+    def write_epoch(
+        self,
+        values: EpochValues,
+        system_attrs: SystemAttrs = (),
+        finished: Sequence[Finished] = (),
+    ) -> EpochWrite:
+        return bulk.write_epoch(self._storage, values, system_attrs, finished)
+
+    def fail_stale_trials(self, study: optuna.Study) -> None:
+        with self._lock.held(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
 
     def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> None:
-        with self.exclusive():
+        with self._lock.held():
             hand_back(study, trial_ids, reason, self._storage)
 
-    def record_heartbeat(self, trial_id: int) -> None:
-        self._storage.record_heartbeat(trial_id)
+    def record_heartbeats(self, trial_ids: Sequence[int]) -> None:
+        bulk.record_heartbeats(self._storage, trial_ids)
 
     @property
     def heartbeat_interval(self) -> int | None:

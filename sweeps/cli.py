@@ -1,7 +1,8 @@
 """`sweeps` command line: parse arguments, call the library, map errors to exit codes.
 
-Exit codes: 0 success, 2 bad input or usage (one `error: ...` line on stderr), 1 anything else,
-130/143 when interrupted.
+Exit codes: 0 success, 2 bad input or usage (one `error: ...` line on stderr), 1 a failure of
+the run (a database lost for longer than workers wait: one line too; anything else), 130/143
+when interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_STUDY = "lrsweep"
 DEFAULT_RUN_TRIALS = 100
 
@@ -93,7 +94,7 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--seed", type=int, help="sampler seed (launch adds the worker index)")
     parser.add_argument(
-        "--batch-size-trials",
+        "--trials-per-batch",
         type=int,
         metavar="K",
         help="trials trained together (default: from device and --trials)",
@@ -241,7 +242,7 @@ def _worker_options_of(args: argparse.Namespace) -> Any:
         timeout_s=args.timeout,
         data=args.data,
         device=args.device,
-        batch_trials=args.batch_size_trials,
+        trials_per_batch=args.trials_per_batch,
         sampler_history=args.sampler_history or DEFAULT_SAMPLER_HISTORY,
         quiet=args.quiet,
     )
@@ -257,7 +258,7 @@ def _child_worker_args(args: argparse.Namespace, *, quiet: bool) -> list[str]:
         "--device": args.device,
         "--heartbeat-interval": args.heartbeat_interval,
         "--grace-period": args.grace_period,
-        "--batch-size-trials": args.batch_size_trials,
+        "--trials-per-batch": args.trials_per_batch,
         "--sampler-history": args.sampler_history,
     }
     flags = [
@@ -271,7 +272,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     options = _worker_options_of(args)
     summary = run_worker(_join_or_create(args, default_baselines=False), options)
-    print(f"worker done: {summary.trials_run} trials {summary.by_reason}", file=sys.stderr)
+    print(
+        f"worker done: {summary.trials_run} trials {summary.by_reason}; stopped because "
+        f"{summary.stopped_because}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -440,11 +445,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         return _fail("interrupted", 128 + signum)
     except Exception as exc:
-        from storage import StorageError
+        from storage import StorageError, StorageLost
         from trainer import InvalidInputError
 
         if isinstance(exc, InvalidInputError | StorageError):
             return _fail(str(exc), EXIT_USAGE)
+        if isinstance(exc, StorageLost):
+            return _fail(str(exc), EXIT_FAILURE)
         raise
 
 

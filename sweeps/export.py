@@ -9,7 +9,6 @@ from typing import Any
 import optuna
 import yaml
 
-from sweeps.space import config_from_params
 from sweeps.study import OpenStudy
 from trainer import InvalidInputError, TrainConfig, lr_curve
 
@@ -35,8 +34,7 @@ def top_trials(opened: OpenStudy, k: int) -> list[optuna.trial.FrozenTrial]:
 
 
 def trial_config(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> TrainConfig:
-    settings = opened.settings
-    return config_from_params(trial.params, epochs=settings.epochs, batch_size=settings.batch_size)
+    return opened.settings.train_config(trial.params)
 
 
 def export_document(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:

@@ -4,6 +4,10 @@ Each child is `python -m sweeps worker` with its own sampler seed (base seed + i
 workers do not all propose the same first trials) and, on GPU hosts, its own
 CUDA_VISIBLE_DEVICES. The storage URL travels in the environment, never on a command line
 where `ps` would show its password.
+
+Children run in a process group of their own, so a Ctrl-C at the terminal reaches them once,
+forwarded by the launcher: a second signal on top of the terminal's would interrupt the
+hand-back of their trials.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def launch_workers(
             env["CUDA_VISIBLE_DEVICES"] = gpu
         seed_args = [] if base_seed is None else ["--seed", str(base_seed + index)]
         command = [sys.executable, "-m", "sweeps", "worker", *worker_args, *seed_args]
-        children.append(subprocess.Popen(command, env=env))
+        children.append(subprocess.Popen(command, env=env, process_group=0))
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for child in children:

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 
-from storage import StorageError, StorageSettings, TrialSlots, open_storage
+from storage import StorageError, StorageSettings, open_storage
+from storage.outage import is_transient
 from storage.proxy import ProxyBackend
-from storage.resilience import is_transient
 from storage.urls import proxy_address
 
 
@@ -22,7 +22,8 @@ def serve_proxy(storage_settings: StorageSettings, host: str, port: int, threads
     """Serve until interrupted, failing and re-queueing dead workers' trials as it goes."""
     if proxy_address(storage_settings.url) is not None:
         raise StorageError("a storage proxy needs a database URL behind it, not another proxy")
-    database = open_storage(storage_settings)
+    # One pooled connection per request thread, so no request waits for a connection.
+    database = open_storage(storage_settings, pool_size=threads)
     assert isinstance(database, optuna.storages.RDBStorage)
     backend = ProxyBackend(database)
     sweeper = threading.Thread(
@@ -52,13 +53,7 @@ def _fail_stale_trials_forever(backend: ProxyBackend, interval_s: int) -> None:
         try:
             for summary in backend.get_all_studies():
                 study = optuna.load_study(study_name=summary.study_name, storage=backend)
-                # Under the claim lock, as workers on SQL do (sweeps.worker._fail_stale_trials).
-                with (
-                    TrialSlots(backend.database, summary.study_name).exclusive(),
-                    warnings.catch_warnings(),
-                ):
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
+                backend.trial_store(summary.study_name).fail_stale_trials(study)
         except Exception as exc:  # keep checking: the database may be back next round
             if not is_transient(exc):
                 print(f"warning: stale-trial check failed: {exc!r}", file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ with Optuna's own helpers, so the cost per trial stays flat as the study grows.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Container, Iterable
 from typing import Any, cast
@@ -47,8 +48,18 @@ class TrialsView:
         return self._trials[trial_id]
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._trials[trial_id].system_attrs[key] = value
+        # Copy on write, as Optuna's storages do: a list the pruner took from `get_all_trials`
+        # before this call must not see the new mark (SuccessiveHalving would count the trial's
+        # own value twice among its competitors).
+        trial = copy.copy(self._trials[trial_id])
+        trial.system_attrs = {**trial.system_attrs, key: value}
+        self._trials[trial_id] = trial
         self.pending_system_attrs.append((trial_id, key, value))
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
+        trial = copy.copy(self._trials[trial_id])
+        trial.intermediate_values = {**trial.intermediate_values, step: value}
+        self._trials[trial_id] = trial
 
 
 class BatchPruner:
@@ -59,11 +70,11 @@ class BatchPruner:
         pruner: optuna.pruners.BasePruner,
         study_name: str,
         direction: StudyDirection,
-        finished: Iterable[FrozenTrial],
+        population: Iterable[FrozenTrial],
         running: Iterable[FrozenTrial],
     ) -> None:
         self._pruner = pruner
-        self._view = TrialsView(study_name, direction, [*finished, *running])
+        self._view = TrialsView(study_name, direction, [*population, *running])
         self._study = optuna.Study(
             study_name=study_name,
             storage=cast(optuna.storages.BaseStorage, self._view),
@@ -74,13 +85,17 @@ class BatchPruner:
         self._percentile_by_step: dict[int, float] = {}
 
     def report(self, trial_id: int, step: int, value: float) -> None:
-        self._view.get_trial(trial_id).intermediate_values[step] = value
+        self._view.set_trial_intermediate_value(trial_id, step, value)
 
     def should_prune(self, trial_id: int) -> bool:
         trial = self._view.get_trial(trial_id)
         if isinstance(self._pruner, optuna.pruners.PercentilePruner):
             return self._percentile_decision(self._pruner, trial)
         return self._pruner.prune(self._study, trial)
+
+    def trial(self, trial_id: int) -> FrozenTrial:
+        """A batch trial as the pruner sees it: values reported so far, marks written."""
+        return self._view.get_trial(trial_id)
 
     def take_system_attrs(self) -> list[tuple[int, str, Any]]:
         """What the pruner wrote since the last call, to be stored: (trial_id, key, value)."""

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer import TrainConfig, validation_rows
-from trainer.batched import BatchMember, train_batch
 from trainer.data import cached_dataset
 from trainer.training import RunStatus, Tensors, resolve_device, split_tensors
+from trainer.vectorized import BatchMember, train_batch
 
 
 @dataclass(frozen=True)

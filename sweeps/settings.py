@@ -7,18 +7,25 @@ pruner, epochs and data split come from here, and its data file must hash to the
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import optuna
 
-from sweeps.space import SearchSpace
-from trainer import Dataset, InvalidInputError, validation_rows
+from sweeps.space import SearchSpace, config_from_params
+from trainer import Dataset, InvalidInputError, TrainConfig, validation_rows
 from trainer.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
 from trainer.data import DEFAULT_SPLIT_SEED, DEFAULT_VALIDATION_FRACTION
 
 SETTINGS_ATTR = "lrsweep.settings"
-PRUNERS = ("median", "hyperband", "successive_halving", "none")
+PRUNER_CLASSES = {
+    "median": "MedianPruner",
+    "hyperband": "HyperbandPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "none": "NopPruner",
+}
+PRUNERS = tuple(PRUNER_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,10 @@ class StudySettings:
             raise InvalidInputError(
                 f"validation fraction must be in (0, 1); got {self.validation_fraction!r}"
             )
+
+    def train_config(self, params: Mapping[str, Any]) -> TrainConfig:
+        """What a trial of this study with these parameters trains."""
+        return config_from_params(params, epochs=self.epochs, batch_size=self.batch_size)
 
     def check_data(self, dataset: Dataset) -> None:
         """Refuse to train a study on different data than it was created with."""

@@ -5,13 +5,15 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 
 from storage import StorageError, StorageSettings, TrialStore, open_storage, open_trial_store
-from storage.resilience import retrying
+from storage.outage import retrying
 from storage.urls import sqlite_path
-from sweeps.settings import StudySettings
+from sweeps import proposals
+from sweeps.settings import PRUNER_CLASSES, StudySettings
 from trainer import Dataset, InvalidInputError
 
 # The tutorial's two schedules (time-based and drop-based decay), run first when asked so every
@@ -36,17 +38,24 @@ class OpenStudy:
         return open_trial_store(self.storage, self.study.study_name)
 
 
+def pruner_spec(name: str, epochs: int) -> dict[str, Any]:
+    """The study's pruner as an Optuna class name and its constructor arguments (what `sweeps
+    status --json` prints, so anyone can rebuild exactly the pruner that ran). Every epoch is a
+    step, so resources are counted in epochs."""
+    arguments: dict[str, dict[str, Any]] = {
+        "median": {"n_startup_trials": 5, "n_warmup_steps": 5},
+        "hyperband": {"min_resource": 1, "max_resource": epochs, "reduction_factor": 3},
+        "successive_halving": {"min_resource": 1, "reduction_factor": 3},
+        "none": {},
+    }
+    return {"class": PRUNER_CLASSES[name], **arguments[name]}
+
+
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """The study's pruner; every epoch is a step, so resources are counted in epochs."""
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=epochs, reduction_factor=3
-        )
-    if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    return optuna.pruners.NopPruner()
+    """The pruner `pruner_spec` describes."""
+    spec = pruner_spec(name, epochs)
+    pruner_class = getattr(optuna.pruners, spec.pop("class"))
+    return pruner_class(**spec)  # type: ignore[no-any-return]
 
 
 def make_sampler(seed: int | None) -> optuna.samplers.TPESampler:
@@ -110,11 +119,18 @@ def _create_or_join(
         return join(storage, study_name, sampler_seed, requested=requested, explicit=explicit)
     requested = requested.with_split(dataset)
     requested.save(study)
+    opened = OpenStudy(study, requested, storage)
     if enqueue_baselines:
-        for params in BASELINES:
-            if params["scheduler"] in requested.space.schedulers:
-                study.enqueue_trial(dict(params), skip_if_exists=True)
-    return OpenStudy(study, requested, storage)
+        # Under the claim lock, like every other trial creation: numbers never collide with a
+        # joining worker's claim.
+        opened.store.enqueue(
+            [
+                proposals.fixed(requested, params)
+                for params in BASELINES
+                if params["scheduler"] in requested.space.schedulers
+            ]
+        )
+    return opened
 
 
 def join(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from sweeps.study import OpenStudy
+from sweeps.study import OpenStudy, pruner_spec
 from sweeps.trial_attrs import STOP_REASON_ATTR
 
 
@@ -25,7 +25,7 @@ def summarize(opened: OpenStudy) -> dict[str, Any]:
         if best is None
         else {"trial_number": best.number, "value": best.value, "params": best.params},
         "settings": {
-            "pruner": opened.settings.pruner,
+            "pruner": pruner_spec(opened.settings.pruner, opened.settings.epochs),
             "epochs": opened.settings.epochs,
             "schedulers": list(opened.settings.space.schedulers),
         },
@@ -38,7 +38,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"study {summary['study']}: {summary['trials']} trials ({states or 'none'}; "
         f"{summary['diverged']} diverged)",
-        f"pruner {summary['settings']['pruner']}, {summary['settings']['epochs']} epochs, "
+        f"pruner {_call(summary['settings']['pruner'])}, {summary['settings']['epochs']} epochs, "
         f"schedulers {', '.join(summary['settings']['schedulers'])}",
     ]
     best = summary["best"]
@@ -48,6 +48,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         params = ", ".join(f"{k}={_short(v)}" for k, v in best["params"].items())
         lines.append(f"best: trial {best['trial_number']} accuracy {best['value']:.4f} ({params})")
     return "\n".join(lines)
+
+
+def _call(spec: dict[str, Any]) -> str:
+    """A pruner spec as the constructor call it stands for."""
+    arguments = ", ".join(f"{key}={value}" for key, value in spec.items() if key != "class")
+    return f"{spec['class']}({arguments})"
 
 
 def _short(value: object) -> str:

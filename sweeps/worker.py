@@ -1,10 +1,10 @@
-"""A sweep worker: claim a batch of trials, train them together, until the study has N.
+"""A sweep worker: propose a batch of trials, claim it, train it, until the study has N.
 
-`N` counts COMPLETE + PRUNED trials of the whole study, whichever worker ran them. Claims are
-serialised by the study's claim lock (`TrialStore.exclusive`, or the storage proxy's admission
-check), so the study never overshoots: a worker claims at most
-N - finished - running trials, and when none are left it waits for the running ones to finish or
-be declared dead by the heartbeat check (their retries then come back as WAITING trials).
+`N` counts COMPLETE + PRUNED trials of the whole study, whichever worker ran them. TPE samples a
+batch of proposals with no lock held; the store then starts, under the study's claim lock,
+queued trials first and as many proposals as keep the study within N (`TrialStore.claim`), so
+the study never overshoots. When no place is left, the worker waits for the running trials to
+finish or be declared dead by the heartbeat check (their copies then come back as WAITING).
 """
 
 from __future__ import annotations
@@ -13,27 +13,27 @@ import os
 import socket
 import sys
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 
-import optuna
 import torch
 
-from storage import TrialStore
-from storage.resilience import retrying
+from storage import StorageLost
+from storage.outage import retrying, signals_held
 from storage.trial_store import finished_count
-from sweeps.batch import BatchOutcome, run_batch
-from sweeps.claims import ClaimedTrial, claim_trials
 from sweeps.history import DEFAULT_SAMPLER_HISTORY, StudyHistory
+from sweeps.proposals import ClaimedTrial, propose
 from sweeps.study import OpenStudy
+from sweeps.trial_attrs import WORKER_ATTR
+from sweeps.trial_batch import BatchOutcome, run_trial_batch
 from trainer import InvalidInputError
 from trainer.data import cached_dataset
 from trainer.training import resolve_device, split_tensors
 
 POLL_INTERVAL_S = 0.25
 MAX_CONSECUTIVE_ERRORS = 3
-MAX_BATCH_CPU, MAX_BATCH_GPU = 64, 1024
+HAND_BACK_GIVE_UP_S = 30.0
+MAX_TRIALS_PER_BATCH_CPU, MAX_TRIALS_PER_BATCH_GPU = 64, 1024
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class WorkerOptions:
         timeout_s: stop claiming new trials after this many seconds (None: no limit).
         data: ionosphere CSV path (None: $IONOSPHERE_CSV or the cached OpenML copy).
         device: "cpu", "cuda", "cuda:N" or None for automatic.
-        batch_trials: trials trained together (None: chosen from the device and target).
+        trials_per_batch: trials trained together as one vectorized model (None: chosen
+            from the device and the target).
         sampler_history: most finished trials TPE fits on (the best half and the most recent).
         threads: torch CPU threads; 1 is fastest for this small model.
         quiet: print nothing per batch.
@@ -55,7 +56,7 @@ class WorkerOptions:
     timeout_s: float | None = None
     data: str | None = None
     device: str | None = None
-    batch_trials: int | None = None
+    trials_per_batch: int | None = None
     sampler_history: int = DEFAULT_SAMPLER_HISTORY
     threads: int = 1
     quiet: bool = False
@@ -65,18 +66,20 @@ class WorkerOptions:
             raise InvalidInputError(f"--trials must be >= 1; got {self.target_trials}")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise InvalidInputError(f"--timeout must be > 0 seconds; got {self.timeout_s}")
-        if self.batch_trials is not None and self.batch_trials < 1:
-            raise InvalidInputError(f"--batch-size-trials must be >= 1; got {self.batch_trials}")
+        if self.trials_per_batch is not None and self.trials_per_batch < 1:
+            raise InvalidInputError(
+                f"--trials-per-batch must be >= 1; got {self.trials_per_batch}"
+            )
         if self.sampler_history < 10:
             raise InvalidInputError(f"--sampler-history must be >= 10; got {self.sampler_history}")
         if self.threads < 1:
             raise InvalidInputError(f"--threads must be >= 1; got {self.threads}")
 
-    def batch_size_for(self, device: torch.device) -> int:
+    def trials_per_batch_for(self, device: torch.device) -> int:
         """Explicit, else large on a GPU and enough rounds (about 16) for TPE and the pruner."""
-        if self.batch_trials is not None:
-            return self.batch_trials
-        cap = MAX_BATCH_GPU if device.type == "cuda" else MAX_BATCH_CPU
+        if self.trials_per_batch is not None:
+            return self.trials_per_batch
+        cap = MAX_TRIALS_PER_BATCH_GPU if device.type == "cuda" else MAX_TRIALS_PER_BATCH_CPU
         if self.target_trials is None:
             return cap
         return max(1, min(cap, self.target_trials // 16))
@@ -94,8 +97,11 @@ def open_slots(counts: Counter[str], target: int | None) -> int | None:
 
 @dataclass(frozen=True)
 class WorkerSummary:
+    """What one worker did, and why it stopped (target reached, or its --timeout)."""
+
     trials_run: int
     by_reason: dict[str, int]
+    stopped_because: str
 
 
 def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
@@ -107,57 +113,54 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     torch.set_num_threads(options.threads)
     tensors = split_tensors(dataset, settings.validation_rows, str(device))
     store = opened.store
-    history = StudyHistory(opened.storage)
-    batch_size = options.batch_size_for(device)
+    history = StudyHistory(opened.storage, store.study_id)
+    trials_per_batch = options.trials_per_batch_for(device)
     deadline = None if options.timeout_s is None else time.monotonic() + options.timeout_s
-    worker_name = f"{socket.gethostname()}:{os.getpid()}"
+    worker_attrs = {WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}"}
     totals: Counter[str] = Counter()
     consecutive_errors = 0
 
+    stopped_because = None
     while deadline is None or time.monotonic() < deadline:
-        retrying(lambda: _fail_stale_trials(opened.study, store), "failing dead workers' trials")
-        retrying(lambda: history.sync(store.finished_trial_ids()), "reading finished trials")
-
-        claimed: list[ClaimedTrial] = []
-
-        def claim() -> int | None:
-            # `retrying` holds a signal until the claim returns, so the claimed trials are
-            # known and handed back below rather than left RUNNING until their heartbeat expires.
-            with store.exclusive():
-                counts = store.counts()
-                available = open_slots(counts, options.target_trials)
-                if available:
-                    claimed[:] = claim_trials(
-                        opened,
-                        history,
-                        count=min(batch_size, available),
-                        waiting=counts["WAITING"],
-                        sampler_history=options.sampler_history,
-                        worker_name=worker_name,
-                        cap=options.target_trials,
-                    )
-                return available
-
-        # Trials created by a claim whose lock release then failed are never lost: without
-        # heartbeats they are failed and re-queued by the stale-trial check.
-        try:
-            available = retrying(claim, "claiming trials")
-        except KeyboardInterrupt:
-            _fail_all(opened, claimed, "interrupted")
-            raise
+        retrying(lambda: store.fail_stale_trials(opened.study), "failing dead workers' trials")
+        retrying(lambda: history.sync(store.final_trial_ids()), "reading the study's trials")
+        available = open_slots(retrying(store.counts, "counting trials"), options.target_trials)
         if available is None:
+            stopped_because = f"the study has its {options.target_trials} finished trials"
             break
-        if not claimed:
+        if not available:
             time.sleep(POLL_INTERVAL_S)
             continue
-        started = time.perf_counter()
+        proposals = propose(
+            settings,
+            opened.study.sampler,
+            opened.study.study_name,
+            history.sampler_view(options.sampler_history),
+            min(trials_per_batch, available),
+        )
+        if deadline is not None and time.monotonic() >= deadline:
+            break  # no claim after the deadline, however long sampling took
+        claimed: list[ClaimedTrial] = []
+
+        def claim() -> None:
+            # `retrying` holds a signal until the claim returns, so the claimed trials are
+            # known and handed back below rather than left RUNNING until their heartbeat expires.
+            started = store.claim(proposals, options.target_trials, worker_attrs)
+            claimed[:] = [ClaimedTrial.of(settings, trial) for trial in started]
+
+        started_at = time.perf_counter()
         try:
-            outcome = run_batch(opened, claimed, tensors, history)
+            retrying(claim, "claiming trials")
+            if not claimed:
+                continue  # other workers took the last places first
+            outcome = run_trial_batch(opened, claimed, tensors, history)
         except KeyboardInterrupt:  # SIGINT or SIGTERM: hand the batch back, then stop
-            _fail_all(opened, claimed, "interrupted")
+            hand_back(opened, claimed, "interrupted")
             raise
         except Exception as exc:  # a failing batch must not leave its trials RUNNING
-            _fail_all(opened, claimed, f"{type(exc).__name__}: {exc}")
+            hand_back(opened, claimed, f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, StorageLost):
+                raise
             totals["failed"] += len(claimed)
             consecutive_errors += 1
             if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
@@ -165,28 +168,44 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
             continue
         consecutive_errors = 0
         totals.update(outcome.by_reason)
+        if outcome.lost:
+            print(
+                f"trials {', '.join(map(str, outcome.lost))} were failed by another worker "
+                "before this one finished them (no heartbeat within the grace period); their "
+                "results are dropped and their queued copies run them again",
+                file=sys.stderr,
+                flush=True,
+            )
         if not options.quiet:
-            _print_outcome(claimed, outcome, time.perf_counter() - started)
-    return WorkerSummary(trials_run=sum(totals.values()), by_reason=dict(totals))
+            _print_outcome(claimed, outcome, time.perf_counter() - started_at)
+    timed_out = f"the --timeout of {options.timeout_s} s was reached"
+    return WorkerSummary(sum(totals.values()), dict(totals), stopped_because or timed_out)
 
 
-def _fail_all(opened: OpenStudy, claimed: list[ClaimedTrial], reason: str) -> None:
-    """Fail the batch's unfinished trials with `reason` and queue each again."""
+def hand_back(opened: OpenStudy, claimed: list[ClaimedTrial], reason: str) -> None:
+    """Fail the batch's unfinished trials with `reason` and queue each again.
+
+    Every SIGINT/SIGTERM is held from the first word on stderr to the last write, backoff
+    included: a second Ctrl-C must not leave the batch RUNNING until its heartbeat expires. If
+    the database stays away, the stale-trial check re-queues the trials once it is back.
+    """
     if not claimed:
         return
-    print(f"batch of {len(claimed)} trials failed: {reason}; re-queued", file=sys.stderr)
     trial_ids = [trial.trial_id for trial in claimed]
-    retrying(
-        lambda: opened.store.hand_back(opened.study, trial_ids, reason), "handing trials back"
-    )
-
-
-def _fail_stale_trials(study: optuna.Study, store: TrialStore) -> None:
-    """Fail dead workers' trials and queue their copies under the claim lock, so no claim
-    counts the study between the two and fills the places the copies are owed."""
-    with store.exclusive(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    with signals_held():
+        print(f"batch of {len(claimed)} trials failed: {reason}; re-queued", file=sys.stderr)
+        try:
+            retrying(
+                lambda: opened.store.hand_back(opened.study, trial_ids, reason),
+                "handing trials back",
+                give_up_s=HAND_BACK_GIVE_UP_S,
+            )
+        except StorageLost:
+            print(
+                "could not hand the trials back; they are re-queued once their heartbeat "
+                "expires and the database answers",
+                file=sys.stderr,
+            )
 
 
 def _print_outcome(claimed: list[ClaimedTrial], outcome: BatchOutcome, seconds: float) -> None:

@@ -11,9 +11,11 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 import pytest
@@ -22,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from trainer import ScheduleConfig, build
 
+S = TypeVar("S")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CSV = REPO.parent / "shared" / "data" / "ionosphere.csv"
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -145,12 +148,37 @@ def assert_real_image(path: Path, min_size: tuple[int, int] = (300, 200)) -> Non
     assert colours is not None and len(colours) >= 16, f"{path} looks blank"
 
 
-def study_trials(storage_url: str, study: str) -> list[optuna.trial.FrozenTrial]:
-    """Every trial of `study`, read straight from the database."""
+@pytest.fixture
+def disposing() -> Iterator[Callable[[S], S]]:
+    """Register a storage (or an opened study) to have its connections closed after the test."""
+    held: list[object] = []
+
+    def register(opened: S) -> S:
+        held.append(opened)
+        return opened
+
+    yield register
+    for opened in held:
+        storage = getattr(opened, "storage", opened)
+        getattr(storage, "engine", None) and storage.engine.dispose()
+
+
+@contextmanager
+def opened_storage(storage_url: str) -> Iterator[optuna.storages.RDBStorage]:
+    """Optuna's own storage on a test database, its connections closed afterwards."""
     from storage import resolve_storage_url
 
-    loaded = optuna.load_study(study_name=study, storage=resolve_storage_url(storage_url))
-    return loaded.get_trials(deepcopy=False)
+    storage = optuna.storages.RDBStorage(resolve_storage_url(storage_url))
+    try:
+        yield storage
+    finally:
+        storage.engine.dispose()
+
+
+def study_trials(storage_url: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    """Every trial of `study`, read straight from the database through Optuna."""
+    with opened_storage(storage_url) as storage:
+        return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
 
 
 def wait_for_running(storage_url: str, study: str, timeout: float = 120, workers: int = 1) -> None:

@@ -19,7 +19,7 @@ from trainer import (
     train,
     validation_rows,
 )
-from trainer.batched import BatchMember, train_batch
+from trainer.vectorized import BatchMember, train_batch
 
 SCHEDULES = [
     ScheduleConfig("constant"),

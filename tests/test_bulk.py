@@ -1,13 +1,21 @@
-"""Bulk writes land as Optuna itself would store them: read back through Optuna."""
+"""Bulk claims and epoch writes land as Optuna itself would store them: read back through
+Optuna, on every storage kind."""
 
 from __future__ import annotations
 
+import datetime
+import os
+import time
+from collections.abc import Iterator
+
 import optuna
+import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
+from sqlalchemy import text
 
-from storage import StorageSettings, open_storage, resolve_storage_url
-from storage.bulk import Finished, create_trials, finish_trials, write_epoch
+from storage import SqlTrialStore, StorageSettings, open_storage, resolve_storage_url
+from storage.bulk import Finished
 
 DISTRIBUTIONS = {
     "scheduler": CategoricalDistribution(["step", "cosine"]),
@@ -16,73 +24,155 @@ DISTRIBUTIONS = {
 }
 
 
-def test_created_trials_read_back_like_optuna_trials(storage_url: str) -> None:
-    storage = open_storage(StorageSettings(resolve_storage_url(storage_url)))
-    study = optuna.create_study(storage=storage, study_name="bulk", direction="maximize")
-    study.tell(study.ask(), 0.5)  # one ordinary trial first: numbering continues after it
-    templates = [
-        optuna.trial.create_trial(
-            state=TrialState.RUNNING,
-            params={"scheduler": kind, "lr": 0.01 * (i + 1), "step.step_size": i + 2},
-            distributions=DISTRIBUTIONS,
-            user_attrs={"worker": "w1", "index": i},
-        )
-        for i, kind in enumerate(["step", "cosine", "step"])
-    ]
-    study_id = storage.get_study_id_from_name("bulk")
-    created = create_trials(storage, study_id, templates)
-    assert [t.number for t in created] == [1, 2, 3]
-    # Each trial has beaten once already, so a worker killed right now still leaves trials
-    # that the stale-trial check will find (Optuna skips trials with no heartbeat at all).
-    from sqlalchemy import text
+def _proposal(
+    i: int, kind: str = "step", state: TrialState = TrialState.RUNNING
+) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(
+        state=state,
+        params={"scheduler": kind, "lr": 0.01 * (i + 1), "step.step_size": i + 2},
+        distributions=DISTRIBUTIONS,
+        user_attrs={"index": i},
+    )
 
+
+@pytest.fixture
+def storage(storage_url: str) -> Iterator[optuna.storages.RDBStorage]:
+    opened = open_storage(StorageSettings(resolve_storage_url(storage_url)))
+    assert isinstance(opened, optuna.storages.RDBStorage)
+    yield opened
+    opened.engine.dispose()
+
+
+def _heartbeat_ids(storage: optuna.storages.RDBStorage, study_id: int) -> set[int]:
     with storage.engine.connect() as connection:
-        beats = connection.execute(
+        rows = connection.execute(
             text(
                 "SELECT h.trial_id FROM trial_heartbeats h JOIN trials t USING (trial_id) "
                 "WHERE t.study_id = :id"
             ),
             {"id": study_id},
-        ).scalars()
-        assert set(beats) == {t._trial_id for t in created}
-    write_epoch(
-        storage,
-        [(t._trial_id, 0, 0.6) for t in created],
-        [(created[0]._trial_id, "completed_rung_0", 0.6)],
-    )
-    write_epoch(storage, [(t._trial_id, 1, 0.7 + 0.1 * i) for i, t in enumerate(created)])
-    # One trial failed meanwhile (as a stale-trial check would): it keeps that state.
-    storage.set_trial_state_values(created[2]._trial_id, TrialState.FAIL)
-    finished = finish_trials(
-        storage,
-        [
-            Finished(created[0]._trial_id, TrialState.COMPLETE, 0.7, {"stop_reason": "finished"}),
-            Finished(created[1]._trial_id, TrialState.PRUNED, 0.8, {"stop_reason": "pruned"}),
-            Finished(created[2]._trial_id, TrialState.COMPLETE, 0.9, {"stop_reason": "late"}),
+        )
+        return set(rows.scalars())
+
+
+def test_claimed_and_finished_trials_read_back_like_optuna_trials(
+    storage: optuna.storages.RDBStorage,
+) -> None:
+    study = optuna.create_study(storage=storage, study_name="bulk", direction="maximize")
+    study.tell(study.ask(), 0.5)  # one ordinary trial first: numbering continues after it
+    store = SqlTrialStore(storage, "bulk")
+    proposals = [_proposal(i, kind) for i, kind in enumerate(["step", "cosine", "step"])]
+    created = store.claim(proposals, None, {"worker": "w1"})
+    assert [t.number for t in created] == [1, 2, 3]
+    assert all(t.user_attrs["worker"] == "w1" for t in created)
+    # Each trial has beaten once already, so a worker killed right now still leaves trials
+    # that the stale-trial check will find (Optuna skips trials with no heartbeat at all).
+    assert _heartbeat_ids(storage, store.study_id) == {t._trial_id for t in created}
+    first, second, third = (t._trial_id for t in created)
+    store.write_epoch([(t._trial_id, 0, 0.6) for t in created], [(first, "completed_rung_0", 0.6)])
+    # One trial is failed meanwhile (as a stale-trial check would): it keeps that state.
+    storage.set_trial_state_values(third, TrialState.FAIL)
+    write = store.write_epoch(
+        [(first, 1, 0.7), (second, 1, 0.8), (third, 1, 0.9)],
+        finished=[
+            Finished(first, TrialState.COMPLETE, 0.7, {"stop_reason": "finished"}),
+            Finished(second, TrialState.PRUNED, 0.8, {"stop_reason": "pruned"}),
+            Finished(third, TrialState.COMPLETE, 0.9, {"stop_reason": "finished"}),
         ],
     )
-    assert finished == 2
+    assert write.finished == {first, second} and write.lost == {third}
     trials = optuna.load_study(study_name="bulk", storage=storage).get_trials()
-    assert [t.state for t in trials] == [
-        TrialState.COMPLETE,
-        TrialState.COMPLETE,
-        TrialState.PRUNED,
-        TrialState.FAIL,
-    ]
-    first, second, failed = trials[1:]
-    assert first.params == {"scheduler": "step", "lr": 0.01, "step.step_size": 2}
-    assert first.distributions == DISTRIBUTIONS
-    assert first.user_attrs == {"worker": "w1", "index": 0, "stop_reason": "finished"}
-    assert first.system_attrs == {"completed_rung_0": 0.6}
-    assert first.intermediate_values == {0: 0.6, 1: 0.7}
-    assert first.value == 0.7 and second.value == 0.8
-    assert first.datetime_complete is not None and first.datetime_start is not None
+    states = [t.state for t in trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    done, pruned, failed = trials[1:]
+    assert done.params == {"scheduler": "step", "lr": 0.01, "step.step_size": 2}
+    assert done.distributions == DISTRIBUTIONS
+    assert done.user_attrs == {"worker": "w1", "index": 0, "stop_reason": "finished"}
+    assert done.system_attrs == {"completed_rung_0": 0.6}
+    assert done.intermediate_values == {0: 0.6, 1: 0.7}
+    assert done.value == 0.7 and pruned.value == 0.8
+    # Nothing is written into a trial that is no longer RUNNING.
     assert failed.value is None and "stop_reason" not in failed.user_attrs
+    assert failed.intermediate_values == {0: 0.6}
     assert study.best_trial.number == 1
 
 
-def test_creating_no_trials_writes_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    storage = open_storage(StorageSettings(f"sqlite:///{tmp_path / 'empty.db'}"))
+def test_an_epoch_write_retried_after_a_lost_acknowledgement_changes_nothing(
+    storage: optuna.storages.RDBStorage,
+) -> None:
+    optuna.create_study(storage=storage, study_name="again", direction="maximize")
+    store = SqlTrialStore(storage, "again")
+    a, b = (t._trial_id for t in store.claim([_proposal(0), _proposal(1)], None, {}))
+    epoch = ([(a, 0, 0.5), (b, 0, 0.6)], [(a, "completed_rung_0", 0.5)])
+    finished = [Finished(b, TrialState.PRUNED, 0.6, {"stop_reason": "pruned"})]
+    first = store.write_epoch(*epoch, finished)
+    again = store.write_epoch(*epoch, finished)  # the commit landed, its answer did not
+    assert first == again and again.finished == {b} and not again.lost
+    with storage.engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT trial_id, step FROM trial_intermediate_values "
+                "WHERE trial_id IN (:a, :b) ORDER BY trial_id"
+            ),
+            {"a": a, "b": b},
+        ).all()
+    assert [tuple(row) for row in rows] == [(a, 0), (b, 0)]
+    trials = optuna.load_study(study_name="again", storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.PRUNED]
+    assert trials[1].value == 0.6
+
+
+def test_claims_pop_queued_trials_first_and_respect_the_cap(
+    storage: optuna.storages.RDBStorage,
+) -> None:
+    study = optuna.create_study(storage=storage, study_name="cap", direction="maximize")
+    store = SqlTrialStore(storage, "cap")
+    study.tell(study.ask(), 0.5)
+    store.enqueue([_proposal(7, state=TrialState.WAITING)])
+    # Target 4: one finished, one waiting (owed a place), so at most 2 new ones may start.
+    claimed = store.claim([_proposal(i) for i in range(5)], 4, {"worker": "w"})
+    assert [t.params["lr"] for t in claimed] == pytest.approx([0.08, 0.01, 0.02])
+    assert claimed[0].state == TrialState.RUNNING and claimed[0].user_attrs["worker"] == "w"
+    assert store.claim([_proposal(9)], 4, {}) == []  # full: 1 finished + 3 running
+    counts = store.counts()
+    assert counts == {"COMPLETE": 1, "RUNNING": 3}
+    assert _heartbeat_ids(storage, store.study_id) == {t._trial_id for t in claimed}
+
+
+@pytest.mark.skipif(not hasattr(time, "tzset"), reason="needs time.tzset")
+def test_timestamps_are_naive_utc_whatever_the_local_zone(
+    storage: optuna.storages.RDBStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run far from UTC: durations of bulk-finished trials and of Optuna-started ones (popped
+    copies) must be right, and agree with Optuna's own trials."""
+    monkeypatch.setenv("TZ", "LRS-14")  # UTC+14, a POSIX zone: needs no tzdata
+    time.tzset()
+    try:
+        study = optuna.create_study(storage=storage, study_name="tz", direction="maximize")
+        store = SqlTrialStore(storage, "tz")
+        store.enqueue([_proposal(1, state=TrialState.WAITING)])
+        before = datetime.datetime.now()
+        popped, created = store.claim([_proposal(0), _proposal(2)], None, {})
+        store.write_epoch(
+            [],
+            finished=[Finished(t._trial_id, TrialState.COMPLETE, 0.5) for t in (popped, created)],
+        )
+        optuna_trial = study.ask()
+        study.tell(optuna_trial, 0.5)
+        after = datetime.datetime.now()
+        for trial in optuna.load_study(study_name="tz", storage=storage).get_trials():
+            assert trial.datetime_start is not None and trial.datetime_complete is not None
+            assert before - datetime.timedelta(seconds=2) <= trial.datetime_start <= after
+            slack = datetime.timedelta(seconds=2)
+            assert trial.duration is not None
+            assert datetime.timedelta(0) <= trial.duration <= after - before + slack
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert os.environ.get("TZ") is None
+
+
+def test_claiming_nothing_writes_nothing(storage: optuna.storages.RDBStorage) -> None:
     study = optuna.create_study(storage=storage, study_name="empty")
-    assert create_trials(storage, storage.get_study_id_from_name("empty"), []) == []
+    assert SqlTrialStore(storage, "empty").claim([], None, {}) == []
     assert study.trials == []

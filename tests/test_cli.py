@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
 
-from conftest import run_sweeps, torch_lrs, unique_study
+from conftest import opened_storage, run_sweeps, study_trials, torch_lrs, unique_study
 from trainer import load_config, load_ionosphere, validation_rows
 from trainer.training import split_tensors, train
 
@@ -85,8 +86,56 @@ def test_status_reports_states_and_best(finished_study: Path) -> None:
     summary = json.loads(result.stdout)
     assert summary["by_state"].get("COMPLETE", 0) + summary["by_state"].get("PRUNED", 0) == 10
     assert summary["best"]["value"] > 0.5
+    # The pruner that ran, as a class and its constructor arguments: enough to rebuild it.
+    assert summary["settings"]["pruner"] == {
+        "class": "MedianPruner",
+        "n_startup_trials": 5,
+        "n_warmup_steps": 5,
+    }
     text = run_sweeps("status", "--study", "lrsweep", cwd=finished_study)
     assert "best: trial" in text.stdout
+    assert "pruner MedianPruner(n_startup_trials=5, n_warmup_steps=5)" in text.stdout
+
+
+def test_status_json_names_hyperband_with_its_arguments(tmp_path: Path, data_path: Path) -> None:
+    made = run_sweeps(
+        "worker",
+        *("--study", "hb", "--pruner", "hyperband", "--epochs", "7", "--trials", "2"),
+        *("--data", str(data_path), "--quiet"),
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    result = run_sweeps("status", "--study", "hb", "--json", cwd=tmp_path)
+    pruner = json.loads(result.stdout)["settings"]["pruner"]
+    assert pruner == {
+        "class": "HyperbandPruner",
+        "min_resource": 1,
+        "max_resource": 7,
+        "reduction_factor": 3,
+    }
+
+
+def test_a_database_lost_for_good_is_exit_1_not_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Exhausting the outage retries is a failure of the run, not bad input."""
+    from sqlalchemy.exc import OperationalError
+
+    from storage.outage import retrying
+    from sweeps import cli
+
+    def database_away() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    def worker_that_loses_its_database(*_: object) -> None:
+        retrying(database_away, "claiming trials", give_up_s=0.0)
+
+    monkeypatch.setattr("sweeps.worker.run_worker", worker_that_loses_its_database)
+    monkeypatch.setattr(cli, "_join_or_create", lambda *_: None)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["worker", "--study", "x"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == "error: database unreachable for 0 s while claiming trials; giving up"
 
 
 def test_run_resumes_the_same_study(finished_study: Path, data_path: Path) -> None:
@@ -139,10 +188,8 @@ def test_export_top_picks_best_mean_over_seeds(finished_study: Path, data_path: 
     assert result.returncode == 0, result.stderr
     document = json.loads((finished_study / "robust.json").read_text())
     selection = document["selection"]
-    study = optuna.load_study(
-        study_name="lrsweep", storage=f"sqlite:///{finished_study}/lrsweep.db"
-    )
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = study_trials(str(finished_study / "lrsweep.db"), "lrsweep")
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     expected_top = sorted(complete, key=lambda t: (-t.value, t.number))[:3]
     candidates = selection["candidates"]
     assert {c["trial_number"] for c in candidates} == {t.number for t in expected_top}
@@ -203,6 +250,17 @@ def _bad_csv(tmp_path: Path, data_path: Path) -> Path:
     return bad
 
 
+def _edited_csv(tmp_path: Path, data_path: Path, row: int, edit: Callable[[str], str]) -> Path:
+    """The real data with one row edited (row -1: every row)."""
+    lines = data_path.read_text().splitlines()
+    rows = range(len(lines)) if row == -1 else [row]
+    for index in rows:
+        lines[index] = edit(lines[index])
+    bad = tmp_path / "edited.csv"
+    bad.write_text("\n".join(lines))
+    return bad
+
+
 def _bad_config(tmp_path: Path) -> Path:
     bad = tmp_path / "neg.json"
     bad.write_text(
@@ -229,7 +287,8 @@ def _storage_with_other_study(tmp_path: Path) -> Path:
     import optuna
 
     db = tmp_path / "other.db"
-    optuna.create_study(storage=f"sqlite:///{db}", study_name="other")
+    with opened_storage(str(db)) as storage:
+        optuna.create_study(storage=storage, study_name="other")
     return db
 
 
@@ -325,6 +384,65 @@ BAD_INPUTS = {
             str(_unknown_scheduler_space(t)),
         ],
         "unknown scheduler 'warmup'",
+    ),
+    "non-numeric-cell": (
+        lambda t, d: [
+            "worker",
+            *("--study", "x", "--data"),
+            str(_edited_csv(t, d, 4, lambda line: "abc," + line.split(",", 1)[1])),
+        ],
+        "row 5 column 1: feature 'abc' is not a finite number",
+    ),
+    "nan-cell": (
+        lambda t, d: [
+            "worker",
+            *("--study", "x", "--data"),
+            str(_edited_csv(t, d, 9, lambda line: "1,nan," + line.split(",", 2)[2])),
+        ],
+        "row 10 column 2: feature nan is not a finite number",
+    ),
+    "wrong-column-count": (
+        lambda t, d: [
+            "worker",
+            *("--study", "x", "--data"),
+            str(_edited_csv(t, d, -1, lambda line: ",".join(line.split(",")[-10:]))),
+        ],
+        "has 10 columns; expected 35",
+    ),
+    "one-class": (
+        lambda t, d: [
+            "worker",
+            *("--study", "x", "--data"),
+            str(_edited_csv(t, d, -1, lambda line: line[:-1] + "g")),
+        ],
+        "has only one class",
+    ),
+    "missing-csv": (
+        lambda t, d: ["worker", "--study", "x", "--data", str(t / "nowhere.csv")],
+        "cannot read data file",
+    ),
+    "unparsable-space": (
+        lambda t, d: [
+            "worker",
+            *("--study", "x", "--data", str(d)),
+            *("--space", str(_space(t, "ranges: [unclosed\n"))),
+        ],
+        "does not parse",
+    ),
+    "space-unknown-key": (
+        lambda t, d: [
+            "worker",
+            *("--study", "x", "--data", str(d)),
+            *("--space", str(_space(t, "learning_rates: [0.1, 0.2]\n"))),
+        ],
+        "unknown key 'learning_rates'",
+    ),
+    "missing-space-file": (
+        lambda t, d: [
+            "worker",
+            *("--study", "x", "--data", str(d), "--space", str(t / "nowhere.toml")),
+        ],
+        "cannot read search space",
     ),
     "unknown-pruner": (
         lambda t, d: ["worker", "--study", "x", "--data", str(d), "--pruner", "coinflip"],

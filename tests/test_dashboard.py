@@ -44,15 +44,11 @@ def test_dashboard_shows_study_with_intermediate_values(tmp_path: Path, data_pat
     )
     assert made.returncode == 0, made.stderr
     port = free_port()
+    # `sweeps dashboard` with no --host: its own default bind is what is checked.
     dashboard = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("optuna-dashboard")),
-            f"sqlite:///{tmp_path / 'lrsweep.db'}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", "sweeps", "dashboard", "--storage", "lrsweep.db"]
+        + ["--port", str(port)],
+        cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -60,7 +56,7 @@ def test_dashboard_shows_study_with_intermediate_values(tmp_path: Path, data_pat
         studies = get_json_when_up(f"http://127.0.0.1:{port}/api/studies")
         (summary,) = studies["study_summaries"]
         assert summary["study_name"] == "dash"
-        assert _listening_addresses(port) == {"127.0.0.1"}  # local only unless --host
+        assert _listening_addresses(port) == {"127.0.0.1"}  # this machine only by default
         detail = get_json_when_up(
             f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0"
         )

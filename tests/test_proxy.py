@@ -8,17 +8,22 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 
 from conftest import (
     assert_killed_trials_recovered,
     free_port,
+    opened_storage,
     run_sweeps,
     start_worker,
     study_trials,
@@ -26,6 +31,7 @@ from conftest import (
 )
 from conftest import wait_for_running as wait_for_running_in
 from storage import resolve_storage_url
+from storage.proxy import ProxiedTrialStore, connect_proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -70,7 +76,7 @@ def _proxied_worker(
         data,
         cwd,
         *("--trials", str(trials), "--epochs", str(epochs), "--seed", str(seed)),
-        *("--batch-size-trials", "4", *FAST_HEARTBEAT),
+        *("--trials-per-batch", "4", *FAST_HEARTBEAT),
     )
 
 
@@ -119,23 +125,66 @@ def test_three_workers_through_the_proxy_finish_the_study_exactly(
     assert late.returncode == 0 and "worker done: 0 trials" in stderr, stderr
 
 
-def test_killed_worker_behind_the_proxy_is_recovered_by_the_proxy(
+def test_a_killed_worker_behind_the_proxy_is_recovered_while_two_others_finish_exactly(
     proxy_url: str, postgres_server_url: str, data_path: Path, tmp_path: Path
 ) -> None:
-    study, target = unique_study(), 12
-    victim = _proxied_worker(proxy_url, study, data_path, tmp_path, target, epochs=40, seed=0)
-    wait_for_running_in(postgres_server_url, study)
+    study, target = unique_study(), 24
+    workers = [
+        _proxied_worker(proxy_url, study, data_path, tmp_path, target, epochs=40, seed=seed)
+        for seed in range(3)
+    ]
+    wait_for_running_in(postgres_server_url, study, workers=3)
+    victim, survivors = workers[0], workers[1:]
+    victim_name = f"{socket.gethostname()}:{victim.pid}"
     victim.kill()
     victim.wait()
     trials = study_trials(postgres_server_url, study)
-    killed = {t.number for t in trials if t.state == TrialState.RUNNING}
+    killed = {
+        t.number
+        for t in trials
+        if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == victim_name
+    }
     assert killed
-    survivor = _proxied_worker(proxy_url, study, data_path, tmp_path, target, epochs=40, seed=1)
-    _, stderr = survivor.communicate(timeout=300)
-    assert survivor.returncode == 0, stderr
+    for survivor in survivors:
+        _, stderr = survivor.communicate(timeout=300)
+        assert survivor.returncode == 0, stderr
 
     trials = study_trials(postgres_server_url, study)
     assert_killed_trials_recovered(trials, killed, target)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))  # no number twice
+
+
+def test_forty_concurrent_claims_through_one_proxy_neither_starve_nor_overshoot(
+    proxy_url: str, postgres_server_url: str
+) -> None:
+    """Claims queue for the claim lock inside the proxy, not on pooled connections: 40 at
+    once against a target of 30 all answer, and exactly 30 trials start."""
+    study = unique_study()
+    with opened_storage(postgres_server_url) as storage:
+        optuna.create_study(storage=storage, study_name=study)
+    host, port = proxy_url.removeprefix("grpc://").split(":")
+    proposal = optuna.trial.create_trial(
+        state=TrialState.RUNNING,
+        params={"lr": 0.1},
+        distributions={"lr": FloatDistribution(0.01, 1.0)},
+    )
+    barrier = threading.Barrier(40)
+
+    def claim(index: int) -> int:
+        client = connect_proxy(host, int(port), heartbeat_interval=1)
+        try:
+            store = ProxiedTrialStore(client, study)
+            barrier.wait(timeout=60)
+            return len(store.claim([proposal], 30, {"worker": f"w{index}"}))
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        claimed = list(pool.map(claim, range(40)))
+    assert sum(claimed) == 30 and set(claimed) == {0, 1}
+    trials = study_trials(postgres_server_url, study)
+    assert len(trials) == 30 and {t.state for t in trials} == {TrialState.RUNNING}
+    assert sorted(t.number for t in trials) == list(range(30))
 
 
 def test_stopped_worker_behind_the_proxy_hands_its_trials_back(

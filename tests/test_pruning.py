@@ -1,107 +1,206 @@
-"""BatchPruner makes the same decisions as Optuna's own report + should_prune."""
+"""BatchPruner makes exactly the decisions of Optuna's own report + should_prune.
+
+Each generated case builds a study population with Optuna itself (an in-memory study, its real
+pruner): trials that completed, were pruned, are still RUNNING part-way (another worker's), FAILED
+part-way, or failed and were re-queued as WAITING copies carrying their system attributes (as
+`storage.requeue` and Optuna's retry callback do). Then a batch of new trials (which pops the
+WAITING copies first, as `study.ask` and lrsweep's claims do) reports epoch by epoch in lock-step,
+once through Optuna's `should_prune` and once through `BatchPruner` over a snapshot of the same
+population. Decisions and the rung marks written must be identical.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 import optuna
-import pytest
-from optuna.trial import TrialState
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from optuna.trial import FrozenTrial, TrialState
 
 from sweeps.pruning import BatchPruner
-from sweeps.study import make_pruner
+from sweeps.settings import PRUNERS
+from sweeps.study import make_pruner, pruner_spec
 
-EPOCHS = 20
-POPULATION = 40
-BATCH = 12
+STUDY_NAME = "same-name"
+FATES = ("complete", "complete", "running", "fail", "requeue")
 
-
-def _curve(number: int) -> list[float]:
-    """A deterministic learning curve per trial number: plateau level and speed vary."""
-    rng = np.random.default_rng(number)
-    level, speed = rng.uniform(0.55, 0.95), rng.uniform(1.0, 8.0)
-    if number >= POPULATION and number % 4 == 0:
-        level, speed = 0.99, 1.0  # a few clear winners in the batch under test
-    steps = np.arange(EPOCHS)
-    noise = rng.normal(0.0, 0.01, EPOCHS)
-    return [float(v) for v in level * (1 - np.exp(-(steps + 1) / speed)) + noise]
+PrunerFactory = Callable[[int], optuna.pruners.BasePruner]
 
 
-def _populated_study(path: Path, pruner_name: str) -> optuna.Study:
-    """A study whose first trials ran the ordinary way, pruner included."""
-    study = optuna.create_study(
-        study_name="same-name",
-        storage=f"sqlite:///{path}",
-        direction="maximize",
-        pruner=make_pruner(pruner_name, EPOCHS),
-        sampler=optuna.samplers.RandomSampler(seed=0),
+@dataclass(frozen=True)
+class Member:
+    """One trial of a generated case: how its population run ends, and its learning curve."""
+
+    fate: str
+    stop_at: int
+    curve: tuple[float, ...]
+
+
+def _pruners() -> st.SearchStrategy[PrunerFactory]:
+    """Every pruner kind the product offers, with generated constructor arguments."""
+    median = st.builds(
+        lambda startup, warmup, interval: (
+            lambda _epochs: optuna.pruners.MedianPruner(
+                n_startup_trials=startup, n_warmup_steps=warmup, interval_steps=interval
+            )
+        ),
+        st.integers(0, 6),
+        st.integers(0, 4),
+        st.integers(1, 3),
     )
+    percentile = st.builds(
+        lambda pct, startup, warmup, n_min: (
+            lambda _epochs: optuna.pruners.PercentilePruner(
+                pct, n_startup_trials=startup, n_warmup_steps=warmup, n_min_trials=n_min
+            )
+        ),
+        st.floats(1.0, 99.0),
+        st.integers(0, 6),
+        st.integers(0, 4),
+        st.integers(1, 4),
+    )
+    halving = st.builds(
+        lambda r, eta, rate, boot: (
+            lambda _epochs: optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=r,
+                reduction_factor=eta,
+                min_early_stopping_rate=rate,
+                bootstrap_count=boot,
+            )
+        ),
+        st.integers(1, 3),
+        st.integers(2, 4),
+        st.integers(0, 2),
+        st.integers(0, 2),
+    )
+    hyperband = st.builds(
+        lambda r, eta: (
+            lambda epochs: optuna.pruners.HyperbandPruner(
+                min_resource=r, max_resource=epochs, reduction_factor=eta
+            )
+        ),
+        st.integers(1, 2),
+        st.integers(2, 4),
+    )
+    return st.one_of(median, percentile, halving, hyperband)
 
-    def objective(trial: optuna.Trial) -> float:
-        curve = _curve(trial.number)
-        for step, value in enumerate(curve):
+
+@st.composite
+def _cases(draw: st.DrawFn) -> tuple[PrunerFactory, int, list[Member], list[Member]]:
+    epochs = draw(st.integers(3, 12))
+    # Few distinct levels, so ties (common with accuracies on a few hundred rows) are frequent.
+    value = st.integers(0, 20).map(lambda v: v / 20)
+    curve = st.lists(value, min_size=epochs, max_size=epochs).map(tuple)
+    member = st.builds(Member, st.sampled_from(FATES), st.integers(0, epochs - 1), curve)
+    population = draw(st.lists(member, max_size=30))
+    batch = draw(st.lists(member, min_size=1, max_size=12))
+    return draw(_pruners()), epochs, population, batch
+
+
+def _build_population(study: optuna.Study, members: list[Member]) -> None:
+    """Run each member through Optuna until its fate; see the module docstring."""
+    for member in members:
+        trial = study.ask()
+        for step, value in enumerate(member.curve):
             trial.report(value, step)
             if trial.should_prune():
-                raise optuna.TrialPruned()
-        return curve[-1]
+                study.tell(trial, state=TrialState.PRUNED)
+                break
+            if step == member.stop_at and member.fate != "complete":
+                _end_early(study, trial, member.fate)
+                break
+        else:
+            study.tell(trial, member.curve[-1])
 
-    study.optimize(objective, n_trials=POPULATION)
-    return study
+
+def _end_early(study: optuna.Study, trial: optuna.Trial, fate: str) -> None:
+    if fate == "running":
+        return  # left RUNNING: another worker's trial, part-way through
+    study.tell(trial, state=TrialState.FAIL)
+    if fate == "requeue":
+        failed = study._storage.get_trial(trial._trial_id)
+        system_attrs: dict[str, Any] = {
+            **failed.system_attrs,
+            "failed_trial": failed.number,
+            "retry_history": [failed.number],
+        }
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING, params={}, distributions={}, system_attrs=system_attrs
+            )
+        )
 
 
-def _reference_prune_steps(study: optuna.Study) -> dict[int, int | None]:
-    """A batch run in lock-step with Optuna's own report + should_prune."""
-    trials = [study.ask() for _ in range(BATCH)]
+def _optuna_lockstep(
+    study: optuna.Study, trials: list[optuna.Trial], batch: list[Member], epochs: int
+) -> dict[int, int | None]:
+    """The batch through Optuna's own report + should_prune, one epoch at a time."""
     pruned_at: dict[int, int | None] = {t.number: None for t in trials}
-    active = list(trials)
-    for step in range(EPOCHS):
-        for trial in list(active):
-            trial.report(_curve(trial.number)[step], step)
+    active = list(zip(trials, batch, strict=True))
+    for step in range(epochs):
+        for trial, member in list(active):
+            trial.report(member.curve[step], step)
             if trial.should_prune():
                 pruned_at[trial.number] = step
                 study.tell(trial, state=TrialState.PRUNED)
-                active.remove(trial)
+                active.remove((trial, member))
     return pruned_at
 
 
-def _batched_prune_steps(study: optuna.Study) -> dict[int, int | None]:
-    finished = study.get_trials(deepcopy=True, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    asked = [study.ask() for _ in range(BATCH)]
-    running = [study._storage.get_trial(t._trial_id) for t in asked]
-    batch = BatchPruner(study.pruner, study.study_name, study.direction, finished, running)
+def _batched_lockstep(
+    batch_pruner: BatchPruner, running: list[FrozenTrial], batch: list[Member], epochs: int
+) -> dict[int, int | None]:
     pruned_at: dict[int, int | None] = {t.number: None for t in running}
-    active = list(running)
-    for step in range(EPOCHS):
-        for trial in list(active):
-            batch.report(trial._trial_id, step, _curve(trial.number)[step])
-            if batch.should_prune(trial._trial_id):
+    active = list(zip(running, batch, strict=True))
+    for step in range(epochs):
+        for trial, member in list(active):
+            batch_pruner.report(trial._trial_id, step, member.curve[step])
+            if batch_pruner.should_prune(trial._trial_id):
                 pruned_at[trial.number] = step
-                active.remove(trial)
+                active.remove((trial, member))
     return pruned_at
 
 
-@pytest.mark.parametrize("pruner_name", ["median", "hyperband", "successive_halving"])
-def test_batched_decisions_equal_should_prune(pruner_name: str, tmp_path: Path) -> None:
-    reference = _reference_prune_steps(_populated_study(tmp_path / "a.db", pruner_name))
-    batched = _batched_prune_steps(_populated_study(tmp_path / "b.db", pruner_name))
-    assert batched == reference
-    pruned = [step for step in reference.values() if step is not None]
-    assert pruned, "the test population must make the pruner prune something"
-    assert len(pruned) < BATCH, "and let something finish"
-
-
-def test_rung_marks_are_handed_back_for_storage(tmp_path: Path) -> None:
-    study = _populated_study(tmp_path / "c.db", "successive_halving")
-    asked = study.ask()
-    trial = study._storage.get_trial(asked._trial_id)
-    batch = BatchPruner(
-        study.pruner, study.study_name, study.direction, study.trials[:-1], [trial]
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_cases())
+def test_batched_decisions_equal_optuna_for_every_pruner_and_population(
+    case: tuple[PrunerFactory, int, list[Member], list[Member]],
+) -> None:
+    make, epochs, population, batch = case
+    study = optuna.create_study(
+        study_name=STUDY_NAME, direction="maximize", pruner=make(epochs), sampler=None
     )
-    for step in (0, 1):
-        batch.report(trial._trial_id, step, 0.99)
-        batch.should_prune(trial._trial_id)
-    marks = batch.take_system_attrs()
-    assert marks and all(trial_id == trial._trial_id for trial_id, _, _ in marks)
-    assert marks[0][1].startswith("completed_rung_")
-    assert batch.take_system_attrs() == []
+    _build_population(study, population)
+    trials = [study.ask() for _ in batch]  # pops the re-queued WAITING copies first
+    snapshot = study.get_trials(deepcopy=True)
+    batch_ids = {t._trial_id for t in trials}
+    others = [t for t in snapshot if t._trial_id not in batch_ids]
+    running = [t for t in snapshot if t._trial_id in batch_ids]
+    running.sort(key=lambda t: t.number)
+
+    reference = _optuna_lockstep(study, trials, batch, epochs)
+    batch_pruner = BatchPruner(make(epochs), STUDY_NAME, study.direction, others, running)
+    assert _batched_lockstep(batch_pruner, running, batch, epochs) == reference
+
+    written = batch_pruner.take_system_attrs()
+    for trial in running:
+        expected = {
+            key: value
+            for key, value in study._storage.get_trial(trial._trial_id).system_attrs.items()
+            if key.startswith("completed_rung_") and key not in trial.system_attrs
+        }
+        marks = {key: value for trial_id, key, value in written if trial_id == trial._trial_id}
+        assert marks == expected
+
+
+def test_pruner_spec_rebuilds_the_pruner_that_runs() -> None:
+    """What `sweeps status --json` prints is enough to rebuild the study's pruner."""
+    for name in PRUNERS:
+        spec = pruner_spec(name, 50)
+        arguments = {key: value for key, value in spec.items() if key != "class"}
+        rebuilt = getattr(optuna.pruners, spec["class"])(**arguments)
+        built = make_pruner(name, 50)
+        assert type(rebuilt) is type(built) and vars(rebuilt) == vars(built)

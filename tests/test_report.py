@@ -3,12 +3,13 @@ draw what the torch schedulers really do."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import optuna
 import pytest
 
-from conftest import assert_real_image, run_sweeps, torch_lrs
+from conftest import assert_real_image, run_sweeps, study_trials, torch_lrs
 from storage import StorageSettings
 from sweeps import figures
 from sweeps.export import top_trials, trial_config
@@ -45,7 +46,7 @@ def _open(folder: Path) -> OpenStudy:
     return open_existing(StorageSettings(url=f"sqlite:///{folder / 'lrsweep.db'}"), "charted")
 
 
-def test_report_writes_html_and_real_pngs(swept: Path) -> None:
+def test_report_writes_html_and_real_pngs(swept: Path, disposing: Callable[[Any], Any]) -> None:
     result = run_sweeps("report", "--study", "charted", "--out", "rep", "--top", "3", cwd=swept)
     assert result.returncode == 0, result.stderr
     out = swept / "rep"
@@ -54,14 +55,16 @@ def test_report_writes_html_and_real_pngs(swept: Path) -> None:
     page = (out / "report.html").read_text()
     assert "<script src=" not in page  # self-contained: plotly.js is inlined, opens offline
     assert page.count("Plotly.newPlot") == len(CHART_FILES)
-    opened = _open(swept)
+    opened = disposing(_open(swept))
     for trial in top_trials(opened, 3):
         kind = trial.params["scheduler"]
         assert f"#{trial.number} {kind} ({trial.value:.3f})" in page
 
 
-def test_lr_chart_draws_the_real_torch_schedules(swept: Path) -> None:
-    opened = _open(swept)
+def test_lr_chart_draws_the_real_torch_schedules(
+    swept: Path, disposing: Callable[[Any], Any]
+) -> None:
+    opened = disposing(_open(swept))
     top = top_trials(opened, 4)
     chart = figures.top_lr_schedules(opened, top)
     assert len(chart.interactive.data) == len(top)
@@ -72,8 +75,10 @@ def test_lr_chart_draws_the_real_torch_schedules(swept: Path) -> None:
         assert trace.name.startswith(f"#{trial.number} ")
 
 
-def test_learning_curves_are_the_stored_epoch_accuracies(swept: Path) -> None:
-    opened = _open(swept)
+def test_learning_curves_are_the_stored_epoch_accuracies(
+    swept: Path, disposing: Callable[[Any], Any]
+) -> None:
+    opened = disposing(_open(swept))
     top = top_trials(opened, 2)
     chart = figures.top_learning_curves(opened, top)
     for trace, trial in zip(chart.interactive.data, top, strict=True):
@@ -82,20 +87,22 @@ def test_learning_curves_are_the_stored_epoch_accuracies(swept: Path) -> None:
 
 
 def test_report_on_a_study_without_completed_trials_is_refused(
-    tmp_path: Path, data_path: Path
+    tmp_path: Path, data_path: Path, disposing: Callable[[Any], Any]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'lrsweep.db'}"
     dataset = load_ionosphere(data_path)
-    create_or_join(
-        StorageSettings(url=url),
-        "empty",
-        StudySettings(data_sha256=dataset.sha256),
-        dataset,
-        explicit=frozenset(),
-        sampler_seed=0,
-        enqueue_baselines=False,
+    disposing(
+        create_or_join(
+            StorageSettings(url=url),
+            "empty",
+            StudySettings(data_sha256=dataset.sha256),
+            dataset,
+            explicit=frozenset(),
+            sampler_seed=0,
+            enqueue_baselines=False,
+        )
     )
-    assert optuna.load_study(study_name="empty", storage=url).trials == []
+    assert study_trials(url, "empty") == []
     result = run_sweeps("report", "--study", "empty", "--out", "rep", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: study 'empty' has no completed trial yet"

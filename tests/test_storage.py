@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 
 from storage import (
+    SqlTrialStore,
     StorageError,
     StorageSettings,
-    TrialSlots,
     mask_url,
     open_storage,
     resolve_storage_url,
@@ -63,9 +65,9 @@ def test_passwords_are_masked_even_in_malformed_urls(url: str) -> None:
     assert "s3cret" not in masked and "***" in masked and "alice" in masked
 
 
-def test_sqlite_storage_uses_wal(tmp_path: Path) -> None:
+def test_sqlite_storage_uses_wal(tmp_path: Path, disposing: Callable[[Any], Any]) -> None:
     db = tmp_path / "s.db"
-    open_storage(StorageSettings(f"sqlite:///{db}"))
+    disposing(open_storage(StorageSettings(f"sqlite:///{db}")))
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -92,14 +94,14 @@ def test_heartbeat_settings_are_checked(interval: int, grace: int, message: str)
         StorageSettings("sqlite:///x.db", heartbeat_interval=interval, grace_period=grace)
 
 
-def test_storage_has_heartbeat_and_counts_trials_by_state(storage_url: str) -> None:
-    storage = open_storage(StorageSettings(resolve_storage_url(storage_url)))
+def test_storage_has_heartbeat_and_counts_trials_by_state(
+    storage_url: str, disposing: Callable[[Any], Any]
+) -> None:
+    storage = disposing(open_storage(StorageSettings(resolve_storage_url(storage_url))))
     assert storage.get_heartbeat_interval() == 10
     study = optuna.create_study(storage=storage, study_name="counts")
     study.tell(study.ask(), 0.5)
     study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
     study.ask()
-    slots = TrialSlots(storage, "counts")
-    with slots.exclusive():
-        counts = slots.counts()
+    counts = SqlTrialStore(storage, "counts").counts()
     assert counts == {"COMPLETE": 1, "PRUNED": 1, "RUNNING": 1}

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import optuna
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from storage.errors import StorageError
+from storage.errors import StorageLost
 
 T = TypeVar("T")
 TRANSIENT = (OperationalError, InterfaceError, optuna.exceptions.StorageInternalError)
@@ -73,7 +73,7 @@ def retrying(operation: Callable[[], T], what: str, give_up_s: float = DEFAULT_G
                 raise
             waited = time.monotonic() - started
             if waited > give_up_s:
-                raise StorageError(
+                raise StorageLost(
                     f"database unreachable for {waited:.0f} s while {what}; giving up"
                 ) from exc
             if delay == 0.5:

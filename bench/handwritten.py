@@ -14,7 +14,6 @@ import optuna
 import torch
 
 from sweeps.settings import StudySettings
-from sweeps.study import make_pruner
 from trainer.data import cached_dataset
 from trainer.training import EpochResult, RunStatus, Tensors, split_tensors, train
 
@@ -49,14 +48,14 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
     dataset = cached_dataset(args.data)
-    settings = StudySettings(data_sha256=dataset.sha256).with_split(dataset)
+    settings = StudySettings(data_sha256=dataset.sha256).fixed_at_creation(dataset)
     tensors = split_tensors(dataset, settings.validation_rows, "cpu")
     study = optuna.create_study(
         storage=args.storage,
         study_name=args.study,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=args.seed, multivariate=True, group=True),
-        pruner=make_pruner("median", settings.epochs),
+        pruner=settings.build_pruner(),
         load_if_exists=True,
     )
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +35,8 @@ SYSTEM_ATTRS: Table = models.TrialSystemAttributeModel.__table__
 INTERMEDIATE_VALUES: Table = models.TrialIntermediateValueModel.__table__
 VALUES: Table = models.TrialValueModel.__table__
 HEARTBEATS: Table = models.TrialHeartbeatModel.__table__
+CLAIM_KEY = "lrsweep:claim"
+"""System attribute naming the claim that started a trial (how a retried claim finds it)."""
 EpochValues = Sequence[tuple[int, int, float]]
 """(trial_id, step, validation accuracy) of one epoch."""
 SystemAttrs = Sequence[tuple[int, str, Any]]
@@ -58,12 +60,13 @@ class Finished:
 
 @dataclass(frozen=True)
 class EpochWrite:
-    """What an epoch write did to the trials it was asked to finish.
+    """What an epoch write did.
 
     Args:
-        finished: ids now in the final state asked for.
-        lost: ids that were failed meanwhile (as stale, by another worker or the proxy); their
-            copies are queued, so their results are not the study's.
+        finished: ids of trials it was asked to finish that are now in that final state.
+        lost: ids of the batch's trials that were failed meanwhile (as stale, by another
+            worker or the proxy): nothing is written to them, their copies are queued, so
+            their results are not the study's and training them can stop.
     """
 
     finished: frozenset[int] = frozenset()
@@ -86,51 +89,58 @@ def claim_trials(
     proposals: Sequence[FrozenTrial],
     cap: int | None,
     user_attrs: Mapping[str, Any],
-    system_attrs: Mapping[str, Any] = {},
+    claim_id: str,
 ) -> list[FrozenTrial]:
     """Start up to len(proposals) trials in one transaction: the oldest WAITING ones first
     (re-queued copies, baselines), then new ones from `proposals`; with a `cap`, only as many as
     keep finished + running trials within it, and no new trial takes a place a WAITING one is
     owed. Each started trial gets a first heartbeat (Optuna's stale check skips trials that
-    never beat, so a worker killed right after claiming would leave them RUNNING forever) and
-    `user_attrs` / `system_attrs` (the worker's name; the proxy's claim id).
+    never beat, so a worker killed right after claiming would leave them RUNNING forever),
+    `user_attrs` (the worker's name) and `claim_id`; a claim retried after its commit landed
+    but its answer was lost returns the trials it started instead of starting more.
 
     Callers hold the study's claim lock (`SqlTrialStore.claim`): counting and starting must not
     interleave with another claim.
     """
     with storage.engine.begin() as connection:
-        by_state = counts(connection, study_id)
-        take = len(proposals)
-        if cap is not None:
-            finished = by_state["COMPLETE"] + by_state["PRUNED"]
-            take = max(0, min(take, cap - finished - by_state["RUNNING"]))
-        waiting = list(
-            connection.execute(
-                select(TRIALS.c.trial_id)
-                .where(TRIALS.c.study_id == study_id, TRIALS.c.state == TrialState.WAITING)
-                .order_by(TRIALS.c.trial_id)
-                .limit(take)
-            ).scalars()
-        )
-        now = utc_now()
-        if waiting:
-            connection.execute(
-                update(TRIALS)
-                .where(TRIALS.c.trial_id.in_(waiting))
-                .values(state=TrialState.RUNNING, datetime_start=now)
+        started = claimed_by(connection, study_id, claim_id)
+        if started:
+            new: Sequence[FrozenTrial] = []
+            waiting, created = started, []
+        else:
+            by_state = counts(connection, study_id)
+            take = len(proposals)
+            if cap is not None:
+                finished = by_state["COMPLETE"] + by_state["PRUNED"]
+                take = max(0, min(take, cap - finished - by_state["RUNNING"]))
+            waiting = list(
+                connection.execute(
+                    select(TRIALS.c.trial_id)
+                    .where(TRIALS.c.study_id == study_id, TRIALS.c.state == TrialState.WAITING)
+                    .order_by(TRIALS.c.trial_id)
+                    .limit(take)
+                ).scalars()
             )
-        new = proposals[: take - len(waiting)]
-        created = _insert_trials(connection, study_id, new, now)
-        started = [*waiting, *created]
-        _upsert_attrs(
-            connection, USER_ATTRS, [(i, k, v) for i in started for k, v in user_attrs.items()]
-        )
-        _upsert_attrs(
-            connection, SYSTEM_ATTRS, [(i, k, v) for i in started for k, v in system_attrs.items()]
-        )
-        _insert_ignoring_duplicates(
-            connection, HEARTBEATS, [{"trial_id": i} for i in started], ("trial_id",)
-        )
+            now = utc_now()
+            if waiting:
+                connection.execute(
+                    update(TRIALS)
+                    .where(TRIALS.c.trial_id.in_(waiting))
+                    .values(state=TrialState.RUNNING, datetime_start=now)
+                )
+            new = proposals[: take - len(waiting)]
+            created = _insert_trials(connection, study_id, new, now)
+            started = [*waiting, *created]
+            marks = {CLAIM_KEY: claim_id}
+            _upsert_attrs(
+                connection, USER_ATTRS, [(i, k, v) for i in started for k, v in user_attrs.items()]
+            )
+            _upsert_attrs(
+                connection, SYSTEM_ATTRS, [(i, k, v) for i in started for k, v in marks.items()]
+            )
+            _insert_ignoring_duplicates(
+                connection, HEARTBEATS, [{"trial_id": i} for i in started], ("trial_id",)
+            )
         numbers = dict(
             connection.execute(
                 select(TRIALS.c.trial_id, TRIALS.c.number).where(TRIALS.c.trial_id.in_(created))
@@ -138,9 +148,26 @@ def claim_trials(
         )
     popped = [storage.get_trial(trial_id) for trial_id in waiting]  # few: copies, baselines
     return popped + [
-        _started(template, trial_id, numbers[trial_id], user_attrs, system_attrs)
+        _started(template, trial_id, numbers[trial_id], user_attrs, {CLAIM_KEY: claim_id})
         for template, trial_id in zip(new, created, strict=True)
     ]
+
+
+def claimed_by(connection: Connection, study_id: int, claim_id: str) -> list[int]:
+    """Ids of the study's RUNNING trials that claim `claim_id` started."""
+    return list(
+        connection.execute(
+            select(TRIALS.c.trial_id)
+            .join(SYSTEM_ATTRS, SYSTEM_ATTRS.c.trial_id == TRIALS.c.trial_id)
+            .where(
+                TRIALS.c.study_id == study_id,
+                TRIALS.c.state == TrialState.RUNNING,
+                SYSTEM_ATTRS.c.key == CLAIM_KEY,
+                SYSTEM_ATTRS.c.value_json == json.dumps(claim_id),
+            )
+            .order_by(TRIALS.c.trial_id)
+        ).scalars()
+    )
 
 
 def enqueue_trials(
@@ -210,7 +237,12 @@ def write_epoch(
 ) -> EpochWrite:
     """Store one epoch of a batch in one transaction: (trial_id, step, value) intermediate
     values, (trial_id, key, value) system attributes, and the final state of each trial in
-    `finished`. Only trials still RUNNING are written to; see `EpochWrite` for the rest."""
+    `finished`. Only trials still RUNNING are written to; see `EpochWrite` for the rest.
+
+    The transaction first records the batch's heartbeat (an epoch is a sign of life), which
+    takes SQLite's write lock, and reads the trials' states FOR UPDATE on PostgreSQL: no stale
+    check can fail a trial between reading its state and finishing it.
+    """
     ids = {trial_id for trial_id, _, _ in values} | {o.trial_id for o in finished}
     ids |= {trial_id for trial_id, _, _ in system_attrs}
     if not ids:
@@ -221,9 +253,12 @@ def write_epoch(
             # last fraction of a second of them, never corrupt anything; claims and final
             # states stay fully durable.
             connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        _beat(connection, ids)
         states = dict(
             connection.execute(
-                select(TRIALS.c.trial_id, TRIALS.c.state).where(TRIALS.c.trial_id.in_(ids))
+                select(TRIALS.c.trial_id, TRIALS.c.state)
+                .where(TRIALS.c.trial_id.in_(ids))
+                .with_for_update()
             ).all()
         )
         running = {i for i, state in states.items() if state == TrialState.RUNNING}
@@ -241,11 +276,10 @@ def write_epoch(
                 )
         _insert_ignoring_duplicates(connection, INTERMEDIATE_VALUES, records, ("trial_id", "step"))
         _upsert_attrs(connection, SYSTEM_ATTRS, [a for a in system_attrs if a[0] in running])
-        finishing = [o for o in finished if o.trial_id in running]
-        _finish(connection, finishing)
-    done = {o.trial_id for o in finished if states.get(o.trial_id) == o.state}
-    done |= {o.trial_id for o in finishing}
-    return EpochWrite(frozenset(done), frozenset(o.trial_id for o in finished) - done)
+        _finish(connection, [o for o in finished if o.trial_id in running])
+    asked = {o.trial_id: o.state for o in finished}
+    done = {i for i, state in asked.items() if i in running or states.get(i) == state}
+    return EpochWrite(frozenset(done), frozenset(ids - running - done))
 
 
 INTERMEDIATE_VALUES_REPR = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
@@ -283,11 +317,15 @@ def record_heartbeats(storage: optuna.storages.RDBStorage, trial_ids: Sequence[i
     `record_heartbeat` uses (every claimed trial has a heartbeat row from its claim)."""
     if trial_ids:
         with storage.engine.begin() as connection:
-            connection.execute(
-                update(HEARTBEATS)
-                .where(HEARTBEATS.c.trial_id.in_(list(trial_ids)))
-                .values(heartbeat=func.now())
-            )
+            _beat(connection, trial_ids)
+
+
+def _beat(connection: Connection, trial_ids: Iterable[int]) -> None:
+    connection.execute(
+        update(HEARTBEATS)
+        .where(HEARTBEATS.c.trial_id.in_(list(trial_ids)))
+        .values(heartbeat=func.now())
+    )
 
 
 def annotate_trial(

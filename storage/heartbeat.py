@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from storage.errors import StorageLost
-from storage.outage import is_transient, retrying
+from storage.outage import HELD_SIGNALS, is_transient, retrying
 from storage.trial_store import TrialStore
 
 OUTAGE_RETRY_S = 1.0
@@ -49,6 +50,9 @@ def heartbeat(store: TrialStore, trial_ids: Sequence[int]) -> Iterator[Heartbeat
     stop = threading.Event()
 
     def beat() -> None:
+        # SIGINT/SIGTERM go to the main thread, which holds or handles them (a signal taken
+        # by this thread would not wake a main thread blocked in a database call).
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
         warned = False
         while not stop.wait(timeout=interval if not warned else OUTAGE_RETRY_S):
             try:

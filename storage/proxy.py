@@ -6,10 +6,11 @@ makes lrsweep's studies exact and self-healing happens in the proxy process (`Pr
 served by `sweeps proxy`), which runs the very `SqlTrialStore` methods a worker on SQL runs.
 
 The protocol: each request is one `set_*_system_attr` call whose key is reserved (it never
-reaches the database as an attribute, except the claim id) and whose value is a JSON document:
+reaches the database as an attribute) and whose value is a JSON document:
 
 - `lrsweep:claim` on the study, `{claim, cap, user_attrs, proposals: [{params,
-  distributions}]}`: `SqlTrialStore.claim`, each started trial marked with the `claim` id;
+  distributions}]}`: `SqlTrialStore.claim` (each started trial keeps the `claim` id, as over
+  SQL; a repeated request starts nothing more);
 - `lrsweep:enqueue` on the study, `{templates: [{params, distributions, user_attrs}]}`:
   `SqlTrialStore.enqueue`;
 - `lrsweep:epoch` on any trial, `{values, system_attrs, finished: [{trial_id, state, value,
@@ -24,7 +25,6 @@ trials are failed and re-queued by the proxy itself (`sweeps.proxy`), every hear
 
 from __future__ import annotations
 
-import uuid
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -36,11 +36,10 @@ from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from storage import bulk
-from storage.bulk import EpochValues, EpochWrite, Finished, SystemAttrs
+from storage.bulk import CLAIM_KEY, EpochValues, EpochWrite, Finished, SystemAttrs
 from storage.errors import StorageError
 from storage.trial_store import FINAL_STATES, SqlTrialStore, TrialStore
 
-CLAIM_KEY = "lrsweep:claim"
 ENQUEUE_KEY = "lrsweep:enqueue"
 EPOCH_KEY = "lrsweep:epoch"
 HEARTBEAT_KEY = "lrsweep:heartbeat"
@@ -87,13 +86,16 @@ class ProxiedTrialStore(TrialStore):
         return {trial._trial_id for trial in final}
 
     def claim(
-        self, proposals: Sequence[FrozenTrial], cap: int | None, user_attrs: Mapping[str, Any]
+        self,
+        proposals: Sequence[FrozenTrial],
+        cap: int | None,
+        user_attrs: Mapping[str, Any],
+        claim_id: str,
     ) -> list[FrozenTrial]:
         if not proposals:
             return []
-        claim = uuid.uuid4().hex
         request = {
-            "claim": claim,
+            "claim": claim_id,
             "cap": cap,
             "user_attrs": dict(user_attrs),
             "proposals": [_template_json(t) for t in proposals],
@@ -102,7 +104,7 @@ class ProxiedTrialStore(TrialStore):
         running = self._client.get_all_trials(
             self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
         )
-        return [trial for trial in running if trial.system_attrs.get(CLAIM_KEY) == claim]
+        return [trial for trial in running if trial.system_attrs.get(CLAIM_KEY) == claim_id]
 
     def enqueue(self, templates: Sequence[FrozenTrial]) -> None:
         request = {"templates": [_template_json(t) for t in templates]}
@@ -177,7 +179,7 @@ class ProxyBackend(_CachedStorage):
         store = self.trial_store(study_name)
         if key == CLAIM_KEY:
             proposals = [_template_from_json(t, TrialState.RUNNING) for t in value["proposals"]]
-            store.claim(proposals, value["cap"], value["user_attrs"], {CLAIM_KEY: value["claim"]})
+            store.claim(proposals, value["cap"], value["user_attrs"], value["claim"])
         elif key == ENQUEUE_KEY:
             store.enqueue([_template_from_json(t, TrialState.WAITING) for t in value["templates"]])
         else:

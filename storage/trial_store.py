@@ -50,11 +50,15 @@ class TrialStore(ABC):
 
     @abstractmethod
     def claim(
-        self, proposals: Sequence[FrozenTrial], cap: int | None, user_attrs: Mapping[str, Any]
+        self,
+        proposals: Sequence[FrozenTrial],
+        cap: int | None,
+        user_attrs: Mapping[str, Any],
+        claim_id: str,
     ) -> list[FrozenTrial]:
         """Under the claim lock, start WAITING trials, then `proposals`, at most as many as
         there are proposals and as the study's target `cap` allows, each with `user_attrs`
-        (`bulk.claim_trials`)."""
+        (`bulk.claim_trials`). `claim_id`, made once per claim, makes a retry idempotent."""
 
     @abstractmethod
     def enqueue(self, templates: Sequence[FrozenTrial]) -> None:
@@ -116,11 +120,11 @@ class SqlTrialStore(TrialStore):
         proposals: Sequence[FrozenTrial],
         cap: int | None,
         user_attrs: Mapping[str, Any],
-        system_attrs: Mapping[str, Any] = {},
+        claim_id: str,
     ) -> list[FrozenTrial]:
         with self._lock.held():
             return bulk.claim_trials(
-                self._storage, self.study_id, proposals, cap, user_attrs, system_attrs
+                self._storage, self.study_id, proposals, cap, user_attrs, claim_id
             )
 
     def enqueue(self, templates: Sequence[FrozenTrial]) -> None:

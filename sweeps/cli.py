@@ -95,9 +95,11 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="sampler seed (launch adds the worker index)")
     parser.add_argument(
         "--trials-per-batch",
+        "--batch-size-trials",  # its name before 0.2, kept for existing scripts
+        dest="trials_per_batch",
         type=int,
         metavar="K",
-        help="trials trained together (default: from device and --trials)",
+        help="trials trained together as one vectorized model (default: from device and --trials)",
     )
     parser.add_argument(
         "--sampler-history",

@@ -49,27 +49,39 @@ class LaunchPlan:
         return cls(count, (None,) * count)
 
 
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def launch_workers(
     plan: LaunchPlan, storage_url: str, worker_args: Sequence[str], base_seed: int | None
 ) -> int:
-    """Run the plan's workers to the end; return 0, or the first failing worker's exit code."""
+    """Run the plan's workers to the end; return 0, or the first failing worker's exit code.
+
+    SIGINT, SIGTERM and SIGHUP (a closed terminal) are forwarded to every child once, from
+    before the first one starts; a child that cannot be started stops the ones that did.
+    """
     children: list[subprocess.Popen[bytes]] = []
-    for index, gpu in enumerate(plan.gpus):
-        env = {**os.environ, STORAGE_ENV_VAR: storage_url, "OMP_NUM_THREADS": "1"}
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-        seed_args = [] if base_seed is None else ["--seed", str(base_seed + index)]
-        command = [sys.executable, "-m", "sweeps", "worker", *worker_args, *seed_args]
-        children.append(subprocess.Popen(command, env=env, process_group=0))
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
+        for index, gpu in enumerate(plan.gpus):
+            env = {**os.environ, STORAGE_ENV_VAR: storage_url, "OMP_NUM_THREADS": "1"}
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpu
+            seed_args = [] if base_seed is None else ["--seed", str(base_seed + index)]
+            command = [sys.executable, "-m", "sweeps", "worker", *worker_args, *seed_args]
+            children.append(subprocess.Popen(command, env=env, process_group=0))
         codes = [child.wait() for child in children]
+    except BaseException:
+        forward(signal.SIGTERM, None)
+        for child in children:
+            child.wait()
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

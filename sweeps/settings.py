@@ -28,6 +28,18 @@ PRUNER_CLASSES = {
 PRUNERS = tuple(PRUNER_CLASSES)
 
 
+def pruner_spec(name: str, epochs: int) -> dict[str, Any]:
+    """The default pruner of each name, as an Optuna class name and constructor arguments.
+    Every epoch is a step, so resources are counted in epochs."""
+    arguments: dict[str, dict[str, Any]] = {
+        "median": {"n_startup_trials": 5, "n_warmup_steps": 5},
+        "hyperband": {"min_resource": 1, "max_resource": epochs, "reduction_factor": 3},
+        "successive_halving": {"min_resource": 1, "reduction_factor": 3},
+        "none": {},
+    }
+    return {"class": PRUNER_CLASSES[name], **arguments[name]}
+
+
 @dataclass(frozen=True)
 class StudySettings:
     """Study-wide choices.
@@ -41,6 +53,8 @@ class StudySettings:
         validation_fraction: share of rows held out, stratified.
         split_seed: seed of the train/validation split.
         validation_rows: the held-out rows, drawn once when the study is created.
+        pruner_spec: the pruner's Optuna class and constructor arguments, fixed when the study
+            is created (`pruner_spec`), so later defaults never change an existing study.
     """
 
     data_sha256: str
@@ -51,6 +65,7 @@ class StudySettings:
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     split_seed: int = DEFAULT_SPLIT_SEED
     validation_rows: tuple[int, ...] = ()
+    pruner_spec: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
@@ -90,10 +105,24 @@ class StudySettings:
             }
         )
 
-    def with_split(self, dataset: Dataset) -> StudySettings:
-        """These settings with the validation rows drawn from `dataset` (at study creation)."""
+    def fixed_at_creation(self, dataset: Dataset) -> StudySettings:
+        """These settings as a new study stores them: the validation rows drawn from `dataset`
+        and the pruner's full spec."""
         rows = validation_rows(dataset, self.validation_fraction, self.split_seed)
-        return replace(self, validation_rows=rows)
+        return replace(self, validation_rows=rows, pruner_spec=self.pruner_description())
+
+    def pruner_description(self) -> dict[str, Any]:
+        """The pruner as its Optuna class and constructor arguments (what `sweeps status
+        --json` prints, so anyone can rebuild exactly the pruner that ran)."""
+        if self.pruner_spec is not None:
+            return dict(self.pruner_spec)
+        return pruner_spec(self.pruner, self.epochs)  # a study made before specs were stored
+
+    def build_pruner(self) -> optuna.pruners.BasePruner:
+        """The pruner `pruner_description` describes."""
+        arguments = self.pruner_description()
+        pruner_class = getattr(optuna.pruners, arguments.pop("class"))
+        return pruner_class(**arguments)  # type: ignore[no-any-return]
 
     def save(self, study: optuna.Study) -> None:
         study.set_user_attr(SETTINGS_ATTR, self.to_dict())

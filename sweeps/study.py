@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 
@@ -13,7 +12,7 @@ from storage import StorageError, StorageSettings, TrialStore, open_storage, ope
 from storage.outage import retrying
 from storage.urls import sqlite_path
 from sweeps import proposals
-from sweeps.settings import PRUNER_CLASSES, StudySettings
+from sweeps.settings import StudySettings
 from trainer import Dataset, InvalidInputError
 
 # The tutorial's two schedules (time-based and drop-based decay), run first when asked so every
@@ -36,26 +35,6 @@ class OpenStudy:
     def store(self) -> TrialStore:
         """How this process writes the study's trials (SQL, or through a storage proxy)."""
         return open_trial_store(self.storage, self.study.study_name)
-
-
-def pruner_spec(name: str, epochs: int) -> dict[str, Any]:
-    """The study's pruner as an Optuna class name and its constructor arguments (what `sweeps
-    status --json` prints, so anyone can rebuild exactly the pruner that ran). Every epoch is a
-    step, so resources are counted in epochs."""
-    arguments: dict[str, dict[str, Any]] = {
-        "median": {"n_startup_trials": 5, "n_warmup_steps": 5},
-        "hyperband": {"min_resource": 1, "max_resource": epochs, "reduction_factor": 3},
-        "successive_halving": {"min_resource": 1, "reduction_factor": 3},
-        "none": {},
-    }
-    return {"class": PRUNER_CLASSES[name], **arguments[name]}
-
-
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """The pruner `pruner_spec` describes."""
-    spec = pruner_spec(name, epochs)
-    pruner_class = getattr(optuna.pruners, spec.pop("class"))
-    return pruner_class(**spec)  # type: ignore[no-any-return]
 
 
 def make_sampler(seed: int | None) -> optuna.samplers.TPESampler:
@@ -113,11 +92,11 @@ def _create_or_join(
             study_name=study_name,
             direction="maximize",
             sampler=sampler,
-            pruner=make_pruner(requested.pruner, requested.epochs),
+            pruner=requested.build_pruner(),
         )
     except optuna.exceptions.DuplicatedStudyError:
         return join(storage, study_name, sampler_seed, requested=requested, explicit=explicit)
-    requested = requested.with_split(dataset)
+    requested = requested.fixed_at_creation(dataset)
     requested.save(study)
     opened = OpenStudy(study, requested, storage)
     if enqueue_baselines:
@@ -161,7 +140,7 @@ def join(
         study_name=study_name,
         storage=storage,
         sampler=make_sampler(sampler_seed),
-        pruner=make_pruner(settings.pruner, settings.epochs),
+        pruner=settings.build_pruner(),
     )
     return OpenStudy(study, settings, storage)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from sweeps.study import OpenStudy, pruner_spec
+from sweeps.study import OpenStudy
 from sweeps.trial_attrs import STOP_REASON_ATTR
 
 
@@ -25,7 +25,7 @@ def summarize(opened: OpenStudy) -> dict[str, Any]:
         if best is None
         else {"trial_number": best.number, "value": best.value, "params": best.params},
         "settings": {
-            "pruner": pruner_spec(opened.settings.pruner, opened.settings.epochs),
+            "pruner": opened.settings.pruner_description(),
             "epochs": opened.settings.epochs,
             "schedulers": list(opened.settings.space.schedulers),
         },

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from storage import heartbeat
 from storage.bulk import Finished
-from storage.outage import retrying
+from storage.outage import raise_if_interrupted, retrying
 from sweeps.history import StudyHistory
 from sweeps.proposals import ClaimedTrial
 from sweeps.pruning import BatchPruner
@@ -41,9 +41,18 @@ class BatchOutcome:
 
 
 def run_trial_batch(
-    opened: OpenStudy, claimed: list[ClaimedTrial], tensors: Tensors, history: StudyHistory
+    opened: OpenStudy,
+    claimed: list[ClaimedTrial],
+    tensors: Tensors,
+    history: StudyHistory,
+    ended: set[int],
 ) -> BatchOutcome:
-    """Train, prune and finish every claimed trial; finished trials go into `history`."""
+    """Train, prune and finish every claimed trial; finished trials go into `history`, and the
+    id of every trial that ended (finished, or lost to another worker) into `ended`, so a
+    batch stopped half-way hands back only the rest.
+
+    Between epochs it stops for a held signal (InterruptRequested) or a broken heartbeat.
+    """
     store = opened.store
     pruner = BatchPruner(
         opened.study.pruner,
@@ -60,6 +69,7 @@ def run_trial_batch(
 
     def after_epoch(results: Mapping[int, EpochResult]) -> set[int]:
         beat.check()
+        raise_if_interrupted()
         stop = set()
         for member, result in results.items():
             pruner.report(claimed[member].trial_id, result.epoch, result.validation_accuracy)
@@ -71,25 +81,27 @@ def run_trial_batch(
                 ending[member] = "pruned"
             elif result.epoch == claimed[member].config.epochs - 1:
                 ending[member] = "finished"
-        ended = {
+        finishing = {
             m: _finished(pruner.trial(claimed[m].trial_id), reason) for m, reason in ending.items()
         }
         rows = [(claimed[m].trial_id, r.epoch, r.validation_accuracy) for m, r in results.items()]
         marks = pruner.take_system_attrs()
-        outcomes = [_outcome(trial) for trial in ended.values()]
+        outcomes = [_outcome(trial) for trial in finishing.values()]
         # Training waits while the database is away, so no computed epoch is dropped; the
         # write is idempotent, so a retry after a lost acknowledgement changes nothing.
         write = retrying(lambda: store.write_epoch(rows, marks, outcomes), "storing epoch results")
-        for member, trial in ended.items():
+        for member, trial in finishing.items():
             if trial._trial_id in write.finished:
                 history.add(trial)
                 by_reason[ending[member]] += 1
                 if trial.state == TrialState.COMPLETE and trial.value is not None:
                     completed.append(trial.value)
-            else:
-                lost.append(trial.number)
-        active.difference_update(ending)
-        return stop
+        gone = {m for m in active if claimed[m].trial_id in write.lost}
+        lost.extend(claimed[m].number for m in gone)
+        done = {m for m, trial in finishing.items() if trial._trial_id in write.finished}
+        active.difference_update(done | gone)
+        ended.update(claimed[m].trial_id for m in done | gone)
+        return stop | gone
 
     members = [BatchMember(c.config, seed=c.number) for c in claimed]
     with heartbeat(store, trial_ids) as beat:

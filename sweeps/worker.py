@@ -13,13 +13,14 @@ import os
 import socket
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 
 import torch
 
 from storage import StorageLost
-from storage.outage import retrying, signals_held
+from storage.outage import InterruptRequested, retrying, signals_held
 from storage.trial_store import finished_count
 from sweeps.history import DEFAULT_SAMPLER_HISTORY, StudyHistory
 from sweeps.proposals import ClaimedTrial, propose
@@ -141,31 +142,39 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
         if deadline is not None and time.monotonic() >= deadline:
             break  # no claim after the deadline, however long sampling took
         claimed: list[ClaimedTrial] = []
+        ended: set[int] = set()
+        claim_id = uuid.uuid4().hex  # once per claim: a retry finds what a lost answer started
 
         def claim() -> None:
-            # `retrying` holds a signal until the claim returns, so the claimed trials are
-            # known and handed back below rather than left RUNNING until their heartbeat expires.
-            started = store.claim(proposals, options.target_trials, worker_attrs)
+            started = store.claim(proposals, options.target_trials, worker_attrs, claim_id)
             claimed[:] = [ClaimedTrial.of(settings, trial) for trial in started]
 
         started_at = time.perf_counter()
-        try:
-            retrying(claim, "claiming trials")
-            if not claimed:
-                continue  # other workers took the last places first
-            outcome = run_trial_batch(opened, claimed, tensors, history)
-        except KeyboardInterrupt:  # SIGINT or SIGTERM: hand the batch back, then stop
-            hand_back(opened, claimed, "interrupted")
-            raise
-        except Exception as exc:  # a failing batch must not leave its trials RUNNING
-            hand_back(opened, claimed, f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, StorageLost):
-                raise
-            totals["failed"] += len(claimed)
-            consecutive_errors += 1
-            if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
-                raise RuntimeError(f"{consecutive_errors} batches in a row failed: {exc}") from exc
-            continue
+        outcome = None
+        # From the claim to the last write of the batch (or its hand-back), SIGINT/SIGTERM are
+        # held: the batch stops at the next safe point, is handed back, and the signal is
+        # delivered as the block exits.
+        with signals_held():
+            try:
+                retrying(claim, "claiming trials")
+                if claimed:
+                    outcome = run_trial_batch(opened, claimed, tensors, history, ended)
+            except InterruptRequested:
+                hand_back(opened, _unfinished(claimed, ended), "interrupted")
+            except Exception as exc:  # a failing batch must not leave its trials RUNNING
+                handed = hand_back(
+                    opened, _unfinished(claimed, ended), f"{type(exc).__name__}: {exc}"
+                )
+                if isinstance(exc, StorageLost):
+                    raise
+                totals["failed"] += handed
+                consecutive_errors += 1
+                if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+                    raise RuntimeError(
+                        f"{consecutive_errors} batches in a row failed: {exc}"
+                    ) from exc
+        if outcome is None:
+            continue  # nothing claimed (other workers took the last places), or failed
         consecutive_errors = 0
         totals.update(outcome.by_reason)
         if outcome.lost:
@@ -182,30 +191,38 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     return WorkerSummary(sum(totals.values()), dict(totals), stopped_because or timed_out)
 
 
-def hand_back(opened: OpenStudy, claimed: list[ClaimedTrial], reason: str) -> None:
-    """Fail the batch's unfinished trials with `reason` and queue each again.
+def _unfinished(claimed: list[ClaimedTrial], ended: set[int]) -> list[ClaimedTrial]:
+    return [trial for trial in claimed if trial.trial_id not in ended]
 
-    Every SIGINT/SIGTERM is held from the first word on stderr to the last write, backoff
-    included: a second Ctrl-C must not leave the batch RUNNING until its heartbeat expires. If
-    the database stays away, the stale-trial check re-queues the trials once it is back.
+
+def hand_back(opened: OpenStudy, trials: list[ClaimedTrial], reason: str) -> int:
+    """Fail `trials` with `reason` and queue each again; returns how many.
+
+    Every SIGINT/SIGTERM is held from the first write to the message after the last, backoff
+    included: a second Ctrl-C must not leave the batch RUNNING until its heartbeat expires (a
+    third goes through). If the database stays away, or refuses, the stale-trial check
+    re-queues the trials once their heartbeat expires.
     """
-    if not claimed:
-        return
-    trial_ids = [trial.trial_id for trial in claimed]
+    if not trials:
+        return 0
+    trial_ids = [trial.trial_id for trial in trials]
     with signals_held():
-        print(f"batch of {len(claimed)} trials failed: {reason}; re-queued", file=sys.stderr)
         try:
             retrying(
                 lambda: opened.store.hand_back(opened.study, trial_ids, reason),
                 "handing trials back",
                 give_up_s=HAND_BACK_GIVE_UP_S,
+                interruptible=False,
             )
-        except StorageLost:
+        except Exception as exc:
             print(
-                "could not hand the trials back; they are re-queued once their heartbeat "
-                "expires and the database answers",
+                f"could not hand {len(trials)} trials back ({type(exc).__name__}: {exc}); "
+                "they are re-queued once their heartbeat expires",
                 file=sys.stderr,
             )
+            return 0
+        print(f"{len(trials)} trials handed back ({reason}); re-queued", file=sys.stderr)
+    return len(trials)
 
 
 def _print_outcome(claimed: list[ClaimedTrial], outcome: BatchOutcome, seconds: float) -> None:

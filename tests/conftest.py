@@ -182,17 +182,24 @@ def study_trials(storage_url: str, study: str) -> list[optuna.trial.FrozenTrial]
 
 
 def wait_for_running(storage_url: str, study: str, timeout: float = 120, workers: int = 1) -> None:
-    """Until a trial runs and `workers` different workers have claimed trials."""
+    """Until a trial runs and `workers` different workers have claimed trials. One storage for
+    the whole wait, so each poll is one query: a fast worker's batches are not missed."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            trials = study_trials(storage_url, study)
-            claimed_by = {t.user_attrs.get("worker") for t in trials}
-            if any(t.state == TrialState.RUNNING for t in trials) and len(claimed_by) >= workers:
-                return
-        except KeyError:
-            pass  # the study is not created yet
-        time.sleep(0.05)
+    with opened_storage(storage_url) as storage:
+        while time.monotonic() < deadline:
+            try:
+                trials = optuna.load_study(study_name=study, storage=storage).get_trials(
+                    deepcopy=False
+                )
+                claimed_by = {t.user_attrs.get("worker") for t in trials}
+                if (
+                    any(t.state == TrialState.RUNNING for t in trials)
+                    and len(claimed_by) >= workers
+                ):
+                    return
+            except KeyError:
+                pass  # the study is not created yet
+            time.sleep(0.02)
     raise AssertionError("no trial started running")
 
 

@@ -62,7 +62,7 @@ def test_claimed_and_finished_trials_read_back_like_optuna_trials(
     study.tell(study.ask(), 0.5)  # one ordinary trial first: numbering continues after it
     store = SqlTrialStore(storage, "bulk")
     proposals = [_proposal(i, kind) for i, kind in enumerate(["step", "cosine", "step"])]
-    created = store.claim(proposals, None, {"worker": "w1"})
+    created = store.claim(proposals, None, {"worker": "w1"}, "c1")
     assert [t.number for t in created] == [1, 2, 3]
     assert all(t.user_attrs["worker"] == "w1" for t in created)
     # Each trial has beaten once already, so a worker killed right now still leaves trials
@@ -88,7 +88,7 @@ def test_claimed_and_finished_trials_read_back_like_optuna_trials(
     assert done.params == {"scheduler": "step", "lr": 0.01, "step.step_size": 2}
     assert done.distributions == DISTRIBUTIONS
     assert done.user_attrs == {"worker": "w1", "index": 0, "stop_reason": "finished"}
-    assert done.system_attrs == {"completed_rung_0": 0.6}
+    assert done.system_attrs == {"completed_rung_0": 0.6, "lrsweep:claim": "c1"}
     assert done.intermediate_values == {0: 0.6, 1: 0.7}
     assert done.value == 0.7 and pruned.value == 0.8
     # Nothing is written into a trial that is no longer RUNNING.
@@ -102,7 +102,7 @@ def test_an_epoch_write_retried_after_a_lost_acknowledgement_changes_nothing(
 ) -> None:
     optuna.create_study(storage=storage, study_name="again", direction="maximize")
     store = SqlTrialStore(storage, "again")
-    a, b = (t._trial_id for t in store.claim([_proposal(0), _proposal(1)], None, {}))
+    a, b = (t._trial_id for t in store.claim([_proposal(0), _proposal(1)], None, {}, "c1"))
     epoch = ([(a, 0, 0.5), (b, 0, 0.6)], [(a, "completed_rung_0", 0.5)])
     finished = [Finished(b, TrialState.PRUNED, 0.6, {"stop_reason": "pruned"})]
     first = store.write_epoch(*epoch, finished)
@@ -130,12 +130,16 @@ def test_claims_pop_queued_trials_first_and_respect_the_cap(
     study.tell(study.ask(), 0.5)
     store.enqueue([_proposal(7, state=TrialState.WAITING)])
     # Target 4: one finished, one waiting (owed a place), so at most 2 new ones may start.
-    claimed = store.claim([_proposal(i) for i in range(5)], 4, {"worker": "w"})
+    claimed = store.claim([_proposal(i) for i in range(5)], 4, {"worker": "w"}, "c1")
     assert [t.params["lr"] for t in claimed] == pytest.approx([0.08, 0.01, 0.02])
     assert claimed[0].state == TrialState.RUNNING and claimed[0].user_attrs["worker"] == "w"
-    assert store.claim([_proposal(9)], 4, {}) == []  # full: 1 finished + 3 running
+    assert store.claim([_proposal(9)], 4, {}, "c2") == []  # full: 1 finished + 3 running
     counts = store.counts()
     assert counts == {"COMPLETE": 1, "RUNNING": 3}
+    # The same claim retried after its commit landed (its answer lost) starts nothing more.
+    again = store.claim([_proposal(i) for i in range(5)], 4, {"worker": "w"}, "c1")
+    assert [t._trial_id for t in again] == [t._trial_id for t in claimed]
+    assert store.counts() == counts
     assert _heartbeat_ids(storage, store.study_id) == {t._trial_id for t in claimed}
 
 
@@ -152,7 +156,7 @@ def test_timestamps_are_naive_utc_whatever_the_local_zone(
         store = SqlTrialStore(storage, "tz")
         store.enqueue([_proposal(1, state=TrialState.WAITING)])
         before = datetime.datetime.now()
-        popped, created = store.claim([_proposal(0), _proposal(2)], None, {})
+        popped, created = store.claim([_proposal(0), _proposal(2)], None, {}, "c1")
         store.write_epoch(
             [],
             finished=[Finished(t._trial_id, TrialState.COMPLETE, 0.5) for t in (popped, created)],
@@ -174,5 +178,5 @@ def test_timestamps_are_naive_utc_whatever_the_local_zone(
 
 def test_claiming_nothing_writes_nothing(storage: optuna.storages.RDBStorage) -> None:
     study = optuna.create_study(storage=storage, study_name="empty")
-    assert SqlTrialStore(storage, "empty").claim([], None, {}) == []
+    assert SqlTrialStore(storage, "empty").claim([], None, {}, "c1") == []
     assert study.trials == []

@@ -175,7 +175,7 @@ def test_forty_concurrent_claims_through_one_proxy_neither_starve_nor_overshoot(
         try:
             store = ProxiedTrialStore(client, study)
             barrier.wait(timeout=60)
-            return len(store.claim([proposal], 30, {"worker": f"w{index}"}))
+            return len(store.claim([proposal], 30, {"worker": f"w{index}"}, f"claim-{index}"))
         finally:
             client.close()
 

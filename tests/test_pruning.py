@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -20,9 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.trial import FrozenTrial, TrialState
 
+from storage import StorageSettings
 from sweeps.pruning import BatchPruner
-from sweeps.settings import PRUNERS
-from sweeps.study import make_pruner, pruner_spec
+from sweeps.settings import StudySettings
+from sweeps.study import create_or_join
+from sweeps.summary import summarize
+from trainer import load_ionosphere
 
 STUDY_NAME = "same-name"
 FATES = ("complete", "complete", "running", "fail", "requeue")
@@ -196,11 +200,19 @@ def test_batched_decisions_equal_optuna_for_every_pruner_and_population(
         assert marks == expected
 
 
-def test_pruner_spec_rebuilds_the_pruner_that_runs() -> None:
-    """What `sweeps status --json` prints is enough to rebuild the study's pruner."""
-    for name in PRUNERS:
-        spec = pruner_spec(name, 50)
-        arguments = {key: value for key, value in spec.items() if key != "class"}
-        rebuilt = getattr(optuna.pruners, spec["class"])(**arguments)
-        built = make_pruner(name, 50)
-        assert type(rebuilt) is type(built) and vars(rebuilt) == vars(built)
+def test_a_study_keeps_the_pruner_it_was_created_with(tmp_path: Path, data_path: Path) -> None:
+    """The pruner's class and arguments are stored at creation: a worker joining later builds
+    that pruner and `status` reports it, whatever today's defaults are."""
+    dataset = load_ionosphere(data_path)
+    spec = {"class": "PercentilePruner", "percentile": 40.0, "n_startup_trials": 2}
+    settings = StudySettings(data_sha256=dataset.sha256, pruner_spec=spec)
+    url = f"sqlite:///{tmp_path / 'kept.db'}"
+    created = create_or_join(StorageSettings(url), "kept", settings, dataset)
+    joined = create_or_join(StorageSettings(url), "kept", StudySettings(dataset.sha256), dataset)
+    for opened in (created, joined):
+        pruner = opened.study.pruner
+        assert isinstance(pruner, optuna.pruners.PercentilePruner)
+        assert (pruner._percentile, pruner._n_startup_trials) == (40.0, 2)
+        assert summarize(opened)["settings"]["pruner"] == spec
+        assert isinstance(opened.storage, optuna.storages.RDBStorage)
+        opened.storage.engine.dispose()

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import study_trials, unique_study
+from conftest import unique_study
 from storage import SqlTrialStore, StorageLost, StorageSettings, heartbeat, resolve_storage_url
-from storage.locks import DatabaseLock
-from storage.outage import retrying
+from storage.heartbeat import Heartbeat
+from storage.outage import held_signals, is_transient, retrying
 from sweeps.history import StudyHistory
 from sweeps.proposals import ClaimedTrial, propose
 from sweeps.settings import StudySettings
@@ -48,7 +52,7 @@ def _claim(opened: OpenStudy, count: int) -> list[ClaimedTrial]:
     proposals = propose(
         opened.settings, opened.study.sampler, "x", history.sampler_view(50), count
     )
-    started = opened.store.claim(proposals, None, {"worker": "test"})
+    started = opened.store.claim(proposals, None, {"worker": "test"}, uuid.uuid4().hex)
     return [ClaimedTrial.of(opened.settings, trial) for trial in started]
 
 
@@ -64,8 +68,10 @@ def test_a_trial_failed_meanwhile_is_reported_lost_and_kept_out_of_the_history(
     # Another worker's stale check fails it (and would queue a copy) while this batch trains.
     opened.storage.set_trial_state_values(stale.trial_id, TrialState.FAIL)
     history = StudyHistory(opened.storage, opened.store.study_id)
-    outcome = run_trial_batch(opened, claimed, _tensors(opened, data_path), history)
+    ended: set[int] = set()
+    outcome = run_trial_batch(opened, claimed, _tensors(opened, data_path), history, ended)
     assert outcome.lost == (stale.number,)
+    assert ended == {c.trial_id for c in claimed}  # nothing of this batch is left to hand back
     assert sum(outcome.by_reason.values()) == 2
     held = {t.number: t.state for t in history.population}
     assert stale.number not in held
@@ -94,16 +100,23 @@ def test_a_broken_heartbeat_stops_the_batch_and_hands_it_back(
     assert {t.state for t in trials} == {TrialState.FAIL, TrialState.WAITING}
 
 
-def _interrupt_twice_while(blocked: threading.Event) -> threading.Thread:
-    """Send this process SIGINT twice once `blocked` is set (the main thread is then inside a
-    storage call), then let the call go on."""
+def _deliver_signals_to_the_main_thread() -> None:
+    """Block SIGINT in the calling thread: the kernel then delivers this process's SIGINTs to
+    the main thread, which is woken from a blocking call to run the handler (Python runs
+    handlers in the main thread only)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _interrupt_twice_once(entered: threading.Event, sent: threading.Event) -> threading.Thread:
+    """Once `entered` is set (the main thread is then inside the window under test), send
+    this process SIGINT twice, then set `sent` (which lets the window end)."""
 
     def send() -> None:
-        blocked.wait(timeout=30)
-        time.sleep(0.2)
+        _deliver_signals_to_the_main_thread()
+        assert entered.wait(timeout=60)
         os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGINT)
+        sent.set()
 
     thread = threading.Thread(target=send)
     thread.start()
@@ -111,57 +124,117 @@ def _interrupt_twice_while(blocked: threading.Event) -> threading.Thread:
 
 
 def test_signals_inside_a_storage_call_are_delivered_when_it_returns() -> None:
-    blocked, release, finished = threading.Event(), threading.Event(), threading.Event()
+    entered, sent, finished = threading.Event(), threading.Event(), threading.Event()
 
     def storage_call() -> None:
-        blocked.set()
-        release.wait(timeout=30)
+        entered.set()
+        assert sent.wait(timeout=60)
+        time.sleep(0.05)  # the signals are pending now; the call still runs to its end
         finished.set()
 
-    sender = _interrupt_twice_while(blocked)
-    threading.Timer(1.0, release.set).start()
+    sender = _interrupt_twice_once(entered, sent)
     with pytest.raises(KeyboardInterrupt):
         retrying(storage_call, "a test call")
     sender.join()
-    assert finished.is_set()  # the call ran to its end before the interrupt was raised
+    assert finished.is_set()
 
 
-def test_a_hand_back_interrupted_twice_still_hands_every_trial_back(
-    opened: OpenStudy, storage_url: str
+class _BlockingStderr:
+    """stderr whose first write blocks until the test's signals were sent."""
+
+    def __init__(self, entered: threading.Event, sent: threading.Event) -> None:
+        self.entered, self.sent, self.lines = entered, sent, []
+
+    def write(self, text: str) -> int:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.sent.wait(timeout=60)
+        self.lines.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("window", ["storage call", "backoff", "message"])
+def test_two_ctrl_cs_anywhere_in_a_hand_back_still_hand_every_trial_back(
+    window: str, opened: OpenStudy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A second Ctrl-C (two here) inside a hand-back: in its storage call, in the backoff
+    after a transient failure, or while it writes its message. The hand-back completes, then
+    the interrupt is raised."""
+    from sqlalchemy.exc import OperationalError
+
     claimed = _claim(opened, 4)
-    # Another worker holds the claim lock, so the hand-back waits inside its storage call
-    # while two Ctrl-Cs arrive.
-    url = resolve_storage_url(storage_url)
-    lock = DatabaseLock(url, f"claim-{opened.study.study_name}")
-    holding, waiting = threading.Event(), threading.Event()
+    entered, sent = threading.Event(), threading.Event()
+    real = SqlTrialStore.hand_back
+    attempts: list[int] = []
 
-    def hold() -> None:
-        with lock.held():
-            holding.set()
-            waiting.wait(timeout=30)
-            time.sleep(1.0)
+    def hand_back_in_window(self: SqlTrialStore, *args: Any) -> None:
+        attempts.append(1)
+        if window == "storage call":
+            entered.set()
+            assert sent.wait(timeout=60)
+        if window == "backoff":
+            if len(attempts) == 1:
+                entered.set()  # the signals arrive while `retrying` backs off
+                raise OperationalError("UPDATE trials", {}, Exception("connection closed"))
+            assert sent.wait(timeout=60)
+        real(self, *args)
 
-    holder = threading.Thread(target=hold)
-    holder.start()
-    holding.wait(timeout=30)
-    sender = _interrupt_twice_while(waiting)
-    waiting.set()
+    monkeypatch.setattr(SqlTrialStore, "hand_back", hand_back_in_window)
+    if window == "message":
+        monkeypatch.setattr(sys, "stderr", _BlockingStderr(entered, sent))
+    sender = _interrupt_twice_once(entered, sent)
     with pytest.raises(KeyboardInterrupt):
         hand_back(opened, claimed, "interrupted")
     sender.join()
-    holder.join()
-    trials = study_trials(storage_url, opened.study.study_name)
-    states = {t.number: t.state for t in trials}
-    assert [states[c.number] for c in claimed] == [TrialState.FAIL] * len(claimed)
-    assert sum(state == TrialState.WAITING for state in states.values()) == len(claimed)
+    assert sent.is_set()
+    trials = {t.number: t for t in opened.study.get_trials()}
+    for trial in claimed:
+        failed = trials[trial.number]
+        assert (
+            failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"] == "interrupted"
+        )
+        assert trials[failed.user_attrs["retried_as"]].state == TrialState.WAITING
 
 
-def test_a_heartbeat_that_breaks_mid_batch_is_raised_at_the_next_epoch(
+def test_a_heartbeat_that_breaks_mid_batch_stops_the_batch_at_the_next_epoch(
+    opened: OpenStudy, data_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat thread meets a non-transient error after the batch's first epoch: the
+    batch stops at the next epoch instead of training on while its trials go stale."""
+    import sweeps.trial_batch
+
+    failing = Heartbeat()
+    real_write = SqlTrialStore.write_epoch
+
+    def write_then_break_heartbeat(self: SqlTrialStore, *args: Any) -> Any:
+        written = real_write(self, *args)
+        failing.error = PermissionError("permission denied for table trial_heartbeats")
+        return written
+
+    @contextmanager
+    def broken_heartbeat(*_: object) -> Iterator[Heartbeat]:
+        yield failing
+
+    monkeypatch.setattr(SqlTrialStore, "write_epoch", write_then_break_heartbeat)
+    monkeypatch.setattr(sweeps.trial_batch, "heartbeat", broken_heartbeat)
+    claimed = _claim(opened, 3)
+    ended: set[int] = set()
+    history = StudyHistory(opened.storage, opened.store.study_id)
+    with pytest.raises(StorageLost, match="heartbeat failed .*permission denied"):
+        run_trial_batch(opened, claimed, _tensors(opened, data_path), history, ended)
+    assert not ended
+    for trial in opened.study.get_trials():
+        assert trial.state == TrialState.RUNNING and sorted(trial.intermediate_values) == [0]
+
+
+def test_a_heartbeat_thread_that_breaks_reports_it_through_check(
     opened: OpenStudy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The thread meets a non-transient error after the first beat: `check()` raises it
-    instead of the thread dying silently while training goes on."""
+    """The thread itself: after the first beat, a non-transient error is kept for `check()`
+    instead of the thread dying silently."""
     calls: list[int] = []
     broke = threading.Event()
 
@@ -181,3 +254,56 @@ def test_a_heartbeat_that_breaks_mid_batch_is_raised_at_the_next_epoch(
             time.sleep(0.01)  # the thread records the error right after the call raised
         with pytest.raises(StorageLost, match="heartbeat failed .*permission denied"):
             beat.check()
+
+
+def test_a_third_ctrl_c_goes_through_at_once() -> None:
+    """Held signals wait for the storage call; a user who insists (a third) is not held."""
+    entered, sent = threading.Event(), threading.Event()
+
+    def stuck_call() -> None:
+        entered.set()
+        for _ in range(600):  # a call that would hold the worker for a minute (in short
+            time.sleep(0.1)  # steps: a signal taken by one of torch's threads wakes no sleep)
+
+    def send_three() -> None:
+        _deliver_signals_to_the_main_thread()
+        assert entered.wait(timeout=60)
+        for count in range(3):
+            os.kill(os.getpid(), signal.SIGINT)
+            # Wait until it is held: two pending SIGINTs would reach Python as one.
+            deadline = time.monotonic() + 30
+            while count < 2 and held_signals() <= count and time.monotonic() < deadline:
+                time.sleep(0.01)
+        sent.set()
+
+    sender = threading.Thread(target=send_three)
+    sender.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        retrying(stuck_call, "a stuck call")
+    sender.join()
+    assert sent.is_set() and time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "transient"),
+    [
+        ("UNAVAILABLE", "failed to connect to all addresses", True),
+        ("UNKNOWN", "Exception calling application: (psycopg.OperationalError) gone", True),
+        ("UNKNOWN", "Exception calling application: division by zero", False),
+        ("NOT_FOUND", "no such study", False),
+    ],
+)
+def test_a_database_outage_behind_the_proxy_is_transient(
+    code: str, details: str, transient: bool
+) -> None:
+    import grpc
+
+    class Refused(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode[code]
+
+        def details(self) -> str:
+            return details
+
+    assert is_transient(Refused()) is transient

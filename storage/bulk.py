@@ -312,6 +312,19 @@ def _finish(connection: Connection, finishing: Sequence[Finished]) -> None:
     )
 
 
+def fail_if_running(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
+    """Fail a trial only if it is still RUNNING, in one statement: a worker that finished it
+    a moment ago keeps its result (Optuna's own check reads, then overwrites, and on SQLite
+    the read is outside the write's transaction)."""
+    with storage.engine.begin() as connection:
+        failed = connection.execute(
+            update(TRIALS)
+            .where(TRIALS.c.trial_id == trial_id, TRIALS.c.state == TrialState.RUNNING)
+            .values(state=TrialState.FAIL, datetime_complete=utc_now())
+        )
+        return failed.rowcount == 1
+
+
 def record_heartbeats(storage: optuna.storages.RDBStorage, trial_ids: Sequence[int]) -> None:
     """One statement for a whole batch, with the database's clock as Optuna's own
     `record_heartbeat` uses (every claimed trial has a heartbeat row from its claim)."""

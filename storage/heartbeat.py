@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from storage.errors import StorageLost
-from storage.outage import HELD_SIGNALS, is_transient, retrying
+from storage.outage import HELD_SIGNALS, InterruptRequested, is_transient, retrying
 from storage.trial_store import TrialStore
 
 OUTAGE_RETRY_S = 1.0
@@ -43,9 +43,9 @@ def heartbeat(store: TrialStore, trial_ids: Sequence[int]) -> Iterator[Heartbeat
         return
     try:
         retrying(lambda: store.record_heartbeats(trial_ids), "recording heartbeats")
+    except (StorageLost, InterruptRequested):
+        raise
     except Exception as exc:
-        if isinstance(exc, StorageLost):
-            raise
         raise _lost(exc) from exc
     stop = threading.Event()
 

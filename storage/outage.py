@@ -31,6 +31,9 @@ from storage.errors import StorageLost
 T = TypeVar("T")
 TRANSIENT = (OperationalError, InterfaceError, optuna.exceptions.StorageInternalError)
 GRPC_TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+# What Optuna's RDB storage says for any database error it wraps (StorageInternalError), as
+# it reaches a worker behind the proxy (gRPC UNKNOWN, with only the message).
+STORAGE_INTERNAL_ERROR_TEXT = "An exception is raised during the commit"
 DEFAULT_GIVE_UP_S = 300.0
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -68,14 +71,16 @@ def signals_held() -> Iterator[None]:
             signal.raise_signal(number)
 
     _depth = 1
+    _held.clear()
     try:
         for held in HELD_SIGNALS:
             previous[held] = signal.signal(held, hold)
         yield
     finally:
         _depth = 0
+        pending = _held[:1]
+        _held.clear()
         _restore(previous)
-        pending, _held[:] = _held[:1], []
         if pending:
             signal.raise_signal(pending[0])
 
@@ -105,7 +110,9 @@ def is_transient(exc: BaseException) -> bool:
     name = getattr(code(), "name", None) if callable(code) else None
     if name == "UNKNOWN":
         details = str(getattr(exc, "details", lambda: "")())
-        return any(error.__name__ in details for error in TRANSIENT)
+        return STORAGE_INTERNAL_ERROR_TEXT in details or any(
+            error.__name__ in details for error in TRANSIENT
+        )
     return name in GRPC_TRANSIENT
 
 

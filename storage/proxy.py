@@ -141,9 +141,10 @@ class ProxiedTrialStore(TrialStore):
     def fail_stale_trials(self, study: optuna.Study) -> None:
         """The proxy does this for every study (`sweeps.proxy`)."""
 
-    def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> None:
+    def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> int:
         request = {"trial_ids": list(trial_ids), "reason": reason}
         self._client.set_study_system_attr(self.study_id, HAND_BACK_KEY, request)
+        return sum(self._client.get_trial(i).state == TrialState.FAIL for i in trial_ids)
 
     def record_heartbeats(self, trial_ids: Sequence[int]) -> None:
         if trial_ids:

@@ -14,7 +14,7 @@ from typing import Any, cast
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from storage.bulk import annotate_trial
+from storage.bulk import annotate_trial, fail_if_running
 
 FAIL_REASON_ATTR = "fail_reason"
 RETRIED_AS_ATTR = "retried_as"
@@ -61,16 +61,14 @@ def hand_back(
     trial_ids: Sequence[int],
     reason: str,
     database: optuna.storages.RDBStorage,
-) -> None:
-    """Fail each of `trial_ids` that is still RUNNING and `requeue` it. Callers hold the
-    study's claim lock, so no claim counts the study between a failure and its copy."""
-    storage = study._storage
-    for trial_id in trial_ids:
-        try:
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # finished (or failed as stale) before: nothing to hand back
-        requeue(study, storage.get_trial(trial_id), reason, database)
+) -> int:
+    """Fail each of `trial_ids` that is still RUNNING and `requeue` it; returns how many.
+    Callers hold the study's claim lock, so no claim counts the study between a failure and
+    its copy."""
+    failed = [trial_id for trial_id in trial_ids if fail_if_running(database, trial_id)]
+    for trial_id in failed:
+        requeue(study, study._storage.get_trial(trial_id), reason, database)
+    return len(failed)
 
 
 class RequeueStaleTrials:

@@ -11,7 +11,6 @@ the queued copy that is owed its place, and the study ends with exactly its targ
 
 from __future__ import annotations
 
-import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -79,8 +78,9 @@ class TrialStore(ABC):
         """Under the claim lock, fail dead workers' trials and queue their copies."""
 
     @abstractmethod
-    def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> None:
-        """Under the claim lock, fail trials this worker gives up on and queue copies."""
+    def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> int:
+        """Under the claim lock, fail trials this worker gives up on (those still RUNNING)
+        and queue copies; returns how many."""
 
     @abstractmethod
     def record_heartbeats(self, trial_ids: Sequence[int]) -> None:
@@ -140,13 +140,19 @@ class SqlTrialStore(TrialStore):
         return bulk.write_epoch(self._storage, values, system_attrs, finished)
 
     def fail_stale_trials(self, study: optuna.Study) -> None:
-        with self._lock.held(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-
-    def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> None:
+        """Optuna's `fail_stale_trials`, with a conditional UPDATE (`bulk.fail_if_running`)."""
+        storage = self._storage
         with self._lock.held():
-            hand_back(study, trial_ids, reason, self._storage)
+            stale = storage._get_stale_trial_ids(self.study_id)
+            failed = [trial_id for trial_id in stale if bulk.fail_if_running(storage, trial_id)]
+            requeue = storage.get_heartbeat_stale_trial_callback()
+            if requeue is not None:
+                for trial_id in failed:
+                    requeue(study, storage.get_trial(trial_id))
+
+    def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> int:
+        with self._lock.held():
+            return hand_back(study, trial_ids, reason, self._storage)
 
     def record_heartbeats(self, trial_ids: Sequence[int]) -> None:
         bulk.record_heartbeats(self._storage, trial_ids)

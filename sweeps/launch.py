@@ -63,9 +63,11 @@ def launch_workers(
     children: list[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
+        # Workers hand their trials back on SIGINT and SIGTERM; a closed terminal is a SIGTERM.
+        sent = signal.SIGTERM if signum == signal.SIGHUP else signum
         for child in children:
             if child.poll() is None:
-                child.send_signal(signum)
+                child.send_signal(sent)
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sweeps.objective import objective
 from trainer import TrainConfig, validation_rows
 from trainer.data import cached_dataset
 from trainer.training import RunStatus, Tensors, resolve_device, split_tensors
@@ -20,9 +21,12 @@ from trainer.vectorized import BatchMember, train_batch
 
 @dataclass(frozen=True)
 class SeedRun:
+    """One seed's run (over every fold: the fold means), or its divergence."""
+
     seed: int
     status: RunStatus
     accuracy: float | None
+    loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,19 @@ class SeedScores:
         return statistics.fmean(self.scores)
 
     @property
+    def mean_objective(self) -> float:
+        """What candidates are ranked by: the objective (`sweeps.objective`) of each run, a
+        diverged run scoring 0, averaged over seeds."""
+        return statistics.fmean(
+            objective(run.accuracy, run.loss)
+            if run.accuracy is not None
+            and run.loss is not None
+            and run.status != RunStatus.DIVERGED
+            else 0.0
+            for run in self.runs
+        )
+
+    @property
     def std(self) -> float:
         return statistics.pstdev(self.scores)
 
@@ -59,23 +76,28 @@ class SeedScores:
 
 
 def score_over_seeds(
-    configs: Sequence[TrainConfig], tensors: Tensors, seeds: int
+    configs: Sequence[TrainConfig], folds: Sequence[Tensors], seeds: int
 ) -> list[SeedScores]:
-    """Train every config once per seed 0..seeds-1; the seed sets both the initial weights and
-    the mini-batch order. The configs of one seed train together in one batch."""
-    by_seed = [
-        train_batch([BatchMember(config, seed) for config in configs], tensors, order_seed=seed)
-        for seed in range(seeds)
-    ]
-    return [
-        SeedScores(
-            tuple(
-                SeedRun(seed, results[index].status, results[index].final_accuracy)
-                for seed, results in enumerate(by_seed)
-            )
-        )
-        for index in range(len(configs))
-    ]
+    """Train every config once per seed 0..seeds-1 on every fold; the seed sets both the
+    initial weights and the mini-batch order. A seed's score is the mean over folds, and a
+    divergence on any fold is a divergence. The configs of one seed train together, one
+    batch for all folds."""
+    scores: list[list[SeedRun]] = [[] for _ in configs]
+    n_folds = len(folds)
+    for seed in range(seeds):
+        members = [
+            BatchMember(config, seed, fold) for config in configs for fold in range(n_folds)
+        ]
+        results = train_batch(members, folds, order_seed=seed)
+        for index in range(len(configs)):
+            runs = results[index * n_folds : (index + 1) * n_folds]
+            if any(run.status == RunStatus.DIVERGED or not run.history for run in runs):
+                scores[index].append(SeedRun(seed, RunStatus.DIVERGED, None))
+                continue
+            accuracy = statistics.fmean(run.history[-1].validation_accuracy for run in runs)
+            loss = statistics.fmean(run.history[-1].validation_loss for run in runs)
+            scores[index].append(SeedRun(seed, RunStatus.COMPLETED, accuracy, loss))
+    return [SeedScores(tuple(runs)) for runs in scores]
 
 
 def evaluation_tensors(
@@ -101,7 +123,7 @@ def retrain(
 ) -> dict[str, Any]:
     """`sweeps train`: one config over `seeds` seeds, as a JSON-ready report."""
     tensors, evaluated_on = evaluation_tensors(data, test_csv, device)
-    (scores,) = score_over_seeds([config], tensors, seeds)
+    (scores,) = score_over_seeds([config], [tensors], seeds)
     return {
         "config": config.to_json_dict(),
         "evaluated_on": evaluated_on,

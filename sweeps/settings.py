@@ -16,7 +16,7 @@ import optuna
 from sweeps.space import SearchSpace, config_from_params
 from trainer import Dataset, InvalidInputError, TrainConfig, validation_rows
 from trainer.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
-from trainer.data import DEFAULT_SPLIT_SEED, DEFAULT_VALIDATION_FRACTION
+from trainer.data import DEFAULT_SPLIT_SEED, DEFAULT_VALIDATION_FRACTION, stratified_folds
 
 SETTINGS_ATTR = "lrsweep.settings"
 PRUNER_CLASSES = {
@@ -53,6 +53,9 @@ class StudySettings:
         validation_fraction: share of rows held out, stratified.
         split_seed: seed of the train/validation split.
         validation_rows: the held-out rows, drawn once when the study is created.
+        folds: 1 for one train/validation split; F >= 2 to train each trial F times, once per
+            stratified fold, and score it by the mean over folds.
+        fold_rows: the validation rows of each fold, drawn once when the study is created.
         pruner_spec: the pruner's Optuna class and constructor arguments, fixed when the study
             is created (`pruner_spec`), so later defaults never change an existing study.
     """
@@ -65,6 +68,8 @@ class StudySettings:
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     split_seed: int = DEFAULT_SPLIT_SEED
     validation_rows: tuple[int, ...] = ()
+    folds: int = 1
+    fold_rows: tuple[tuple[int, ...], ...] = ()
     pruner_spec: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -74,6 +79,8 @@ class StudySettings:
             )
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise InvalidInputError(f"epochs must be an integer >= 1; got {self.epochs!r}")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 1:
+            raise InvalidInputError(f"--folds must be an integer >= 1; got {self.folds!r}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise InvalidInputError(
                 f"validation fraction must be in (0, 1); got {self.validation_fraction!r}"
@@ -102,6 +109,7 @@ class StudySettings:
                 **document,
                 "space": SearchSpace.from_dict(document["space"]),
                 "validation_rows": tuple(document["validation_rows"]),
+                "fold_rows": tuple(tuple(rows) for rows in document.get("fold_rows", ())),
             }
         )
 
@@ -109,7 +117,14 @@ class StudySettings:
         """These settings as a new study stores them: the validation rows drawn from `dataset`
         and the pruner's full spec."""
         rows = validation_rows(dataset, self.validation_fraction, self.split_seed)
-        return replace(self, validation_rows=rows, pruner_spec=self.pruner_description())
+        folds = () if self.folds == 1 else stratified_folds(dataset, self.folds, self.split_seed)
+        return replace(
+            self, validation_rows=rows, fold_rows=folds, pruner_spec=self.pruner_description()
+        )
+
+    def validation_splits(self) -> tuple[tuple[int, ...], ...]:
+        """The validation rows of each model a trial trains: one split, or one per fold."""
+        return self.fold_rows if self.folds > 1 else (self.validation_rows,)
 
     def pruner_description(self) -> dict[str, Any]:
         """The pruner as its Optuna class and constructor arguments (what `sweeps status

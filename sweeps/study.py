@@ -14,6 +14,7 @@ from storage.urls import sqlite_path
 from sweeps import proposals
 from sweeps.settings import StudySettings
 from trainer import Dataset, InvalidInputError
+from trainer.training import Tensors, split_tensors
 
 # The tutorial's two schedules (time-based and drop-based decay), run first when asked so every
 # study has a known reference point.
@@ -35,6 +36,11 @@ class OpenStudy:
     def store(self) -> TrialStore:
         """How this process writes the study's trials (SQL, or through a storage proxy)."""
         return open_trial_store(self.storage, self.study.study_name)
+
+
+def fold_tensors(settings: StudySettings, dataset: Dataset, device: str) -> list[Tensors]:
+    """The study's validation splits of `dataset` as device tensors: one, or one per fold."""
+    return [split_tensors(dataset, rows, device) for rows in settings.validation_splits()]
 
 
 def make_sampler(seed: int | None) -> optuna.samplers.TPESampler:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from sweeps.selection import SELECTION_ATTR
 from sweeps.study import OpenStudy
 from sweeps.trial_attrs import STOP_REASON_ATTR
 
@@ -27,8 +28,32 @@ def summarize(opened: OpenStudy) -> dict[str, Any]:
         "settings": {
             "pruner": opened.settings.pruner_description(),
             "epochs": opened.settings.epochs,
+            "folds": opened.settings.folds,
             "schedulers": list(opened.settings.space.schedulers),
         },
+        "choice": _choice(opened.study.user_attrs.get(SELECTION_ATTR)),
+    }
+
+
+def _choice(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The robust choice (`sweeps.selection`): the chosen and the raw best trial, each with its
+    mean and spread over the retraining seeds."""
+    if record is None:
+        return None
+    by_number = {c["trial_number"]: c for c in record["candidates"]}
+
+    def spread(number: int) -> dict[str, Any]:
+        candidate = by_number[number]
+        return {
+            "trial_number": number,
+            "mean_accuracy": candidate["mean_accuracy"],
+            "std_accuracy": candidate["std_accuracy"],
+        }
+
+    return {
+        "method": record["method"],
+        "chosen": spread(record["chosen_trial"]),
+        "raw_best": spread(record["raw_best_trial"]),
     }
 
 
@@ -47,6 +72,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     else:
         params = ", ".join(f"{k}={_short(v)}" for k, v in best["params"].items())
         lines.append(f"best: trial {best['trial_number']} accuracy {best['value']:.4f} ({params})")
+    choice = summary["choice"]
+    if choice is not None:
+        chosen, raw = choice["chosen"], choice["raw_best"]
+        lines.append(
+            f"chosen: trial {chosen['trial_number']} {_spread(chosen)}; the raw best trial "
+            f"{raw['trial_number']} {_spread(raw)} ({choice['method']})"
+        )
     return "\n".join(lines)
 
 
@@ -54,6 +86,10 @@ def _call(spec: dict[str, Any]) -> str:
     """A pruner spec as the constructor call it stands for."""
     arguments = ", ".join(f"{key}={value}" for key, value in spec.items() if key != "class")
     return f"{spec['class']}({arguments})"
+
+
+def _spread(candidate: dict[str, Any]) -> str:
+    return f"{candidate['mean_accuracy']:.4f} +/- {candidate['std_accuracy']:.4f}"
 
 
 def _short(value: object) -> str:

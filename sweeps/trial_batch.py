@@ -12,8 +12,9 @@ not the study's result: it is left out of this worker's history and reported as 
 from __future__ import annotations
 
 import datetime
+import statistics
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from optuna.trial import FrozenTrial, TrialState
@@ -22,12 +23,15 @@ from storage import heartbeat
 from storage.bulk import Finished
 from storage.outage import raise_if_interrupted, retrying
 from sweeps.history import StudyHistory
+from sweeps.objective import objective
 from sweeps.proposals import ClaimedTrial
 from sweeps.pruning import BatchPruner
 from sweeps.study import OpenStudy
 from sweeps.trial_attrs import STOP_REASON_ATTR
 from trainer.training import EpochResult, Tensors
 from trainer.vectorized import BatchMember, train_batch
+
+FINAL_ATTRS = (STOP_REASON_ATTR, "validation_accuracy", "validation_loss", "fold_accuracies")
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class BatchOutcome:
 def run_trial_batch(
     opened: OpenStudy,
     claimed: list[ClaimedTrial],
-    tensors: Tensors,
+    folds: Sequence[Tensors],
     history: StudyHistory,
     ended: set[int],
 ) -> BatchOutcome:
@@ -51,6 +55,8 @@ def run_trial_batch(
     id of every trial that ended (finished, or lost to another worker) into `ended`, so a
     batch stopped half-way hands back only the rest.
 
+    Each trial trains one model per fold (members trial * F + fold of one vectorized batch)
+    and reports the objective of the fold means; a trial ends when any of its folds diverges.
     Between epochs it stops for a held signal (InterruptRequested) or a broken heartbeat.
     """
     store = opened.store
@@ -61,55 +67,97 @@ def run_trial_batch(
         population=history.population,
         running=[c.stored for c in claimed],
     )
+    n_folds = len(folds)
     active = set(range(len(claimed)))
+    scores: dict[int, EpochScores] = {}
     by_reason: Counter[str] = Counter()
     completed: list[float] = []
     lost: list[int] = []
-    trial_ids = [c.trial_id for c in claimed]
 
     def after_epoch(results: Mapping[int, EpochResult]) -> set[int]:
         beat.check()
-        raise_if_interrupted()
-        stop = set()
-        for member, result in results.items():
-            pruner.report(claimed[member].trial_id, result.epoch, result.validation_accuracy)
-            if pruner.should_prune(claimed[member].trial_id):
-                stop.add(member)
-        ending = {member: "diverged" for member in active - results.keys()}
-        for member, result in results.items():
-            if member in stop:
-                ending[member] = "pruned"
-            elif result.epoch == claimed[member].config.epochs - 1:
-                ending[member] = "finished"
+        by_trial: dict[int, list[EpochResult]] = {}
+        for member, result in sorted(results.items()):
+            by_trial.setdefault(member // n_folds, []).append(result)
+        whole = {i: rs for i, rs in by_trial.items() if len(rs) == n_folds}
+        stop, rows = set(), []
+        for index, fold_results in whole.items():
+            trial_id, epoch = claimed[index].trial_id, fold_results[0].epoch
+            scores[index] = EpochScores.of(fold_results)
+            value = scores[index].objective
+            rows.append((trial_id, epoch, value))
+            pruner.report(trial_id, epoch, value)
+            if pruner.should_prune(trial_id):
+                stop.add(index)
+        ending = {index: "diverged" for index in active - whole.keys()}
+        for index, fold_results in whole.items():
+            if index in stop:
+                ending[index] = "pruned"
+            elif fold_results[0].epoch == claimed[index].config.epochs - 1:
+                ending[index] = "finished"
         finishing = {
-            m: _finished(pruner.trial(claimed[m].trial_id), reason) for m, reason in ending.items()
+            i: _finished(pruner.trial(claimed[i].trial_id), reason, scores.get(i))
+            for i, reason in ending.items()
         }
-        rows = [(claimed[m].trial_id, r.epoch, r.validation_accuracy) for m, r in results.items()]
         marks = pruner.take_system_attrs()
         outcomes = [_outcome(trial) for trial in finishing.values()]
         # Training waits while the database is away, so no computed epoch is dropped; the
         # write is idempotent, so a retry after a lost acknowledgement changes nothing.
         write = retrying(lambda: store.write_epoch(rows, marks, outcomes), "storing epoch results")
-        for member, trial in finishing.items():
+        for index, trial in finishing.items():
             if trial._trial_id in write.finished:
                 history.add(trial)
-                by_reason[ending[member]] += 1
+                by_reason[ending[index]] += 1
                 if trial.state == TrialState.COMPLETE and trial.value is not None:
                     completed.append(trial.value)
-        gone = {m for m in active if claimed[m].trial_id in write.lost}
-        lost.extend(claimed[m].number for m in gone)
-        done = {m for m, trial in finishing.items() if trial._trial_id in write.finished}
+        gone = {i for i in active if claimed[i].trial_id in write.lost}
+        lost.extend(claimed[i].number for i in gone)
+        done = {i for i, trial in finishing.items() if trial._trial_id in write.finished}
         active.difference_update(done | gone)
-        ended.update(claimed[m].trial_id for m in done | gone)
-        return stop | gone
+        ended.update(claimed[i].trial_id for i in done | gone)
+        raise_if_interrupted()  # after the write: a Ctrl-C keeps the epoch just computed
+        leaving = stop | gone | set(ending)
+        return {index * n_folds + fold for index in leaving for fold in range(n_folds)}
 
-    members = [BatchMember(c.config, seed=c.number) for c in claimed]
-    with heartbeat(store, trial_ids) as beat:
-        train_batch(members, tensors, order_seed=claimed[0].number, on_epoch=after_epoch)
+    members = [
+        BatchMember(c.config, seed=c.number, fold=fold) for c in claimed for fold in range(n_folds)
+    ]
+    with heartbeat(store, [c.trial_id for c in claimed]) as beat:
+        train_batch(members, folds, order_seed=claimed[0].number, on_epoch=after_epoch)
     return BatchOutcome(by_reason, max(completed, default=None), tuple(sorted(lost)))
 
 
-def _finished(trial: FrozenTrial, reason: str) -> FrozenTrial:
+@dataclass(frozen=True)
+class EpochScores:
+    """A trial's validation numbers for one epoch: means over its folds, and each fold's."""
+
+    accuracy: float
+    loss: float
+    fold_accuracies: tuple[float, ...]
+
+    @classmethod
+    def of(cls, fold_results: Sequence[EpochResult]) -> EpochScores:
+        return cls(
+            statistics.fmean(r.validation_accuracy for r in fold_results),
+            statistics.fmean(r.validation_loss for r in fold_results),
+            tuple(r.validation_accuracy for r in fold_results),
+        )
+
+    @property
+    def objective(self) -> float:
+        return objective(self.accuracy, self.loss)
+
+    def user_attrs(self) -> dict[str, object]:
+        attrs: dict[str, object] = {
+            "validation_accuracy": self.accuracy,
+            "validation_loss": self.loss,
+        }
+        if len(self.fold_accuracies) > 1:
+            attrs["fold_accuracies"] = list(self.fold_accuracies)
+        return attrs
+
+
+def _finished(trial: FrozenTrial, reason: str, scores: EpochScores | None) -> FrozenTrial:
     """The trial as it is stored once finished: COMPLETE with its final accuracy, or PRUNED
     with its last accuracy (as Optuna's tell does)."""
     values = trial.intermediate_values
@@ -121,7 +169,11 @@ def _finished(trial: FrozenTrial, reason: str) -> FrozenTrial:
         datetime_complete=datetime.datetime.now(),
         params=trial.params,
         distributions=trial.distributions,
-        user_attrs={**trial.user_attrs, STOP_REASON_ATTR: reason},
+        user_attrs={
+            **trial.user_attrs,
+            STOP_REASON_ATTR: reason,
+            **(scores.user_attrs() if scores else {}),
+        },
         system_attrs=trial.system_attrs,
         intermediate_values=dict(values),
         trial_id=trial._trial_id,
@@ -129,5 +181,5 @@ def _finished(trial: FrozenTrial, reason: str) -> FrozenTrial:
 
 
 def _outcome(trial: FrozenTrial) -> Finished:
-    reason = trial.user_attrs[STOP_REASON_ATTR]
-    return Finished(trial._trial_id, trial.state, trial.value, {STOP_REASON_ATTR: reason})
+    final = {key: trial.user_attrs[key] for key in FINAL_ATTRS if key in trial.user_attrs}
+    return Finished(trial._trial_id, trial.state, trial.value, final)

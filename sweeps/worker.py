@@ -24,12 +24,12 @@ from storage.outage import InterruptRequested, retrying, signals_held
 from storage.trial_store import finished_count
 from sweeps.history import DEFAULT_SAMPLER_HISTORY, StudyHistory
 from sweeps.proposals import ClaimedTrial, propose
-from sweeps.study import OpenStudy
+from sweeps.study import OpenStudy, fold_tensors
 from sweeps.trial_attrs import WORKER_ATTR
 from sweeps.trial_batch import BatchOutcome, run_trial_batch
 from trainer import InvalidInputError
 from trainer.data import cached_dataset
-from trainer.training import resolve_device, split_tensors
+from trainer.training import resolve_device
 
 POLL_INTERVAL_S = 0.25
 MAX_CONSECUTIVE_ERRORS = 3
@@ -112,7 +112,7 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     settings.check_data(dataset)
     device = resolve_device(options.device)
     torch.set_num_threads(options.threads)
-    tensors = split_tensors(dataset, settings.validation_rows, str(device))
+    folds = fold_tensors(settings, dataset, str(device))
     store = opened.store
     history = StudyHistory(opened.storage, store.study_id)
     trials_per_batch = options.trials_per_batch_for(device)
@@ -156,9 +156,10 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
         # delivered as the block exits.
         with signals_held():
             try:
-                retrying(claim, "claiming trials")
+                # Not cut short by a held signal: a retry must find what a lost answer started.
+                retrying(claim, "claiming trials", interruptible=False)
                 if claimed:
-                    outcome = run_trial_batch(opened, claimed, tensors, history, ended)
+                    outcome = run_trial_batch(opened, claimed, folds, history, ended)
             except InterruptRequested:
                 hand_back(opened, _unfinished(claimed, ended), "interrupted")
             except Exception as exc:  # a failing batch must not leave its trials RUNNING
@@ -208,7 +209,7 @@ def hand_back(opened: OpenStudy, trials: list[ClaimedTrial], reason: str) -> int
     trial_ids = [trial.trial_id for trial in trials]
     with signals_held():
         try:
-            retrying(
+            handed = retrying(
                 lambda: opened.store.hand_back(opened.study, trial_ids, reason),
                 "handing trials back",
                 give_up_s=HAND_BACK_GIVE_UP_S,
@@ -221,8 +222,8 @@ def hand_back(opened: OpenStudy, trials: list[ClaimedTrial], reason: str) -> int
                 file=sys.stderr,
             )
             return 0
-        print(f"{len(trials)} trials handed back ({reason}); re-queued", file=sys.stderr)
-    return len(trials)
+        print(f"{handed} trials handed back ({reason}); re-queued", file=sys.stderr)
+    return handed
 
 
 def _print_outcome(claimed: list[ClaimedTrial], outcome: BatchOutcome, seconds: float) -> None:

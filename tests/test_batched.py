@@ -19,7 +19,8 @@ from trainer import (
     train,
     validation_rows,
 )
-from trainer.vectorized import BatchMember, train_batch
+from trainer.data import stratified_folds
+from trainer.vectorized import BatchMember, fold_order_seed, train_batch
 
 SCHEDULES = [
     ScheduleConfig("constant"),
@@ -50,7 +51,7 @@ def _members(epochs: int) -> list[BatchMember]:
 
 def test_every_scheduler_kind_matches_separate_runs(tensors: Tensors) -> None:
     members = _members(epochs=10)
-    batched = train_batch(members, tensors, order_seed=11)
+    batched = train_batch(members, [tensors], order_seed=11)
     for member, result in zip(members, batched, strict=True):
         alone = train(member.config, tensors, seed=member.seed, order_seed=11)
         assert result.status is alone.status is RunStatus.COMPLETED
@@ -61,6 +62,7 @@ def test_every_scheduler_kind_matches_separate_runs(tensors: Tensors) -> None:
         for ours, theirs in zip(result.history, alone.history, strict=True):
             # At most one of the 106 validation rows may flip on a float32 rounding tie.
             assert abs(ours.validation_accuracy - theirs.validation_accuracy) <= 1 / 106 + 1e-6
+            assert ours.validation_loss == pytest.approx(theirs.validation_loss, rel=1e-4)
         for ours, theirs in zip(result.weights, alone.weights, strict=True):
             assert ours.shape == theirs.shape
             torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
@@ -77,13 +79,13 @@ def test_stopped_and_diverged_members_leave_without_disturbing_others(tensors: T
     def stop_some(results: Mapping[int, EpochResult]) -> set[int]:
         return {m for m, r in results.items() if stop_at.get(m) == r.epoch}
 
-    batched = train_batch(members, tensors, order_seed=5, on_epoch=stop_some)
+    batched = train_batch(members, [tensors], order_seed=5, on_epoch=stop_some)
     assert batched[3].status is RunStatus.DIVERGED
     for index in stop_at:
         assert batched[index].status is RunStatus.STOPPED
         assert len(batched[index].history) == stop_at[index] + 1
     solo = [m for i, m in enumerate(members) if i not in stop_at and i != 3]
-    alone_results = train_batch(solo, tensors, order_seed=5)
+    alone_results = train_batch(solo, [tensors], order_seed=5)
     kept = [r for i, r in enumerate(batched) if i not in stop_at and i != 3]
     for together, alone in zip(kept, alone_results, strict=True):
         assert together.status is RunStatus.COMPLETED
@@ -96,4 +98,33 @@ def test_members_must_share_loop_length(tensors: Tensors) -> None:
         BatchMember(TrainConfig(ScheduleConfig("constant"), lr=0.1, epochs=e), 0) for e in (3, 4)
     ]
     with pytest.raises(ValueError, match="share epochs"):
-        train_batch(members, tensors, order_seed=0)
+        train_batch(members, [tensors], order_seed=0)
+
+
+def test_members_on_different_folds_each_match_a_separate_run_on_their_fold(
+    data_path: Path,
+) -> None:
+    """Cross-validated trials: the members of one batch train on different folds, each as
+    `train` would on that fold's rows, with that fold's mini-batch order."""
+    dataset = load_ionosphere(data_path)
+    folds = [split_tensors(dataset, rows, "cpu") for rows in stratified_folds(dataset, 3, 0)]
+    members = [
+        BatchMember(TrainConfig(schedule, lr=0.1, momentum=0.9, epochs=6), seed=40 + i, fold=f)
+        for i, schedule in enumerate(SCHEDULES[:3])
+        for f in range(3)
+    ]
+    batched = train_batch(members, folds, order_seed=21)
+    for member, result in zip(members, batched, strict=True):
+        alone = train(
+            member.config,
+            folds[member.fold],
+            seed=member.seed,
+            order_seed=fold_order_seed(21, member.fold),
+        )
+        assert [r.validation_loss for r in result.history] == pytest.approx(
+            [r.validation_loss for r in alone.history], rel=1e-4
+        )
+        for ours, theirs in zip(result.weights, alone.weights, strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    # Folds differ: the same config trained on two folds does not end with the same weights.
+    assert not torch.allclose(batched[0].weights[0], batched[1].weights[0])

@@ -11,8 +11,11 @@ import optuna
 import pytest
 
 from conftest import opened_storage, run_sweeps, study_trials, torch_lrs, unique_study
-from trainer import load_config, load_ionosphere, validation_rows
-from trainer.training import split_tensors, train
+from sweeps.settings import StudySettings
+from sweeps.study import fold_tensors
+from trainer import load_config, load_ionosphere
+from trainer.training import train
+from trainer.vectorized import fold_order_seed
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +76,11 @@ def test_export_then_rebuild_gives_the_same_lr_curve(finished_study: Path) -> No
 def test_export_as_yaml_loads_back_identically(finished_study: Path) -> None:
     result = run_sweeps("export", "--study", "lrsweep", "--format", "yaml", cwd=finished_study)
     assert result.returncode == 0, result.stderr
-    assert load_config(finished_study / "best.yaml") == load_config(finished_study / "best.json")
+    as_json = run_sweeps(
+        "export", "--study", "lrsweep", "--out", "single.json", cwd=finished_study
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    assert load_config(finished_study / "best.yaml") == load_config(finished_study / "single.json")
     mismatch = run_sweeps(
         "export", "--study", "lrsweep", "--format", "yaml", "--out", "b.json", cwd=finished_study
     )
@@ -202,12 +209,18 @@ def test_export_top_picks_best_mean_over_seeds(finished_study: Path, data_path: 
         assert [run["seed"] for run in candidate["per_seed"]] == [0, 1, 2]
         assert candidate["mean_accuracy"] == pytest.approx(statistics.fmean(scores))
         assert candidate["std_accuracy"] == pytest.approx(statistics.pstdev(scores))
-    # The recorded scores are real retraining: one seed of the chosen config, trained alone.
+    # The recorded scores are real retraining: one seed of the chosen config, trained alone on
+    # each of the study's folds, averaged.
     chosen = load_config(finished_study / "robust.json")
     dataset = load_ionosphere(data_path)
-    tensors = split_tensors(dataset, validation_rows(dataset), "cpu")
-    alone = train(chosen, tensors, seed=2, order_seed=2)
-    assert alone.final_accuracy == pytest.approx(candidates[0]["per_seed"][2]["accuracy"])
+    with opened_storage(str(finished_study / "lrsweep.db")) as storage:
+        settings = StudySettings.of_study(optuna.load_study(study_name="lrsweep", storage=storage))
+    assert settings.folds == 5  # the default for a new study
+    alone = [
+        train(chosen, fold, seed=2, order_seed=fold_order_seed(2, index)).final_accuracy
+        for index, fold in enumerate(fold_tensors(settings, dataset, "cpu"))
+    ]
+    assert statistics.fmean(alone) == pytest.approx(candidates[0]["per_seed"][2]["accuracy"])
 
 
 def test_export_top_zero_is_refused(finished_study: Path) -> None:

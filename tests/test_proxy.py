@@ -76,7 +76,7 @@ def _proxied_worker(
         data,
         cwd,
         *("--trials", str(trials), "--epochs", str(epochs), "--seed", str(seed)),
-        *("--trials-per-batch", "4", *FAST_HEARTBEAT),
+        *("--trials-per-batch", "4", "--folds", "1", *FAST_HEARTBEAT),
     )
 
 

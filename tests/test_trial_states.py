@@ -25,11 +25,11 @@ from storage.outage import held_signals, is_transient, retrying
 from sweeps.history import StudyHistory
 from sweeps.proposals import ClaimedTrial, propose
 from sweeps.settings import StudySettings
-from sweeps.study import OpenStudy, create_or_join
+from sweeps.study import OpenStudy, create_or_join, fold_tensors
 from sweeps.trial_batch import run_trial_batch
 from sweeps.worker import WorkerOptions, hand_back, run_worker
 from trainer.data import cached_dataset
-from trainer.training import split_tensors
+from trainer.training import Tensors
 
 EPOCHS = 6
 
@@ -56,8 +56,8 @@ def _claim(opened: OpenStudy, count: int) -> list[ClaimedTrial]:
     return [ClaimedTrial.of(opened.settings, trial) for trial in started]
 
 
-def _tensors(opened: OpenStudy, data_path: Path):  # type: ignore[no-untyped-def]
-    return split_tensors(cached_dataset(str(data_path)), opened.settings.validation_rows, "cpu")
+def _folds(opened: OpenStudy, data_path: Path) -> list[Tensors]:
+    return fold_tensors(opened.settings, cached_dataset(str(data_path)), "cpu")
 
 
 def test_a_trial_failed_meanwhile_is_reported_lost_and_kept_out_of_the_history(
@@ -69,7 +69,7 @@ def test_a_trial_failed_meanwhile_is_reported_lost_and_kept_out_of_the_history(
     opened.storage.set_trial_state_values(stale.trial_id, TrialState.FAIL)
     history = StudyHistory(opened.storage, opened.store.study_id)
     ended: set[int] = set()
-    outcome = run_trial_batch(opened, claimed, _tensors(opened, data_path), history, ended)
+    outcome = run_trial_batch(opened, claimed, _folds(opened, data_path), history, ended)
     assert outcome.lost == (stale.number,)
     assert ended == {c.trial_id for c in claimed}  # nothing of this batch is left to hand back
     assert sum(outcome.by_reason.values()) == 2
@@ -224,7 +224,7 @@ def test_a_heartbeat_that_breaks_mid_batch_stops_the_batch_at_the_next_epoch(
     ended: set[int] = set()
     history = StudyHistory(opened.storage, opened.store.study_id)
     with pytest.raises(StorageLost, match="heartbeat failed .*permission denied"):
-        run_trial_batch(opened, claimed, _tensors(opened, data_path), history, ended)
+        run_trial_batch(opened, claimed, _folds(opened, data_path), history, ended)
     assert not ended
     for trial in opened.study.get_trials():
         assert trial.state == TrialState.RUNNING and sorted(trial.intermediate_values) == [0]
@@ -290,6 +290,12 @@ def test_a_third_ctrl_c_goes_through_at_once() -> None:
     [
         ("UNAVAILABLE", "failed to connect to all addresses", True),
         ("UNKNOWN", "Exception calling application: (psycopg.OperationalError) gone", True),
+        (
+            "UNKNOWN",
+            "Exception calling application: An exception is raised during the commit. This "
+            "typically happens due to invalid data in the commit",
+            True,
+        ),
         ("UNKNOWN", "Exception calling application: division by zero", False),
         ("NOT_FOUND", "no such study", False),
     ],

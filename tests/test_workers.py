@@ -27,6 +27,8 @@ def _start_worker(
         str(trials),
         "--epochs",
         "8",
+        "--folds",
+        "1",
         "--seed",
         str(seed),
         "--quiet",
@@ -73,7 +75,8 @@ def test_every_pruner_runs_a_study_to_its_target(
     result = run_sweeps(
         "worker",
         *("--study", "p", "--pruner", pruner, "--trials", "36", "--epochs", "12"),
-        *("--trials-per-batch", "12", "--seed", "0", "--data", str(data_path), "--quiet"),
+        *("--trials-per-batch", "12", "--folds", "1", "--seed", "0"),
+        *("--data", str(data_path), "--quiet"),
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr

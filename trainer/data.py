@@ -177,6 +177,23 @@ def stratified_split(dataset: Dataset, validation_fraction: float, seed: int) ->
     return Split(train=np.sort(train), validation=np.sort(validation))
 
 
+def stratified_folds(dataset: Dataset, folds: int, seed: int) -> tuple[tuple[int, ...], ...]:
+    """The validation rows of each of `folds` stratified folds (every row in exactly one); the
+    same seed gives the same folds."""
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = int(min(dataset.labels.sum(), len(dataset) - dataset.labels.sum()))
+    if not 2 <= folds <= smallest:
+        raise InvalidInputError(
+            f"--folds must be between 2 and {smallest} (the smaller class's rows); got {folds}"
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return tuple(
+        tuple(int(row) for row in np.sort(held_out))
+        for _, held_out in splitter.split(np.zeros(len(dataset)), dataset.labels)
+    )
+
+
 def validation_rows(
     dataset: Dataset,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,

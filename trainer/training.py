@@ -48,7 +48,7 @@ class Tensors:
         )
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=32)
 def split_tensors(dataset: Dataset, validation_rows: tuple[int, ...], device: str) -> Tensors:
     """Validation rows and all others (for training) as device tensors, built once per process.
 
@@ -110,10 +110,13 @@ class RunStatus(enum.Enum):
 
 @dataclass(frozen=True)
 class EpochResult:
+    """One epoch's numbers; the validation loss (mean BCE) breaks ties between accuracies."""
+
     epoch: int
     validation_accuracy: float
     train_loss: float
     lr: float
+    validation_loss: float
 
 
 @dataclass(frozen=True)
@@ -134,10 +137,14 @@ EpochCallback = Callable[[EpochResult], bool]
 """Called after each epoch; returning True stops the run (status STOPPED)."""
 
 
-def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
+def evaluate(
+    model: nn.Module, features: torch.Tensor, labels: torch.Tensor
+) -> tuple[float, float]:
+    """Accuracy and mean BCE loss on held-out rows."""
     with torch.no_grad():
-        predicted = (model(features).squeeze(1) > 0).float()
-    return float((predicted == labels).float().mean())
+        logits = model(features).squeeze(1)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    return float(((logits > 0).float() == labels).float().mean()), float(loss)
 
 
 def train(
@@ -175,7 +182,8 @@ def train(
         if not math.isfinite(train_loss):
             return _result(RunStatus.DIVERGED, history, model)
         model.eval()
-        result = EpochResult(epoch, accuracy(model, tensors.x_val, tensors.y_val), train_loss, lr)
+        val_accuracy, val_loss = evaluate(model, tensors.x_val, tensors.y_val)
+        result = EpochResult(epoch, val_accuracy, train_loss, lr, val_loss)
         history.append(result)
         if on_epoch is not None and on_epoch(result):
             return _result(RunStatus.STOPPED, history, model)

@@ -3,10 +3,11 @@
 The tutorial's network is tiny (34 -> 34 -> 1), so one trial per Python loop spends its time in
 interpreter and dispatch overhead. Here K trials' weights are stacked ([K, 34, 34], ...), every
 step is a few large matmuls over the shared mini-batch, with per-trial learning rate and momentum
-as tensors. Each trial keeps its own seeded initial weights, so member k computes the same
-function as `training.train(configs[k], seed=seeds[k], order_seed=order_seed)`, up to float32
-rounding; tests hold the
-two to each other. Trials that diverge or are stopped leave the batch without touching the rest.
+as tensors. Members may train on different folds of the data (cross-validated trials): each
+fold's members share that fold's mini-batch order. Each member keeps its own seeded initial
+weights, so it computes what `training.train` computes for it (see `train_batch`), up to
+float32 rounding; tests hold the two to each other. Members that diverge or are stopped leave
+the batch without touching the rest.
 """
 
 from __future__ import annotations
@@ -30,10 +31,20 @@ from trainer.training import (
 
 @dataclass(frozen=True)
 class BatchMember:
-    """One trial of a batch: what to train and the seed of its weights and batch order."""
+    """One model of a batch: what to train, the seed of its weights, and which fold's data
+    (an index into the batch's folds) it trains and is validated on."""
 
     config: TrainConfig
     seed: int
+    fold: int = 0
+
+
+FOLD_ORDER_STRIDE = 7919
+
+
+def fold_order_seed(order_seed: int, fold: int) -> int:
+    """The mini-batch order seed of one fold's members (fold 0 keeps `order_seed`)."""
+    return order_seed + FOLD_ORDER_STRIDE * fold
 
 
 BatchCallback = Callable[[Mapping[int, EpochResult]], set[int]]
@@ -68,12 +79,20 @@ class _Stack:
         self.buffers = [b[rows] for b in self.buffers]
 
 
-def _stack_initial_weights(members: Sequence[BatchMember], device: torch.device) -> _Stack:
-    weights = [initial_weights(member.seed) for member in members]
+def _stack_initial_weights(
+    indices: Sequence[int], members: Sequence[BatchMember], device: torch.device
+) -> _Stack:
+    """The members at `indices`, stacked (rows keep their member index)."""
+    weights = [initial_weights(members[index].seed) for index in indices]
     w1, b1, w2, b2 = (
-        torch.stack([w[i] for w in weights]).to(device).requires_grad_() for i in range(4)
+        torch.stack([w[i] for w in weights]).to(device).requires_grad_()
+        if weights
+        else torch.empty(0)
+        for i in range(4)
     )
-    stack = _Stack(torch.arange(len(members), device=device), w1, b1, w2, b2, [])
+    stack = _Stack(
+        torch.tensor(list(indices), dtype=torch.long, device=device), w1, b1, w2, b2, []
+    )
     stack.buffers = [torch.zeros_like(p) for p in stack.params]
     return stack
 
@@ -91,38 +110,86 @@ def _logits(stack: _Stack, features: torch.Tensor) -> torch.Tensor:
 
 def train_batch(
     members: Sequence[BatchMember],
-    tensors: Tensors,
+    folds: Sequence[Tensors],
     *,
     order_seed: int,
     on_epoch: BatchCallback | None = None,
 ) -> list[TrainResult]:
     """Train all members together; see the module docstring. Results are in member order.
 
-    All members see the same mini-batch order (seeded by `order_seed`), so every step's inputs
-    are shared and layer 1 is one large matmul.
+    Members of one fold see the same mini-batch order (seeded by `fold_order_seed`), so every
+    step's inputs are shared and layer 1 is one large matmul per fold; member k computes what
+    `training.train(config, folds[fold], seed=seed, order_seed=fold_order_seed(...))` does.
     """
     if not members:
         return []
     epochs, batch_size = members[0].config.epochs, members[0].config.batch_size
     if any((m.config.epochs, m.config.batch_size) != (epochs, batch_size) for m in members):
         raise ValueError("members of one batch must share epochs and batch_size")
-    device = tensors.x_train.device
-    stack = _stack_initial_weights(members, device)
+    device = folds[0].x_train.device
     lrs = torch.tensor(
         [lr_curve(m.config.schedule, m.config.lr, epochs) for m in members],
         dtype=torch.float32,
         device=device,
     )  # [K, epochs]
     momenta = torch.tensor([m.config.momentum for m in members], device=device)
-    batch_order = torch.Generator().manual_seed(order_seed)
-    n_train = len(tensors.y_train)
+    groups = [
+        _FoldGroup(
+            tensors,
+            _stack_initial_weights(
+                [i for i, m in enumerate(members) if m.fold == fold], members, device
+            ),
+            torch.Generator().manual_seed(fold_order_seed(order_seed, fold)),
+        )
+        for fold, tensors in enumerate(folds)
+    ]
     histories: list[list[EpochResult]] = [[] for _ in members]
     statuses = [RunStatus.COMPLETED] * len(members)
     weights: list[tuple[torch.Tensor, ...]] = [() for _ in members]
 
     for epoch in range(epochs):
+        results: dict[int, EpochResult] = {}
+        for group in groups:
+            if len(group.stack.members):
+                results.update(group.train_epoch(epoch, lrs, momenta, batch_size, statuses))
+        for member, result in results.items():
+            histories[member].append(result)
+        stopped = on_epoch(results) if on_epoch is not None else set()
+        for member in stopped:
+            statuses[member] = RunStatus.STOPPED
+        last_epoch = epoch == epochs - 1
+        for group in groups:
+            group.drop(lambda m: m not in results or m in stopped, last_epoch, weights)
+        if not any(len(group.stack.members) for group in groups):
+            break
+    return [
+        TrainResult(status, tuple(history), final)
+        for status, history, final in zip(statuses, histories, weights, strict=True)
+    ]
+
+
+@dataclass
+class _FoldGroup:
+    """The members that train on one fold: its data, their stacked weights, its batch order."""
+
+    tensors: Tensors
+    stack: _Stack
+    batch_order: torch.Generator
+
+    def train_epoch(
+        self,
+        epoch: int,
+        lrs: torch.Tensor,
+        momenta: torch.Tensor,
+        batch_size: int,
+        statuses: list[RunStatus],
+    ) -> dict[int, EpochResult]:
+        """One epoch of SGD for every member; their results (diverged ones are marked)."""
+        stack, tensors = self.stack, self.tensors
+        device = tensors.x_train.device
         running = stack.members.tolist()
-        order = torch.randperm(n_train, generator=batch_order).to(device)
+        n_train = len(tensors.y_train)
+        order = torch.randperm(n_train, generator=self.batch_order).to(device)
         lr = lrs[stack.members, epoch]
         momentum = momenta[stack.members]
         loss_sum = torch.zeros(len(running), device=device)
@@ -141,34 +208,38 @@ def train_batch(
         with torch.no_grad():
             train_loss = loss_sum / n_train
             val_logits = _logits(stack, tensors.x_val)
-            correct = ((val_logits > 0).float() == tensors.y_val).float().mean(dim=1)
+            targets = tensors.y_val.expand_as(val_logits)
+            correct = ((val_logits > 0).float() == targets).float().mean(dim=1)
+            val_loss = functional.binary_cross_entropy_with_logits(
+                val_logits, targets, reduction="none"
+            ).mean(dim=1)
         finite = torch.isfinite(train_loss).tolist()
-        results: dict[int, EpochResult] = {}
+        results = {}
         for position, member in enumerate(running):
             if not finite[position]:
                 statuses[member] = RunStatus.DIVERGED
                 continue
-            result = EpochResult(
+            results[member] = EpochResult(
                 epoch,
                 float(correct[position]),
                 float(train_loss[position]),
                 float(lrs[member, epoch]),
+                float(val_loss[position]),
             )
-            histories[member].append(result)
-            results[member] = result
-        stopped = on_epoch(results) if on_epoch is not None else set()
-        for member in stopped:
-            statuses[member] = RunStatus.STOPPED
-        keep = [p for p, m in enumerate(running) if m in results and m not in stopped]
-        last_epoch = epoch == epochs - 1
+        return results
+
+    def drop(
+        self,
+        leaves: Callable[[int], bool],
+        last_epoch: bool,
+        weights: list[tuple[torch.Tensor, ...]],
+    ) -> None:
+        """Keep the final weights of members that leave (or of all, after the last epoch)."""
+        stack = self.stack
+        running = stack.members.tolist()
+        keep = [position for position, member in enumerate(running) if not leaves(member)]
         for position, member in enumerate(running):
             if last_epoch or position not in keep:
                 weights[member] = stack.weights_of(position)
         if len(keep) < len(running):
-            stack.keep(torch.tensor(keep, dtype=torch.long, device=device))
-        if not keep:
-            break
-    return [
-        TrainResult(status, tuple(history), final)
-        for status, history, final in zip(statuses, histories, weights, strict=True)
-    ]
+            stack.keep(torch.tensor(keep, dtype=torch.long, device=stack.members.device))

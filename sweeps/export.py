@@ -46,7 +46,11 @@ def export_document(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> dict[
             "study": opened.study.study_name,
             "trial_number": trial.number,
             "trial_id": trial._trial_id,
-            "validation_accuracy": trial.value,
+            # The plain (fold-mean) accuracy; `objective` adds the loss tie-break
+            # (sweeps.objective). Studies made before the tie-break stored accuracy as value.
+            "validation_accuracy": trial.user_attrs.get("validation_accuracy", trial.value),
+            "objective": trial.value,
+            "folds": opened.settings.folds,
             "validation_fraction": opened.settings.validation_fraction,
             "split_seed": opened.settings.split_seed,
             "data_sha256": opened.settings.data_sha256,

@@ -92,6 +92,16 @@ def test_run_exports_the_robust_choice_and_status_shows_both(
     choice = status["choice"]
     assert choice["chosen"]["trial_number"] == selection["chosen_trial"]
     assert document["source"]["trial_number"] == selection["chosen_trial"]
+    chosen_trial = next(
+        t
+        for t in study_trials(str(tmp_path / "lrsweep.db"), "lrsweep")
+        if t.number == selection["chosen_trial"]
+    )
+    assert (
+        document["source"]["validation_accuracy"] == chosen_trial.user_attrs["validation_accuracy"]
+    )
+    assert document["source"]["objective"] == chosen_trial.value
+    assert document["source"]["folds"] == 5
     assert choice["raw_best"]["trial_number"] == status["best"]["trial_number"]
     assert len(selection["candidates"]) == 4
     means = {c["trial_number"]: c["mean_accuracy"] for c in selection["candidates"]}

@@ -106,4 +106,4 @@ def test_optuna_cli_reads_the_same_storage(tmp_path: Path, data_path: Path) -> N
     assert exported.returncode == 0, exported.stderr
     source = json.loads((tmp_path / "b.json").read_text())["source"]
     assert best["number"] == source["trial_number"]  # type: ignore[index]
-    assert best["value"] == pytest.approx(source["validation_accuracy"])  # type: ignore[index]
+    assert best["value"] == pytest.approx(source["objective"])  # type: ignore[index]

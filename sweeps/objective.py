@@ -9,8 +9,10 @@ dashboard) orders trials as `sweeps status`, `export` and the report do:
 
     objective = accuracy - 1e-7 * min(loss, 10)
 
-The term is below 1e-6: smaller than any difference between two accuracies measured on fewer
-than about 1,000 rows per fold, so it reorders ties and nothing else. Trials keep the plain
+The term is below 1e-6: smaller than any difference between two fold-mean accuracies when
+folds hold up to about 400 rows (5 folds; the smallest difference is 1/(F n (n+1)) for folds of
+n and n+1 rows), and accuracies are exact counts over rows, so it reorders ties and, on much
+larger folds, differences too small to matter. Trials keep the plain
 numbers as user attributes (`validation_accuracy`, `validation_loss`, `fold_accuracies`).
 """
 

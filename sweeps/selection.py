@@ -47,7 +47,8 @@ def selection_record(opened: OpenStudy, candidates: list[Candidate], seeds: int)
         "method": f"best mean validation accuracy over seeds 0-{seeds - 1} and the study's "
         f"validation splits, among its top {len(candidates)} trials",
         "chosen_trial": candidates[0].trial.number,
-        "raw_best_trial": opened.study.best_trial.number,
+        "raw_best_trial": min(candidates, key=_study_rank).trial.number,
+        "finished_trials": _finished_count(opened),
         "candidates": [
             {
                 "trial_number": candidate.trial.number,
@@ -57,6 +58,16 @@ def selection_record(opened: OpenStudy, candidates: list[Candidate], seeds: int)
             for candidate in candidates
         ],
     }
+
+
+def _study_rank(candidate: Candidate) -> tuple[float, int]:
+    """The study's own order of the candidates (`export.top_trials`): best value, earliest."""
+    return (-float(candidate.trial.value or 0.0), candidate.trial.number)
+
+
+def _finished_count(opened: OpenStudy) -> int:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(opened.study.get_trials(deepcopy=False, states=states))
 
 
 def record_selection(opened: OpenStudy, record: dict[str, Any]) -> None:

@@ -58,6 +58,9 @@ class StudySettings:
         fold_rows: the validation rows of each fold, drawn once when the study is created.
         pruner_spec: the pruner's Optuna class and constructor arguments, fixed when the study
             is created (`pruner_spec`), so later defaults never change an existing study.
+        tie_break: trials report `sweeps.objective` (accuracy with the loss tie-break); False
+            for studies made before it, whose trials keep reporting plain accuracy so that one
+            study never mixes two objectives.
     """
 
     data_sha256: str
@@ -71,6 +74,7 @@ class StudySettings:
     folds: int = 1
     fold_rows: tuple[tuple[int, ...], ...] = ()
     pruner_spec: Mapping[str, Any] | None = None
+    tie_break: bool = False
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
@@ -119,7 +123,11 @@ class StudySettings:
         rows = validation_rows(dataset, self.validation_fraction, self.split_seed)
         folds = () if self.folds == 1 else stratified_folds(dataset, self.folds, self.split_seed)
         return replace(
-            self, validation_rows=rows, fold_rows=folds, pruner_spec=self.pruner_description()
+            self,
+            validation_rows=rows,
+            fold_rows=folds,
+            pruner_spec=self.pruner_description(),
+            tie_break=True,
         )
 
     def validation_splits(self) -> tuple[tuple[int, ...], ...]:

@@ -24,21 +24,29 @@ def summarize(opened: OpenStudy) -> dict[str, Any]:
         "diverged": diverged,
         "best": None
         if best is None
-        else {"trial_number": best.number, "value": best.value, "params": best.params},
+        else {
+            "trial_number": best.number,
+            "value": best.value,
+            "validation_accuracy": best.user_attrs.get("validation_accuracy", best.value),
+            "params": best.params,
+        },
         "settings": {
             "pruner": opened.settings.pruner_description(),
             "epochs": opened.settings.epochs,
             "folds": opened.settings.folds,
             "schedulers": list(opened.settings.space.schedulers),
         },
-        "choice": _choice(opened.study.user_attrs.get(SELECTION_ATTR)),
+        "choice": _choice(
+            opened.study.user_attrs.get(SELECTION_ATTR), by_state["COMPLETE"] + by_state["PRUNED"]
+        ),
     }
 
 
-def _choice(record: dict[str, Any] | None) -> dict[str, Any] | None:
+def _choice(record: dict[str, Any] | None, finished: int) -> dict[str, Any] | None:
     """The robust choice (`sweeps.selection`): the chosen and the raw best trial, each with its
-    mean and spread over the retraining seeds."""
-    if record is None:
+    mean and spread over the retraining seeds; stale once the study has more finished trials
+    than when it was made."""
+    if record is None or record.get("raw_best_trial") is None:
         return None
     by_number = {c["trial_number"]: c for c in record["candidates"]}
 
@@ -54,6 +62,7 @@ def _choice(record: dict[str, Any] | None) -> dict[str, Any] | None:
         "method": record["method"],
         "chosen": spread(record["chosen_trial"]),
         "raw_best": spread(record["raw_best_trial"]),
+        "stale": finished > record.get("finished_trials", finished),
     }
 
 
@@ -71,13 +80,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append("best: no completed trial yet")
     else:
         params = ", ".join(f"{k}={_short(v)}" for k, v in best["params"].items())
-        lines.append(f"best: trial {best['trial_number']} accuracy {best['value']:.4f} ({params})")
+        accuracy = best["validation_accuracy"]
+        lines.append(f"best: trial {best['trial_number']} accuracy {accuracy:.4f} ({params})")
     choice = summary["choice"]
     if choice is not None:
         chosen, raw = choice["chosen"], choice["raw_best"]
         lines.append(
             f"chosen: trial {chosen['trial_number']} {_spread(chosen)}; the raw best trial "
-            f"{raw['trial_number']} {_spread(raw)} ({choice['method']})"
+            f"{raw['trial_number']} {_spread(raw)} ({choice['method']}"
+            + (
+                "; made before the latest trials: run `sweeps export --top K` again)"
+                if choice["stale"]
+                else ")"
+            )
         )
     return "\n".join(lines)
 

@@ -67,7 +67,7 @@ def run_trial_batch(
         population=history.population,
         running=[c.stored for c in claimed],
     )
-    n_folds = len(folds)
+    n_folds, tie_break = len(folds), opened.settings.tie_break
     active = set(range(len(claimed)))
     scores: dict[int, EpochScores] = {}
     by_reason: Counter[str] = Counter()
@@ -84,7 +84,7 @@ def run_trial_batch(
         for index, fold_results in whole.items():
             trial_id, epoch = claimed[index].trial_id, fold_results[0].epoch
             scores[index] = EpochScores.of(fold_results)
-            value = scores[index].objective
+            value = scores[index].objective if tie_break else scores[index].accuracy
             rows.append((trial_id, epoch, value))
             pruner.report(trial_id, epoch, value)
             if pruner.should_prune(trial_id):

@@ -128,3 +128,9 @@ def test_members_on_different_folds_each_match_a_separate_run_on_their_fold(
             torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
     # Folds differ: the same config trained on two folds does not end with the same weights.
     assert not torch.allclose(batched[0].weights[0], batched[1].weights[0])
+
+
+def test_a_member_on_a_fold_the_batch_lacks_is_refused(tensors: Tensors) -> None:
+    member = BatchMember(TrainConfig(ScheduleConfig("constant"), lr=0.1, epochs=2), 0, fold=1)
+    with pytest.raises(ValueError, match="outside the batch's 1 folds"):
+        train_batch([member], [tensors], order_seed=0)

@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from conftest import opened_storage, run_sweeps, study_trials
 from sweeps.objective import objective
 from sweeps.settings import StudySettings
+from sweeps.trial_batch import EpochScores
 from trainer import load_ionosphere
+from trainer.training import EpochResult
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +114,30 @@ def test_run_exports_the_robust_choice_and_status_shows_both(
     page = (tmp_path / "rep" / "report.html").read_text()
     chosen = choice["chosen"]
     assert f"chosen: trial {chosen['trial_number']} {chosen['mean_accuracy']:.4f}" in page
+
+
+def test_equal_fold_means_split_differently_still_rank_by_loss() -> None:
+    """Accuracies are exact counts, so two trials with the same mean over unequal folds are
+    equal and the lower validation loss wins (float32 means used to decide such ties)."""
+    sizes = (71, 70, 70, 70, 70)
+
+    def scores(hits: tuple[int, ...], loss: float) -> EpochScores:
+        return EpochScores.of(
+            [EpochResult(4, k / n, 0.3, 0.1, loss) for k, n in zip(hits, sizes, strict=True)]
+        )
+
+    lower_loss = scores((66, 65, 65, 64, 66), 0.20)
+    higher_loss = scores((66, 66, 64, 64, 66), 0.30)
+    assert lower_loss.objective > higher_loss.objective
+
+
+def test_a_validation_fraction_asks_for_one_split(tmp_path: Path, data_path: Path) -> None:
+    made = run_sweeps(
+        "worker",
+        *("--study", "split", "--validation-fraction", "0.2", "--trials", "2", "--epochs", "2"),
+        *("--data", str(data_path), "--quiet"),
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    status = json.loads(run_sweeps("status", "--study", "split", "--json", cwd=tmp_path).stdout)
+    assert status["settings"]["folds"] == 1

@@ -126,6 +126,8 @@ def train_batch(
     epochs, batch_size = members[0].config.epochs, members[0].config.batch_size
     if any((m.config.epochs, m.config.batch_size) != (epochs, batch_size) for m in members):
         raise ValueError("members of one batch must share epochs and batch_size")
+    if any(not 0 <= m.fold < len(folds) for m in members):
+        raise ValueError(f"a member's fold is outside the batch's {len(folds)} folds")
     device = folds[0].x_train.device
     lrs = torch.tensor(
         [lr_curve(m.config.schedule, m.config.lr, epochs) for m in members],
@@ -209,7 +211,7 @@ class _FoldGroup:
             train_loss = loss_sum / n_train
             val_logits = _logits(stack, tensors.x_val)
             targets = tensors.y_val.expand_as(val_logits)
-            correct = ((val_logits > 0).float() == targets).float().mean(dim=1)
+            hits = ((val_logits > 0).float() == targets).float().sum(dim=1)  # exact counts
             val_loss = functional.binary_cross_entropy_with_logits(
                 val_logits, targets, reduction="none"
             ).mean(dim=1)
@@ -221,7 +223,7 @@ class _FoldGroup:
                 continue
             results[member] = EpochResult(
                 epoch,
-                float(correct[position]),
+                float(hits[position]) / len(tensors.y_val),
                 float(train_loss[position]),
                 float(lrs[member, epoch]),
                 float(val_loss[position]),

@@ -1,19 +1,22 @@
 """The robust choice (what `sweeps run` exports, and `sweeps export --top K`): retrain the
-study's best K trials over fresh seeds on every validation split of the study (its folds),
-and choose the best mean, so the exported schedule is not the one that drew a lucky seed or
-lucky validation rows. The choice is recorded in the study, for `status` and the report."""
+study's best K trials over fresh seeds on fresh stratified folds (drawn with the study's split
+seed + 1), and choose the best mean, so the exported schedule is not the one that drew a lucky
+seed or lucky validation rows: the study's own folds chose the candidates, so scoring them
+again on those rows would reward the same luck (bench/NOTES.md, step 11). The choice is
+recorded in the study, for `status` and the report."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
 
 from sweeps.export import top_trials, trial_config
 from sweeps.retrain import SeedScores, score_over_seeds
+from sweeps.settings import StudySettings
 from sweeps.study import OpenStudy, fold_tensors
-from trainer.data import cached_dataset
+from trainer.data import Dataset, cached_dataset, stratified_folds
 from trainer.training import resolve_device
 
 
@@ -26,26 +29,36 @@ class Candidate:
 def rank_top_trials(
     opened: OpenStudy, *, top_k: int, seeds: int, data: str | None, device: str | None
 ) -> list[Candidate]:
-    """The top K trials retrained over `seeds` seeds on the study's own validation splits,
-    best mean objective first (mean accuracy, ties broken by loss; then the study's order)."""
+    """The top K trials retrained over `seeds` seeds on `reevaluation_folds`, best mean
+    objective first (mean accuracy, ties broken by loss; then the study's order)."""
     top = top_trials(opened, top_k)
     dataset = cached_dataset(data)
     opened.settings.check_data(dataset)
-    folds = fold_tensors(opened.settings, dataset, str(resolve_device(device)))
+    folds = fold_tensors(
+        reevaluation_folds(opened.settings, dataset), dataset, str(resolve_device(device))
+    )
     scores = score_over_seeds([trial_config(opened, trial) for trial in top], folds, seeds)
     candidates = [Candidate(trial, score) for trial, score in zip(top, scores, strict=True)]
     return sorted(candidates, key=lambda candidate: -candidate.scores.mean_objective)
 
 
 SELECTION_ATTR = "lrsweep.selection"
+REEVALUATION_FOLDS = 5  # for a study of one split; a cross-validated study keeps its count
+
+
+def reevaluation_folds(settings: StudySettings, dataset: Dataset) -> StudySettings:
+    """The study's settings with fresh folds for re-ranking its candidates."""
+    count = settings.folds if settings.folds > 1 else REEVALUATION_FOLDS
+    rows = stratified_folds(dataset, count, settings.split_seed + 1)
+    return replace(settings, folds=count, fold_rows=rows)
 
 
 def selection_record(opened: OpenStudy, candidates: list[Candidate], seeds: int) -> dict[str, Any]:
     """What the export records about the choice: every candidate's mean and spread, the
     chosen trial and the study's raw best (its single-run best trial)."""
     return {
-        "method": f"best mean validation accuracy over seeds 0-{seeds - 1} and the study's "
-        f"validation splits, among its top {len(candidates)} trials",
+        "method": f"best mean validation accuracy over seeds 0-{seeds - 1} on fresh stratified "
+        f"folds, among the study's top {len(candidates)} trials",
         "chosen_trial": candidates[0].trial.number,
         "raw_best_trial": min(candidates, key=_study_rank).trial.number,
         "finished_trials": _finished_count(opened),

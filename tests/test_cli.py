@@ -12,9 +12,9 @@ import pytest
 
 from conftest import opened_storage, run_sweeps, study_trials, torch_lrs, unique_study
 from sweeps.settings import StudySettings
-from sweeps.study import fold_tensors
 from trainer import load_config, load_ionosphere
-from trainer.training import train
+from trainer.data import stratified_folds
+from trainer.training import split_tensors, train
 from trainer.vectorized import fold_order_seed
 
 pytestmark = pytest.mark.slow
@@ -210,15 +210,17 @@ def test_export_top_picks_best_mean_over_seeds(finished_study: Path, data_path: 
         assert candidate["mean_accuracy"] == pytest.approx(statistics.fmean(scores))
         assert candidate["std_accuracy"] == pytest.approx(statistics.pstdev(scores))
     # The recorded scores are real retraining: one seed of the chosen config, trained alone on
-    # each of the study's folds, averaged.
+    # each of 5 fresh folds (not the study's own, which chose the candidates), averaged.
     chosen = load_config(finished_study / "robust.json")
     dataset = load_ionosphere(data_path)
     with opened_storage(str(finished_study / "lrsweep.db")) as storage:
         settings = StudySettings.of_study(optuna.load_study(study_name="lrsweep", storage=storage))
     assert settings.folds == 5  # the default for a new study
+    fresh = stratified_folds(dataset, 5, settings.split_seed + 1)
+    assert fresh != settings.fold_rows
     alone = [
         train(chosen, fold, seed=2, order_seed=fold_order_seed(2, index)).final_accuracy
-        for index, fold in enumerate(fold_tensors(settings, dataset, "cpu"))
+        for index, fold in enumerate(split_tensors(dataset, rows, "cpu") for rows in fresh)
     ]
     assert statistics.fmean(alone) == pytest.approx(candidates[0]["per_seed"][2]["accuracy"])
 

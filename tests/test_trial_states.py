@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 import optuna
 import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from conftest import unique_study
@@ -23,6 +25,7 @@ from storage import SqlTrialStore, StorageLost, StorageSettings, heartbeat, reso
 from storage.heartbeat import Heartbeat
 from storage.outage import held_signals, is_transient, retrying
 from sweeps.history import StudyHistory
+from sweeps.objective import objective
 from sweeps.proposals import ClaimedTrial, propose
 from sweeps.settings import StudySettings
 from sweeps.study import OpenStudy, create_or_join, fold_tensors
@@ -313,3 +316,52 @@ def test_a_database_outage_behind_the_proxy_is_transient(
             return details
 
     assert is_transient(Refused()) is transient
+
+
+def test_a_cross_validated_batch_finishes_diverged_and_pruned_trials_whole(
+    storage_url: str, data_path: Path
+) -> None:
+    """Three folds per trial: a trial whose folds diverge ends as diverged, trials the pruner
+    stops end at that epoch with all their folds, and each reports the objective of its fold
+    means."""
+    dataset = cached_dataset(str(data_path))
+    prune_everything = {"class": "ThresholdPruner", "lower": 0.999}
+    settings = StudySettings(
+        data_sha256=dataset.sha256, epochs=4, folds=3, pruner_spec=prune_everything
+    )
+    opened = create_or_join(
+        StorageSettings(resolve_storage_url(storage_url)), unique_study(), settings, dataset
+    )
+    lr = FloatDistribution(1e-4, 1e7, log=True)
+    proposals = [
+        optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params={"scheduler": "constant", "lr": rate, "momentum": 0.9},
+            distributions={
+                "scheduler": CategoricalDistribution(["constant"]),
+                "lr": lr,
+                "momentum": FloatDistribution(0.0, 0.99),
+            },
+        )
+        for rate in (0.05, 1e6, 0.1)
+    ]
+    started = opened.store.claim(proposals, None, {"worker": "test"}, uuid.uuid4().hex)
+    claimed = [ClaimedTrial.of(opened.settings, trial) for trial in started]
+    ended: set[int] = set()
+    history = StudyHistory(opened.storage, opened.store.study_id)
+    outcome = run_trial_batch(opened, claimed, _folds(opened, data_path), history, ended)
+    assert outcome.by_reason == {"diverged": 1, "pruned": 2}
+    assert ended == {c.trial_id for c in claimed}
+    trials = {t.number: t for t in opened.study.get_trials()}
+    diverged = trials[claimed[1].number]
+    assert diverged.state == TrialState.PRUNED
+    assert diverged.user_attrs["stop_reason"] == "diverged"
+    for trial in (trials[claimed[0].number], trials[claimed[2].number]):
+        assert trial.state == TrialState.PRUNED and trial.user_attrs["stop_reason"] == "pruned"
+        assert list(trial.intermediate_values) == [0]  # all three folds stopped at epoch 0
+        folds = trial.user_attrs["fold_accuracies"]
+        assert len(folds) == 3
+        expected = objective(statistics.fmean(folds), trial.user_attrs["validation_loss"])
+        assert trial.value == trial.intermediate_values[0] == pytest.approx(expected, abs=1e-12)
+    assert isinstance(opened.storage, optuna.storages.RDBStorage)
+    opened.storage.engine.dispose()

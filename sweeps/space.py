@@ -7,6 +7,7 @@ Optuna parameter names are flat and dotted (`lr`, `momentum`, `step.gamma`,
     [ranges]
     lr = {low = 0.01, high = 0.5, log = true}
     "step.gamma" = {low = 0.1, high = 0.5}
+    weight_decay = {low = 1e-5, high = 1e-2, log = true}  # opt-in: searched only if named
 
 `config_from_params` turns a trial's parameters into a `TrainConfig`; sampling and export both
 go through it, so an exported config is exactly what the trial trained.
@@ -46,16 +47,20 @@ class Range:
 
 @dataclass(frozen=True)
 class Dimension:
-    """A searchable parameter: its legal values and its default search range."""
+    """A searchable parameter: its legal values and its default search range. An opt-in one is
+    searched only when a space file gives its range; otherwise it keeps the tutorial's value."""
 
     rule: ParamSpec
     default: Range
+    opt_in: bool = False
 
 
 DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
     {
         "lr": Dimension(POSITIVE, Range(1e-3, 1.0, log=True)),
         "momentum": Dimension(ParamSpec(is_int=False, low=0.0, high=0.999), Range(0.0, 0.99)),
+        # Opt-in; whether it pays on unseen rows: bench/NOTES.md, step 11.
+        "weight_decay": Dimension(NONNEGATIVE, Range(1e-5, 1e-2, log=True), opt_in=True),
         "step.step_size": Dimension(COUNT, Range(2, 25)),
         "step.gamma": Dimension(FACTOR, Range(0.05, 0.9)),
         "exponential.gamma": Dimension(FACTOR, Range(0.8, 0.999)),
@@ -73,7 +78,9 @@ DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
 
 
 def _default_ranges() -> Mapping[str, Range]:
-    return MappingProxyType({name: dim.default for name, dim in DIMENSIONS.items()})
+    return MappingProxyType(
+        {name: dim.default for name, dim in DIMENSIONS.items() if not dim.opt_in}
+    )
 
 
 @dataclass(frozen=True)
@@ -105,10 +112,11 @@ class SearchSpace:
         object.__setattr__(self, "ranges", MappingProxyType(merged))
 
     def suggest(self, trial: optuna.Trial, *, epochs: int, batch_size: int) -> TrainConfig:
-        """Sample one config: scheduler kind, lr, momentum, then that kind's parameters."""
+        """Sample one config: scheduler kind, the optimizer's parameters (lr, momentum and any
+        opt-in one), then that kind's parameters."""
         kind = trial.suggest_categorical(SCHEDULER_PARAM, list(self.schedulers))
         for name, bounds in self.ranges.items():
-            if name in ("lr", "momentum") or name.startswith(f"{kind}."):
+            if "." not in name or name.startswith(f"{kind}."):
                 bounds.suggest(trial, name, DIMENSIONS[name].rule.is_int)
         return config_from_params(trial.params, epochs=epochs, batch_size=batch_size)
 
@@ -169,6 +177,7 @@ def config_from_params(params: Mapping[str, Any], *, epochs: int, batch_size: in
         momentum=params["momentum"],
         epochs=epochs,
         batch_size=batch_size,
+        weight_decay=params.get("weight_decay", 0.0),
     )
 
 

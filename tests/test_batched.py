@@ -43,9 +43,11 @@ def tensors(data_path: Path) -> Tensors:
 def _members(epochs: int) -> list[BatchMember]:
     members = []
     for index, schedule in enumerate(SCHEDULES):
-        for lr, momentum in ((0.05, 0.9), (0.3, 0.0)):
-            config = TrainConfig(schedule, lr=lr, momentum=momentum, epochs=epochs)
-            members.append(BatchMember(config, seed=100 + 2 * index + int(momentum == 0)))
+        for lr, momentum, weight_decay in ((0.05, 0.9, 0.0), (0.3, 0.0, 0.01), (0.1, 0.5, 0.2)):
+            config = TrainConfig(
+                schedule, lr=lr, momentum=momentum, epochs=epochs, weight_decay=weight_decay
+            )
+            members.append(BatchMember(config, seed=100 + 3 * index + len(members) % 3))
     return members
 
 

@@ -19,6 +19,7 @@ def _config() -> TrainConfig:
         momentum=0.9,
         epochs=40,
         batch_size=16,
+        weight_decay=1e-4,
     )
 
 
@@ -34,6 +35,7 @@ def test_round_trip_rebuilds_the_same_config(tmp_path: Path, suffix: str) -> Non
     optimizer = loaded.make_optimizer([torch.nn.Parameter(torch.zeros(1))])
     assert type(build(optimizer, loaded.schedule)).__name__ == "CosineAnnealingLR"
     assert optimizer.param_groups[0]["momentum"] == 0.9
+    assert optimizer.param_groups[0]["weight_decay"] == 1e-4
 
 
 def test_constant_schedule_keeps_torch_fixed_kwargs(tmp_path: Path) -> None:
@@ -55,6 +57,7 @@ def test_constant_schedule_keeps_torch_fixed_kwargs(tmp_path: Path) -> None:
         (lambda d: d["optimizer"].update(lr=-0.1), "lr must be > 0"),
         (lambda d: d["optimizer"].update(lr="fast"), "lr must be > 0"),
         (lambda d: d["optimizer"].update(momentum=1.0), "momentum must be in"),
+        (lambda d: d["optimizer"].update(weight_decay=-1e-4), "weight_decay must be >= 0"),
         (lambda d: d["training"].update(epochs=0), "epochs must be an integer >= 1"),
         (lambda d: d["scheduler"].update(kind="warmup"), "unknown scheduler"),
         (lambda d: d["scheduler"]["kwargs"].update(T_max=0), "T_max must be"),
@@ -119,7 +122,8 @@ json_values = st.recursive(
             )
             | json_values,
             "optimizer": st.fixed_dictionaries(
-                {}, optional={"lr": json_values, "momentum": json_values}
+                {},
+                optional={"lr": json_values, "momentum": json_values, "weight_decay": json_values},
             )
             | json_values,
             "training": st.fixed_dictionaries(

@@ -33,6 +33,20 @@ def test_every_kind_is_sampled_and_rebuilds() -> None:
     assert kinds == set(SCHEDULES)
 
 
+def test_weight_decay_is_searched_only_when_a_space_file_names_it(tmp_path: Path) -> None:
+    for trial in _sample(SearchSpace(), 20):
+        assert "weight_decay" not in trial.params
+        assert config_from_params(trial.params, epochs=50, batch_size=24).weight_decay == 0.0
+    path = tmp_path / "space.toml"
+    path.write_text("[ranges]\nweight_decay = {low = 1e-4, high = 1e-3, log = true}\n")
+    decays = [
+        config_from_params(trial.params, epochs=50, batch_size=24).weight_decay
+        for trial in _sample(load_space(path), 20)
+    ]
+    assert all(1e-4 <= decay <= 1e-3 for decay in decays)
+    assert len(set(decays)) == len(decays)
+
+
 def test_cosine_floor_is_relative_to_lr() -> None:
     params = {
         "scheduler": "cosine",

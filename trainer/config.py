@@ -33,6 +33,7 @@ class TrainConfig:
         schedule: the learning-rate schedule, stepped once per epoch.
         lr: initial learning rate of SGD, > 0.
         momentum: SGD momentum in [0, 1).
+        weight_decay: SGD weight decay (L2 penalty), >= 0 (the tutorial uses none).
         epochs: number of epochs, >= 1 (the tutorial uses 50).
         batch_size: mini-batch size, >= 1 (the tutorial uses 24).
     """
@@ -42,6 +43,7 @@ class TrainConfig:
     momentum: float = 0.0
     epochs: int = DEFAULT_EPOCHS
     batch_size: int = DEFAULT_BATCH_SIZE
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.schedule, ScheduleConfig):
@@ -50,6 +52,10 @@ class TrainConfig:
         _require(
             _is_number(self.momentum) and 0.0 <= self.momentum < 1.0,
             f"momentum must be in [0, 1); got {self.momentum!r}",
+        )
+        _require(
+            _is_number(self.weight_decay) and self.weight_decay >= 0.0,
+            f"weight_decay must be >= 0; got {self.weight_decay!r}",
         )
         _require(_is_count(self.epochs), f"epochs must be an integer >= 1; got {self.epochs!r}")
         _require(
@@ -61,7 +67,9 @@ class TrainConfig:
         """The SGD optimizer this recipe trains with."""
         import torch
 
-        return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum)
+        return torch.optim.SGD(
+            parameters, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -72,7 +80,12 @@ class TrainConfig:
                 "class": f"torch.optim.lr_scheduler.{self.schedule.torch_class_name}",
                 "kwargs": self.schedule.torch_kwargs(),
             },
-            "optimizer": {"class": "torch.optim.SGD", "lr": self.lr, "momentum": self.momentum},
+            "optimizer": {
+                "class": "torch.optim.SGD",
+                "lr": self.lr,
+                "momentum": self.momentum,
+                "weight_decay": self.weight_decay,
+            },
             "training": {"epochs": self.epochs, "batch_size": self.batch_size},
         }
 
@@ -100,6 +113,7 @@ class TrainConfig:
             momentum=optimizer.get("momentum", 0.0),  # type: ignore[arg-type]
             epochs=training.get("epochs", DEFAULT_EPOCHS),  # type: ignore[arg-type]
             batch_size=training.get("batch_size", DEFAULT_BATCH_SIZE),  # type: ignore[arg-type]
+            weight_decay=optimizer.get("weight_decay", 0.0),  # type: ignore[arg-type]
         )
 
 

@@ -2,12 +2,12 @@
 
 The tutorial's network is tiny (34 -> 34 -> 1), so one trial per Python loop spends its time in
 interpreter and dispatch overhead. Here K trials' weights are stacked ([K, 34, 34], ...), every
-step is a few large matmuls over the shared mini-batch, with per-trial learning rate and momentum
-as tensors. Members may train on different folds of the data (cross-validated trials): each
-fold's members share that fold's mini-batch order. Each member keeps its own seeded initial
-weights, so it computes what `training.train` computes for it (see `train_batch`), up to
-float32 rounding; tests hold the two to each other. Members that diverge or are stopped leave
-the batch without touching the rest.
+step is a few large matmuls over the shared mini-batch, with per-trial learning rate, momentum
+and weight decay as tensors. Members may train on different folds of the data (cross-validated
+trials): each fold's members share that fold's mini-batch order. Each member keeps its own
+seeded initial weights, so it computes what `training.train` computes for it (see
+`train_batch`), up to float32 rounding; tests hold the two to each other. Members that diverge
+or are stopped leave the batch without touching the rest.
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ def train_batch(
         device=device,
     )  # [K, epochs]
     momenta = torch.tensor([m.config.momentum for m in members], device=device)
+    decays = torch.tensor([m.config.weight_decay for m in members], device=device)
     groups = [
         _FoldGroup(
             tensors,
@@ -153,7 +154,9 @@ def train_batch(
         results: dict[int, EpochResult] = {}
         for group in groups:
             if len(group.stack.members):
-                results.update(group.train_epoch(epoch, lrs, momenta, batch_size, statuses))
+                results.update(
+                    group.train_epoch(epoch, lrs, momenta, decays, batch_size, statuses)
+                )
         for member, result in results.items():
             histories[member].append(result)
         stopped = on_epoch(results) if on_epoch is not None else set()
@@ -183,6 +186,7 @@ class _FoldGroup:
         epoch: int,
         lrs: torch.Tensor,
         momenta: torch.Tensor,
+        decays: torch.Tensor,
         batch_size: int,
         statuses: list[RunStatus],
     ) -> dict[int, EpochResult]:
@@ -194,6 +198,7 @@ class _FoldGroup:
         order = torch.randperm(n_train, generator=self.batch_order).to(device)
         lr = lrs[stack.members, epoch]
         momentum = momenta[stack.members]
+        decay = decays[stack.members]
         loss_sum = torch.zeros(len(running), device=device)
         for rows in order.split(batch_size):
             logits = _logits(stack, tensors.x_train[rows])
@@ -204,6 +209,7 @@ class _FoldGroup:
             with torch.no_grad():
                 for param, buffer, grad in zip(stack.params, stack.buffers, grads, strict=True):
                     shape = (-1,) + (1,) * (param.dim() - 1)
+                    grad = grad + decay.view(shape) * param  # as SGD's weight_decay adds it
                     buffer.mul_(momentum.view(shape)).add_(grad)
                     param.sub_(lr.view(shape) * buffer)
             loss_sum += losses.detach() * len(rows)

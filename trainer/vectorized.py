@@ -12,6 +12,7 @@ or are stopped leave the batch without touching the rest.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,8 +20,10 @@ import torch
 from torch.nn import functional
 
 from trainer.config import TrainConfig
+from trainer.data import N_FEATURES
 from trainer.schedules import lr_curve
 from trainer.training import (
+    HIDDEN_UNITS,
     EpochResult,
     RunStatus,
     Tensors,
@@ -54,58 +57,93 @@ indices to stop (they end with status STOPPED)."""
 
 @dataclass
 class _Stack:
-    """Parameters and momentum buffers of the members still running (rows = members)."""
+    """Parameters, gradients and momentum buffers of the members still running, one column per
+    member: rows are w1 transposed ([34 in, 34 hidden], row-major), b1 [34], w2 [34], b2 [1].
 
-    members: torch.Tensor  # [A] member indices
-    w1: torch.Tensor  # [A, 34, 34] (out, in), as nn.Linear stores it
-    b1: torch.Tensor  # [A, 34]
-    w2: torch.Tensor  # [A, 1, 34]
-    b2: torch.Tensor  # [A, 1]
-    buffers: list[torch.Tensor]
-
-    @property
-    def params(self) -> list[torch.Tensor]:
-        return [self.w1, self.b1, self.w2, self.b2]
-
-    def weights_of(self, position: int) -> tuple[torch.Tensor, ...]:
-        return tuple(p.detach()[position].cpu().clone() for p in self.params)
-
-    def keep(self, rows: torch.Tensor) -> None:
-        """Drop every member not in `rows` (positions in the current stack)."""
-        self.members = self.members[rows]
-        self.w1, self.b1, self.w2, self.b2 = (
-            p.detach()[rows].requires_grad_() for p in self.params
-        )
-        self.buffers = [b[rows] for b in self.buffers]
-
-
-def _stack_initial_weights(
-    indices: Sequence[int], members: Sequence[BatchMember], device: torch.device
-) -> _Stack:
-    """The members at `indices`, stacked (rows keep their member index)."""
-    weights = [initial_weights(members[index].seed) for index in indices]
-    w1, b1, w2, b2 = (
-        torch.stack([w[i] for w in weights]).to(device).requires_grad_()
-        if weights
-        else torch.empty(0)
-        for i in range(4)
-    )
-    stack = _Stack(
-        torch.tensor(list(indices), dtype=torch.long, device=device), w1, b1, w2, b2, []
-    )
-    stack.buffers = [torch.zeros_like(p) for p in stack.params]
-    return stack
-
-
-def _logits(stack: _Stack, features: torch.Tensor) -> torch.Tensor:
-    """[B, 34] rows shared by all members -> [A, B] logits.
-
-    Layer 1 of all A members is one [B, 34] x [34, A*34] matmul (one GEMM, not A small ones).
+    With members as columns every parameter is a contiguous block of rows, so layer 1 of all A
+    members is one [B, 34] x [34, 34*A] matmul, its gradient is one matmul written in place, and
+    an SGD step is two or three elementwise ops over the whole stack.
     """
-    running, hidden_units, inputs = stack.w1.shape
-    pre = torch.addmm(stack.b1.reshape(1, -1), features, stack.w1.reshape(-1, inputs).T)
-    hidden = torch.relu(pre.view(-1, running, hidden_units))  # [B, A, 34]
-    return (torch.einsum("bah,ah->ab", hidden, stack.w2.squeeze(1)) + stack.b2).contiguous()
+
+    members: list[int]  # member indices, host side: reading them costs no device sync
+    columns: torch.Tensor  # the same indices on the device, to gather per-member settings
+    theta: torch.Tensor  # [P, A]
+    grad: torch.Tensor  # [P, A]
+    buffer: torch.Tensor  # [P, A] momentum
+    inputs: int
+    hidden: int
+
+    @classmethod
+    def of(cls, indices: Sequence[int], seeds: Sequence[int], device: torch.device) -> _Stack:
+        """Members at `indices` with the initial weights of their seeds, as `nn.Linear`s."""
+        columns = [
+            torch.cat([w1.T.reshape(-1), b1, w2.reshape(-1), b2])
+            for w1, b1, w2, b2 in (initial_weights(seed) for seed in seeds)
+        ]
+        inputs, hidden = N_FEATURES, HIDDEN_UNITS  # the shapes `initial_weights` draws
+        rows = inputs * hidden + 2 * hidden + 1
+        theta = (
+            torch.stack(columns, dim=1).to(device)
+            if columns
+            else torch.empty(rows, 0, device=device)
+        )
+        member_index = torch.tensor(list(indices), dtype=torch.long, device=device)
+        return cls(
+            list(indices), member_index, theta, torch.empty_like(theta), torch.zeros_like(theta),
+            inputs, hidden,
+        )  # fmt: skip
+
+    def views(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """w1 [in, hidden*A], b1 [1, hidden*A], w2 [hidden, A], b2 [1, A] of a [P, A] tensor."""
+        a, n_in, n_hidden = flat.shape[1], self.inputs, self.hidden
+        w1_end, b1_end = n_in * n_hidden, (n_in + 1) * n_hidden
+        return (
+            flat[:w1_end].view(n_in, n_hidden * a),
+            flat[w1_end:b1_end].view(1, n_hidden * a),
+            flat[b1_end : b1_end + n_hidden],
+            flat[b1_end + n_hidden :],
+        )
+
+    def weights_of(self, positions: Sequence[int]) -> list[tuple[torch.Tensor, ...]]:
+        """Final weights of the members at `positions`, CPU, in `nn.Linear` layout."""
+        columns = self.theta.T[list(positions)].cpu()
+        n_in, n_hidden = self.inputs, self.hidden
+        w1_end, b1_end = n_in * n_hidden, (n_in + 1) * n_hidden
+        return [
+            (
+                column[:w1_end].view(n_in, n_hidden).T.contiguous(),
+                column[w1_end:b1_end].clone(),
+                column[b1_end : b1_end + n_hidden].view(1, n_hidden).clone(),
+                column[b1_end + n_hidden :].clone(),
+            )
+            for column in columns
+        ]
+
+    def keep(self, positions: Sequence[int]) -> None:
+        """Drop every member not at `positions` (positions in the current stack)."""
+        index = torch.tensor(list(positions), dtype=torch.long, device=self.theta.device)
+        self.members = [self.members[p] for p in positions]
+        self.columns = self.columns[index]
+        self.theta, self.buffer = self.theta[:, index], self.buffer[:, index]
+        self.grad = torch.empty_like(self.theta)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, 34] rows shared by all members -> hidden activations [B, 34, A], logits [B, A]."""
+        w1, b1, w2, b2 = self.views(self.theta)
+        hidden = torch.addmm(b1, features, w1).relu_().view(len(features), self.hidden, -1)
+        return hidden, (hidden * w2).sum(dim=1).add_(b2)
+
+    def backward(
+        self, features: torch.Tensor, hidden: torch.Tensor, dlogits: torch.Tensor
+    ) -> None:
+        """Gradients of the mean losses into `grad`, given d(loss)/d(logits) [B, A]."""
+        w1_grad, b1_grad, w2_grad, b2_grad = self.views(self.grad)
+        _, _, w2, _ = self.views(self.theta)
+        torch.sum(dlogits, dim=0, keepdim=True, out=b2_grad)
+        torch.sum(hidden * dlogits.unsqueeze(1), dim=0, out=w2_grad)
+        dpre = ((hidden > 0) * w2).mul_(dlogits.unsqueeze(1)).view(len(features), -1)
+        torch.mm(features.T, dpre, out=w1_grad)
+        torch.sum(dpre, dim=0, keepdim=True, out=b1_grad)
 
 
 def train_batch(
@@ -120,6 +158,8 @@ def train_batch(
     Members of one fold see the same mini-batch order (seeded by `fold_order_seed`), so every
     step's inputs are shared and layer 1 is one large matmul per fold; member k computes what
     `training.train(config, folds[fold], seed=seed, order_seed=fold_order_seed(...))` does.
+    Forward and backward passes are written out (no autograd), and each epoch reads its numbers
+    back from the device once.
     """
     if not members:
         return []
@@ -129,23 +169,20 @@ def train_batch(
     if any(not 0 <= m.fold < len(folds) for m in members):
         raise ValueError(f"a member's fold is outside the batch's {len(folds)} folds")
     device = folds[0].x_train.device
-    lrs = torch.tensor(
-        [lr_curve(m.config.schedule, m.config.lr, epochs) for m in members],
-        dtype=torch.float32,
-        device=device,
-    )  # [K, epochs]
-    momenta = torch.tensor([m.config.momentum for m in members], device=device)
-    decays = torch.tensor([m.config.weight_decay for m in members], device=device)
-    groups = [
-        _FoldGroup(
-            tensors,
-            _stack_initial_weights(
-                [i for i, m in enumerate(members) if m.fold == fold], members, device
-            ),
-            torch.Generator().manual_seed(fold_order_seed(order_seed, fold)),
-        )
-        for fold, tensors in enumerate(folds)
-    ]
+    curves = [lr_curve(m.config.schedule, m.config.lr, epochs) for m in members]
+    settings = _MemberSettings(
+        lrs=torch.tensor(curves, dtype=torch.float32, device=device),
+        momenta=torch.tensor([m.config.momentum for m in members], device=device),
+        decays=torch.tensor([m.config.weight_decay for m in members], device=device),
+        decaying=any(m.config.weight_decay for m in members),
+        batch_size=batch_size,
+    )
+    groups = []
+    for fold, tensors in enumerate(folds):
+        indices = [i for i, m in enumerate(members) if m.fold == fold]
+        stack = _Stack.of(indices, [members[i].seed for i in indices], device)
+        order = torch.Generator().manual_seed(fold_order_seed(order_seed, fold))
+        groups.append(_FoldGroup(tensors, stack, order))
     histories: list[list[EpochResult]] = [[] for _ in members]
     statuses = [RunStatus.COMPLETED] * len(members)
     weights: list[tuple[torch.Tensor, ...]] = [() for _ in members]
@@ -153,10 +190,15 @@ def train_batch(
     for epoch in range(epochs):
         results: dict[int, EpochResult] = {}
         for group in groups:
-            if len(group.stack.members):
-                results.update(
-                    group.train_epoch(epoch, lrs, momenta, decays, batch_size, statuses)
-                )
+            if group.stack.members:
+                for member, numbers in group.train_epoch(epoch, settings).items():
+                    if numbers is None:
+                        statuses[member] = RunStatus.DIVERGED
+                        continue
+                    accuracy, train_loss, val_loss = numbers
+                    results[member] = EpochResult(
+                        epoch, accuracy, train_loss, curves[member][epoch], val_loss
+                    )
         for member, result in results.items():
             histories[member].append(result)
         stopped = on_epoch(results) if on_epoch is not None else set()
@@ -165,12 +207,23 @@ def train_batch(
         last_epoch = epoch == epochs - 1
         for group in groups:
             group.drop(lambda m: m not in results or m in stopped, last_epoch, weights)
-        if not any(len(group.stack.members) for group in groups):
+        if not any(group.stack.members for group in groups):
             break
     return [
         TrainResult(status, tuple(history), final)
         for status, history, final in zip(statuses, histories, weights, strict=True)
     ]
+
+
+@dataclass(frozen=True)
+class _MemberSettings:
+    """Per-member optimizer settings on the device (rows = member index), and what all share."""
+
+    lrs: torch.Tensor  # [K, epochs]
+    momenta: torch.Tensor  # [K]
+    decays: torch.Tensor  # [K]
+    decaying: bool
+    batch_size: int
 
 
 @dataclass
@@ -182,59 +235,46 @@ class _FoldGroup:
     batch_order: torch.Generator
 
     def train_epoch(
-        self,
-        epoch: int,
-        lrs: torch.Tensor,
-        momenta: torch.Tensor,
-        decays: torch.Tensor,
-        batch_size: int,
-        statuses: list[RunStatus],
-    ) -> dict[int, EpochResult]:
-        """One epoch of SGD for every member; their results (diverged ones are marked)."""
+        self, epoch: int, settings: _MemberSettings
+    ) -> dict[int, tuple[float, float, float] | None]:
+        """One epoch of SGD for every member: {member: (validation accuracy, train loss,
+        validation loss)}, or None for a member whose train loss is not finite (diverged)."""
         stack, tensors = self.stack, self.tensors
-        device = tensors.x_train.device
-        running = stack.members.tolist()
         n_train = len(tensors.y_train)
-        order = torch.randperm(n_train, generator=self.batch_order).to(device)
-        lr = lrs[stack.members, epoch]
-        momentum = momenta[stack.members]
-        decay = decays[stack.members]
-        loss_sum = torch.zeros(len(running), device=device)
-        for rows in order.split(batch_size):
-            logits = _logits(stack, tensors.x_train[rows])
-            losses = functional.binary_cross_entropy_with_logits(
-                logits, tensors.y_train[rows].expand_as(logits), reduction="none"
-            ).mean(dim=1)
-            grads = torch.autograd.grad(losses.sum(), stack.params)
-            with torch.no_grad():
-                for param, buffer, grad in zip(stack.params, stack.buffers, grads, strict=True):
-                    shape = (-1,) + (1,) * (param.dim() - 1)
-                    grad = grad + decay.view(shape) * param  # as SGD's weight_decay adds it
-                    buffer.mul_(momentum.view(shape)).add_(grad)
-                    param.sub_(lr.view(shape) * buffer)
-            loss_sum += losses.detach() * len(rows)
-        with torch.no_grad():
-            train_loss = loss_sum / n_train
-            val_logits = _logits(stack, tensors.x_val)
-            targets = tensors.y_val.expand_as(val_logits)
-            hits = ((val_logits > 0).float() == targets).float().sum(dim=1)  # exact counts
-            val_loss = functional.binary_cross_entropy_with_logits(
-                val_logits, targets, reduction="none"
-            ).mean(dim=1)
-        finite = torch.isfinite(train_loss).tolist()
-        results = {}
-        for position, member in enumerate(running):
-            if not finite[position]:
-                statuses[member] = RunStatus.DIVERGED
-                continue
-            results[member] = EpochResult(
-                epoch,
-                float(hits[position]) / len(tensors.y_val),
-                float(train_loss[position]),
-                float(lrs[member, epoch]),
-                float(val_loss[position]),
-            )
-        return results
+        order = torch.randperm(n_train, generator=self.batch_order).to(tensors.x_train.device)
+        features, labels = tensors.x_train[order], tensors.y_train[order].unsqueeze(1)
+        neg_lr = settings.lrs[stack.columns, epoch].neg().unsqueeze(0)  # [1, A]
+        momentum = settings.momenta[stack.columns].unsqueeze(0)
+        decay = settings.decays[stack.columns].unsqueeze(0)
+        loss_sum = torch.zeros(len(stack.members), device=features.device)
+        for start in range(0, n_train, settings.batch_size):
+            x = features[start : start + settings.batch_size]
+            y = labels[start : start + settings.batch_size].expand(len(x), len(stack.members))
+            hidden, logits = stack.forward(x)
+            loss_sum += functional.binary_cross_entropy_with_logits(
+                logits, y, reduction="none"
+            ).sum(dim=0)
+            stack.backward(x, hidden, (torch.sigmoid(logits) - y).div_(len(x)))
+            if settings.decaying:  # as SGD's weight_decay: grad + decay * weight
+                stack.grad.addcmul_(stack.theta, decay)
+            stack.buffer.mul_(momentum).add_(stack.grad)
+            stack.theta.addcmul_(stack.buffer, neg_lr)
+        _, val_logits = stack.forward(tensors.x_val)
+        targets = tensors.y_val.unsqueeze(1).expand_as(val_logits)
+        numbers = torch.stack(
+            [
+                ((val_logits > 0).float() == targets).float().sum(dim=0),  # exact hit counts
+                loss_sum / n_train,
+                functional.binary_cross_entropy_with_logits(
+                    val_logits, targets, reduction="none"
+                ).mean(dim=0),
+            ]
+        ).T.tolist()  # the epoch's one read from the device
+        n_val = len(tensors.y_val)
+        return {
+            member: (hits / n_val, train_loss, val_loss) if math.isfinite(train_loss) else None
+            for member, (hits, train_loss, val_loss) in zip(stack.members, numbers, strict=True)
+        }
 
     def drop(
         self,
@@ -244,10 +284,12 @@ class _FoldGroup:
     ) -> None:
         """Keep the final weights of members that leave (or of all, after the last epoch)."""
         stack = self.stack
-        running = stack.members.tolist()
-        keep = [position for position, member in enumerate(running) if not leaves(member)]
-        for position, member in enumerate(running):
-            if last_epoch or position not in keep:
-                weights[member] = stack.weights_of(position)
-        if len(keep) < len(running):
-            stack.keep(torch.tensor(keep, dtype=torch.long, device=stack.members.device))
+        members = stack.members
+        keep = [position for position, member in enumerate(members) if not leaves(member)]
+        leaving = (
+            range(len(members)) if last_epoch else sorted(set(range(len(members))) - set(keep))
+        )
+        for position, final in zip(leaving, stack.weights_of(leaving), strict=True):
+            weights[members[position]] = final
+        if len(keep) < len(members):
+            stack.keep(keep)

@@ -5,10 +5,11 @@
     .venv/bin/python -m bench.compare --proxy 1000        # PostgreSQL direct vs `sweeps proxy`
 
 Each pair runs the same number of worker processes on the same storage kind, study size, data,
-search space and pruner (median), one after the other on this machine, and prints a Markdown
-table: trials per second (finished trials / wall time, process start-up included), the ratio,
-the best validation accuracy, and the time from the study's first trial to the first trial
-completing at >= 95% validation accuracy.
+validation split (`--folds 1`: one model per trial, as the hand-written loop trains; a later
+`--service-args --folds 5` overrides it), search space and pruner (median), one after the
+other on this machine, and prints a Markdown table: trials per second (finished trials / wall
+time, process start-up included), the ratio, the best validation accuracy, and the time from
+the study's first trial to the first trial completing at >= 95% validation accuracy.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def launch_command(study: str, trials: int, args: argparse.Namespace) -> list[st
     return [
         sys.executable, "-m", "sweeps", "launch", "--study", study, "--workers",
         str(args.workers), "--trials", str(trials), "--data", str(args.data), "--seed", "0",
-        "--no-baselines", "--quiet", *args.service_args,
+        "--no-baselines", "--quiet", "--folds", "1", *args.service_args,
     ]  # fmt: skip
 
 

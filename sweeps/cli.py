@@ -21,6 +21,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_STUDY = "lrsweep"
 DEFAULT_RUN_TRIALS = 100
 DEFAULT_RUN_TOP = 10
+DEFAULT_CHOICE_SEEDS = 5
 # New studies cross-validate over 5 folds: on the nested benchmark its export was at least as
 # good as one 30% split's (within noise: README, "Does the export hold up on unseen rows?"),
 # and each trial's score rests on every row instead of 106, for 1.3-1.5x the sweep time.
@@ -123,8 +124,8 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
 
 def _robust_choice_options(parser: argparse.ArgumentParser, *, top: int | None) -> None:
     group = parser.add_argument_group(
-        "the robust choice: retrain the best K trials over S seeds and the study's validation "
-        "splits, export the best mean"
+        "the robust choice: retrain the best K trials over S seeds on 5 stratified folds of the "
+        "study's rows drawn anew (split seed + 1), export the best mean"
     )
     group.add_argument(
         "--top",
@@ -136,7 +137,26 @@ def _robust_choice_options(parser: argparse.ArgumentParser, *, top: int | None) 
         if top
         else "candidates (default: export the study's single best trial, no retraining)",
     )
-    group.add_argument("--seeds", type=int, default=5, metavar="S", help="seeds (default 5)")
+    group.add_argument(
+        "--seeds",
+        type=int,
+        default=DEFAULT_CHOICE_SEEDS if top else None,
+        metavar="S",
+        help=f"seeds (default {DEFAULT_CHOICE_SEEDS}{'' if top else '; needs --top'})",
+    )
+
+
+def _check_choice_options(args: argparse.Namespace) -> None:
+    """Refuse a bad --top/--seeds before any work (a sweep may run for hours first)."""
+    from trainer import InvalidInputError
+
+    if args.top is None:
+        if args.seeds is not None:
+            raise InvalidInputError("--seeds needs --top K (the robust choice among the best K)")
+        return
+    args.seeds = DEFAULT_CHOICE_SEEDS if args.seeds is None else args.seeds
+    _require_positive("--top", args.top)
+    _require_positive("--seeds", args.seeds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,6 +271,7 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
     # A validation fraction asks for one split; otherwise new studies cross-validate.
     folds = 1 if args.validation_fraction is not None else DEFAULT_FOLDS
     requested = StudySettings(data_sha256=dataset.sha256, **{"folds": folds, **explicit})
+    requested.check_against(dataset)
     opened = create_or_join(
         _storage_settings(args),
         args.study,
@@ -339,6 +360,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from sweeps.summary import format_summary, summarize
 
+    _check_choice_options(args)
     started = time.perf_counter()
     opened, code = _launch(args, default_baselines=True)
     if code != EXIT_OK:
@@ -364,6 +386,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from sweeps.export import write_trials_csv
     from sweeps.study import open_existing
 
+    _check_choice_options(args)
     out = _export_path(args.out, args.format)
     opened = open_existing(_storage_settings(args), args.study)
     _export(args, opened, out)
@@ -401,8 +424,6 @@ def _export_robust_choice(args: argparse.Namespace, opened: Any, out: Path) -> N
     from sweeps.export import export_document, write_document
     from sweeps.selection import rank_top_trials, record_selection, selection_record
 
-    _require_positive("--top", args.top)
-    _require_positive("--seeds", args.seeds)
     candidates = rank_top_trials(
         opened, top_k=args.top, seeds=args.seeds, data=args.data, device=args.device
     )

@@ -16,7 +16,13 @@ import optuna
 from sweeps.space import SearchSpace, config_from_params
 from trainer import Dataset, InvalidInputError, TrainConfig, validation_rows
 from trainer.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
-from trainer.data import DEFAULT_SPLIT_SEED, DEFAULT_VALIDATION_FRACTION, stratified_folds
+from trainer.data import (
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_VALIDATION_FRACTION,
+    check_folds,
+    check_validation_fraction,
+    stratified_folds,
+)
 
 SETTINGS_ATTR = "lrsweep.settings"
 PRUNER_CLASSES = {
@@ -116,6 +122,11 @@ class StudySettings:
                 "fold_rows": tuple(tuple(rows) for rows in document.get("fold_rows", ())),
             }
         )
+
+    def check_against(self, dataset: Dataset) -> None:
+        """Refuse settings this data cannot honour, before a study is created or joined."""
+        check_validation_fraction(dataset, self.validation_fraction)
+        check_folds(dataset, self.folds)
 
     def fixed_at_creation(self, dataset: Dataset) -> StudySettings:
         """These settings as a new study stores them: the validation rows drawn from `dataset`

@@ -332,6 +332,34 @@ BAD_INPUTS = {
         lambda t, d: ["worker", "--study", "x", "--data", str(d), "--epochs", "0"],
         "epochs must be an integer >= 1",
     ),
+    "too-many-folds": (
+        lambda t, d: ["worker", "--study", "x", "--data", str(d), "--folds", "500"],
+        "--folds must be 1, or between 2 and 126",
+    ),
+    "tiny-validation-fraction": (
+        lambda t, d: [
+            "worker",
+            "--study",
+            "x",
+            "--data",
+            str(d),
+            "--validation-fraction",
+            "0.001",
+        ],
+        "validation fraction must hold out between 2 and 349",
+    ),
+    "run-zero-seeds": (
+        lambda t, d: ["run", "--data", str(d), "--seeds", "0"],
+        "--seeds must be >= 1",
+    ),
+    "run-zero-top": (
+        lambda t, d: ["run", "--data", str(d), "--top", "0"],
+        "--top must be >= 1",
+    ),
+    "export-seeds-without-top": (
+        lambda t, d: ["export", "--study", "x", "--seeds", "3"],
+        "--seeds needs --top",
+    ),
     "gamma-range": (
         lambda t, d: [
             "worker",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -160,14 +161,32 @@ class Split:
     validation: np.ndarray
 
 
+def check_validation_fraction(dataset: Dataset, validation_fraction: float) -> None:
+    """Refuse a fraction that leaves fewer than one row per class on either side of a split
+    (what a stratified split needs), before anything is written."""
+    held_out = math.ceil(validation_fraction * len(dataset))
+    if not 0.0 < validation_fraction < 1.0 or not 2 <= held_out <= len(dataset) - 2:
+        raise InvalidInputError(
+            f"validation fraction must hold out between 2 and {len(dataset) - 2} of the "
+            f"{len(dataset)} rows; got {validation_fraction}"
+        )
+
+
+def check_folds(dataset: Dataset, folds: int) -> None:
+    """Refuse a fold count a stratified split cannot honour (each fold needs every class)."""
+    smallest = int(min(dataset.labels.sum(), len(dataset) - dataset.labels.sum()))
+    if folds != 1 and not 2 <= folds <= smallest:
+        raise InvalidInputError(
+            f"--folds must be 1, or between 2 and {smallest} (the smaller class's rows); "
+            f"got {folds}"
+        )
+
+
 def stratified_split(dataset: Dataset, validation_fraction: float, seed: int) -> Split:
     """Split rows so both parts keep the g/b ratio; the same seed gives the same split."""
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < validation_fraction < 1.0:
-        raise InvalidInputError(
-            f"validation fraction must be in (0, 1); got {validation_fraction}"
-        )
+    check_validation_fraction(dataset, validation_fraction)
     train, validation = train_test_split(
         np.arange(len(dataset)),
         test_size=validation_fraction,
@@ -182,11 +201,9 @@ def stratified_folds(dataset: Dataset, folds: int, seed: int) -> tuple[tuple[int
     same seed gives the same folds."""
     from sklearn.model_selection import StratifiedKFold
 
-    smallest = int(min(dataset.labels.sum(), len(dataset) - dataset.labels.sum()))
-    if not 2 <= folds <= smallest:
-        raise InvalidInputError(
-            f"--folds must be between 2 and {smallest} (the smaller class's rows); got {folds}"
-        )
+    if folds == 1:
+        raise ValueError("one fold is a train/validation split: use stratified_split")
+    check_folds(dataset, folds)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return tuple(
         tuple(int(row) for row in np.sort(held_out))

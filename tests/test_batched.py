@@ -136,3 +136,40 @@ def test_a_member_on_a_fold_the_batch_lacks_is_refused(tensors: Tensors) -> None
     member = BatchMember(TrainConfig(ScheduleConfig("constant"), lr=0.1, epochs=2), 0, fold=1)
     with pytest.raises(ValueError, match="outside the batch's 1 folds"):
         train_batch([member], [tensors], order_seed=0)
+
+
+@pytest.mark.parametrize("batch_size", [24, 1000])
+def test_members_stopped_on_several_folds_match_train_stopped_alike(
+    data_path: Path, batch_size: int
+) -> None:
+    """Members leave mid-batch on some folds while another fold has no members at all; each
+    one still equals `train` stopped at the same epoch (also with one mini-batch per epoch)."""
+    dataset = load_ionosphere(data_path)
+    folds = [split_tensors(dataset, rows, "cpu") for rows in stratified_folds(dataset, 3, 0)]
+    members = [
+        BatchMember(
+            TrainConfig(schedule, lr=0.2, momentum=0.5, epochs=5, batch_size=batch_size,
+                        weight_decay=0.01 * i),
+            seed=60 + i,
+            fold=1 + i % 2,  # fold 0 trains nobody
+        )
+        for i, schedule in enumerate(SCHEDULES)
+    ]  # fmt: skip
+    stop_after = {member: member % 3 for member in range(0, len(members), 2)}
+
+    def stop(results: Mapping[int, EpochResult]) -> set[int]:
+        return {m for m, r in results.items() if stop_after.get(m) == r.epoch}
+
+    batched = train_batch(members, folds, order_seed=3, on_epoch=stop)
+    for index, (member, result) in enumerate(zip(members, batched, strict=True)):
+        alone = train(
+            member.config,
+            folds[member.fold],
+            seed=member.seed,
+            order_seed=fold_order_seed(3, member.fold),
+            on_epoch=lambda r, index=index: stop_after.get(index) == r.epoch,
+        )
+        assert result.status is alone.status
+        assert len(result.history) == len(alone.history)
+        for ours, theirs in zip(result.weights, alone.weights, strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)

@@ -592,3 +592,26 @@ def test_password_never_appears_in_output_or_files(
         assert secret not in result.stdout + result.stderr
     for written in ("best.json", "t.csv"):
         assert secret not in (tmp_path / written).read_text()
+
+
+def test_a_space_file_with_weight_decay_sweeps_it_and_exports_it(
+    tmp_path: Path, data_path: Path
+) -> None:
+    space = tmp_path / "space.toml"
+    space.write_text("[ranges]\nweight_decay = {low = 1e-4, high = 1e-2, log = true}\n")
+    common = ("--study", "wd", "--storage", str(tmp_path / "wd.db"))
+    worker = run_sweeps(
+        "worker", *common, "--data", str(data_path), "--space", str(space), "--trials", "3",
+        "--epochs", "2", "--folds", "1", "--no-baselines", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    exported = run_sweeps("export", *common, "--out", "best.json", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    document = json.loads((tmp_path / "best.json").read_text())
+    trial_number = document["source"]["trial_number"]
+    with opened_storage(f"sqlite:///{tmp_path / 'wd.db'}") as storage:
+        study = optuna.load_study(study_name="wd", storage=storage)
+        params = study.trials[trial_number].params
+    assert 1e-4 <= params["weight_decay"] <= 1e-2
+    assert document["optimizer"]["weight_decay"] == params["weight_decay"]
+    assert load_config(tmp_path / "best.json").weight_decay == params["weight_decay"]

@@ -124,8 +124,8 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
 
 def _robust_choice_options(parser: argparse.ArgumentParser, *, top: int | None) -> None:
     group = parser.add_argument_group(
-        "the robust choice: retrain the best K trials over S seeds on 5 stratified folds of the "
-        "study's rows drawn anew (split seed + 1), export the best mean"
+        "the robust choice: retrain the best K trials over S seeds on the study's rows split "
+        "into stratified folds anew (split seed + 1), export the best mean"
     )
     group.add_argument(
         "--top",

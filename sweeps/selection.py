@@ -1,9 +1,10 @@
 """The robust choice (what `sweeps run` exports, and `sweeps export --top K`): retrain the
-study's best K trials over fresh seeds on fresh stratified folds (drawn with the study's split
-seed + 1), and choose the best mean, so the exported schedule is not the one that drew a lucky
-seed or lucky validation rows: the study's own folds chose the candidates, so scoring them
-again on those rows would reward the same luck (bench/NOTES.md, step 11). The choice is
-recorded in the study, for `status` and the report."""
+study's best K trials over fresh seeds on the study's rows split again into stratified folds
+(drawn with the study's split seed + 1), and choose the best mean, so the exported schedule is
+not the one that drew a lucky seed or a lucky split: the study's own folds chose the
+candidates, so scoring them again on those folds would reward the same luck. The rows are the
+same ones, so re-drawn folds reduce that luck, not remove it (bench/NOTES.md, step 11). The
+choice is recorded in the study, for `status` and the report."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ REEVALUATION_FOLDS = 5  # for a study of one split; a cross-validated study keep
 
 
 def reevaluation_folds(settings: StudySettings, dataset: Dataset) -> StudySettings:
-    """The study's settings with fresh folds for re-ranking its candidates."""
+    """The study's settings with its rows split into folds anew, for re-ranking candidates."""
     count = settings.folds if settings.folds > 1 else REEVALUATION_FOLDS
     rows = stratified_folds(dataset, count, settings.split_seed + 1)
     return replace(settings, folds=count, fold_rows=rows)
@@ -57,7 +58,7 @@ def selection_record(opened: OpenStudy, candidates: list[Candidate], seeds: int)
     """What the export records about the choice: every candidate's mean and spread, the
     chosen trial and the study's raw best (its single-run best trial)."""
     return {
-        "method": f"best mean validation accuracy over seeds 0-{seeds - 1} on fresh stratified "
+        "method": f"best mean validation accuracy over seeds 0-{seeds - 1} on re-drawn stratified "
         f"folds, among the study's top {len(candidates)} trials",
         "chosen_trial": candidates[0].trial.number,
         "raw_best_trial": min(candidates, key=_study_rank).trial.number,

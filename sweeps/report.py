@@ -14,6 +14,7 @@ import plotly.offline
 
 from sweeps import figures
 from sweeps.export import top_trials
+from sweeps.selection import SELECTION_ATTR
 from sweeps.study import OpenStudy
 from sweeps.summary import format_summary, summarize
 
@@ -30,7 +31,7 @@ class Report:
 
 def write_report(opened: OpenStudy, out_dir: Path, *, top_k: int) -> Report:
     """Draw every chart of the study into `out_dir` (created if needed)."""
-    top = top_trials(opened, top_k)  # refuses an empty study before anything is written
+    top = _with_chosen(opened, top_trials(opened, top_k))  # refuses an empty study first
     charts = [figures.optimization_history(opened.study)]
     if len(top) > 1:  # importances need two completed trials to compare
         charts.append(figures.param_importances(opened.study))
@@ -46,6 +47,23 @@ def write_report(opened: OpenStudy, out_dir: Path, *, top_k: int) -> Report:
     return Report(page, images)
 
 
+def _with_chosen(
+    opened: OpenStudy, top: list[optuna.trial.FrozenTrial]
+) -> list[optuna.trial.FrozenTrial]:
+    """The top trials, and the robust choice's trial after them when it is not among them: the
+    report shows the schedule `run` exported even when the study ranked it lower."""
+    chosen = _chosen_number(opened)
+    if chosen is None or any(trial.number == chosen for trial in top):
+        return top
+    return [*top, opened.study.trials[chosen]]
+
+
+def _chosen_number(opened: OpenStudy) -> int | None:
+    """The trial the recorded robust choice exported, if there is a record."""
+    record = opened.study.user_attrs.get(SELECTION_ATTR) or {}
+    return record.get("chosen_trial")
+
+
 def _save_png(chart: figures.Chart, out_dir: Path) -> Path:
     path = out_dir / f"{chart.name}.png"
     chart.static.savefig(path, dpi=PNG_DPI)
@@ -57,8 +75,16 @@ def _page(
     opened: OpenStudy, charts: list[figures.Chart], top: list[optuna.trial.FrozenTrial]
 ) -> str:
     name = html.escape(opened.study.study_name)
+    chosen = _chosen_number(opened)
     table = pd.DataFrame(
-        [{"trial": t.number, "accuracy": t.value, **t.params} for t in top]
+        [
+            {
+                "trial": f"{t.number} (chosen)" if t.number == chosen else t.number,
+                "accuracy": t.user_attrs.get("validation_accuracy", t.value),
+                **t.params,
+            }
+            for t in top
+        ]
     ).to_html(index=False, na_rep="", float_format=lambda value: f"{value:.4g}")
     sections = "\n".join(
         f"<section><h2>{html.escape(chart.title)}</h2>"
@@ -73,7 +99,7 @@ table{{border-collapse:collapse}}td,th{{padding:2px 8px;border:1px solid #ccc}}<
 </head><body>
 <h1>lrsweep report: {name}</h1>
 <pre>{html.escape(format_summary(summarize(opened)))}</pre>
-<h2>Top {len(top)} trials</h2>
+<h2>Top trials, and the chosen one</h2>
 {table}
 {sections}
 </body></html>

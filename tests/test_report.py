@@ -107,3 +107,22 @@ def test_report_on_a_study_without_completed_trials_is_refused(
     assert result.returncode == 2
     assert result.stderr.strip() == "error: study 'empty' has no completed trial yet"
     assert not (tmp_path / "rep").exists()
+
+
+def test_the_report_shows_the_chosen_trial_even_outside_its_top(
+    swept: Path, tmp_path: Path, disposing: Callable[[Any], Any]
+) -> None:
+    import shutil
+
+    from sweeps.selection import SELECTION_ATTR
+
+    shutil.copy(swept / "lrsweep.db", tmp_path / "lrsweep.db")
+    opened = disposing(_open(tmp_path))
+    ranked = top_trials(opened, 14)
+    chosen = ranked[-1]  # the study's lowest-ranked completed trial
+    opened.study.set_user_attr(SELECTION_ATTR, {"chosen_trial": chosen.number})
+    result = run_sweeps("report", "--study", "charted", "--out", "rep", "--top", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert f"<td>{chosen.number} (chosen)</td>" in page
+    assert f"#{chosen.number} " in page  # drawn in the learning-curve and lr charts too

@@ -319,6 +319,11 @@ def _empty_csv(tmp_path: Path) -> Path:
     return empty
 
 
+def _worker_args(data: Path, *flags: str) -> list[str]:
+    """`sweeps worker` on study x with `data` and the flags under test."""
+    return ["worker", "--study", "x", "--data", str(data), *flags]
+
+
 BAD_INPUTS = {
     "dashboard-missing-file": (
         lambda t, d: ["dashboard", "--storage", "typo.db"],
@@ -329,23 +334,15 @@ BAD_INPUTS = {
         "study 'nope' does not exist",
     ),
     "zero-epochs": (
-        lambda t, d: ["worker", "--study", "x", "--data", str(d), "--epochs", "0"],
+        lambda t, d: _worker_args(d, "--epochs", "0"),
         "epochs must be an integer >= 1",
     ),
     "too-many-folds": (
-        lambda t, d: ["worker", "--study", "x", "--data", str(d), "--folds", "500"],
+        lambda t, d: _worker_args(d, "--folds", "500"),
         "--folds must be 1, or between 2 and 126",
     ),
     "tiny-validation-fraction": (
-        lambda t, d: [
-            "worker",
-            "--study",
-            "x",
-            "--data",
-            str(d),
-            "--validation-fraction",
-            "0.001",
-        ],
+        lambda t, d: _worker_args(d, "--validation-fraction", "0.001"),
         "validation fraction must hold out between 2 and 349",
     ),
     "run-zero-seeds": (
@@ -361,27 +358,13 @@ BAD_INPUTS = {
         "--seeds needs --top",
     ),
     "gamma-range": (
-        lambda t, d: [
-            "worker",
-            "--study",
-            "x",
-            "--data",
-            str(d),
-            "--space",
-            str(_space(t, "ranges:\n  step.gamma: [0.5, 1.5]\n")),
-        ],
+        lambda t, d: _worker_args(
+            d, "--space", str(_space(t, "ranges:\n  step.gamma: [0.5, 1.5]\n"))
+        ),
         "step.gamma must be a number in (0, 1]",
     ),
     "inverted-range": (
-        lambda t, d: [
-            "worker",
-            "--study",
-            "x",
-            "--data",
-            str(d),
-            "--space",
-            str(_space(t, "ranges:\n  lr: [0.5, 0.1]\n")),
-        ],
+        lambda t, d: _worker_args(d, "--space", str(_space(t, "ranges:\n  lr: [0.5, 0.1]\n"))),
         "inverted",
     ),
     "empty-csv": (
@@ -488,7 +471,7 @@ BAD_INPUTS = {
         "cannot read search space",
     ),
     "unknown-pruner": (
-        lambda t, d: ["worker", "--study", "x", "--data", str(d), "--pruner", "coinflip"],
+        lambda t, d: _worker_args(d, "--pruner", "coinflip"),
         "unknown pruner",
     ),
     "zero-trials": (lambda t, d: ["run", "--data", str(d), "--trials", "0"], "--trials must be"),

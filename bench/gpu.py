@@ -4,8 +4,8 @@
 
 1. Training alone (`bench.engine`): batches of K sampled default-space configs, 50 epochs each,
    no pruning, on the study's default split; trials per hour = K / seconds per batch.
-2. The whole service: `sweeps launch` (one worker per GPU) on a fresh SQLite file, per-epoch
-   pruning (median) and every epoch stored, one validation split; trials per hour over the
+2. The whole service: `sweeps launch` (one worker per GPU; one on a CPU) on a fresh SQLite
+   file, per-epoch pruning (median) and every epoch stored, one validation split; per hour over the
    command's wall time (start-up included) and over the study (first trial start to last end).
 
 Runs with the packages the project pins. Without a GPU it measures the CPU (and says so), so
@@ -36,14 +36,14 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads; no GPU visible)"
 
 
-def service_rate(trials: int, trials_per_batch: int | None, data: str | None) -> str:
+def service_rate(trials: int, workers: int, trials_per_batch: int | None, data: str | None) -> str:
     """The service's trials per hour on a fresh SQLite file, wall and in study."""
     with TemporaryDirectory(prefix="lrsweep-gpu-") as folder:
         url = f"sqlite:///{Path(folder) / 'gpu.db'}"
         study = f"gpu_{uuid.uuid4().hex[:6]}"
         command = [
             sys.executable, "-m", "sweeps", "launch", "--study", study, "--trials", str(trials),
-            "--seed", "0", "--no-baselines", "--quiet", "--folds", "1",
+            "--workers", str(workers), "--seed", "0", "--no-baselines", "--quiet", "--folds", "1",
         ]  # fmt: skip
         if trials_per_batch:
             command += ["--trials-per-batch", str(trials_per_batch)]
@@ -82,7 +82,10 @@ def main() -> None:
             flush=True,
         )
     if args.service_trials:
-        print(service_rate(args.service_trials, args.service_batch, args.data), flush=True)
+        workers = torch.cuda.device_count() if device.type == "cuda" else 1  # one per GPU
+        print(
+            service_rate(args.service_trials, workers, args.service_batch, args.data), flush=True
+        )
 
 
 if __name__ == "__main__":

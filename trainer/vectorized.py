@@ -81,7 +81,7 @@ class _Stack:
             for w1, b1, w2, b2 in (initial_weights(seed) for seed in seeds)
         ]
         inputs, hidden = N_FEATURES, HIDDEN_UNITS  # the shapes `initial_weights` draws
-        rows = inputs * hidden + 2 * hidden + 1
+        rows = inputs * hidden + 2 * hidden + 1  # w1, b1, w2, b2
         theta = (
             torch.stack(columns, dim=1).to(device)
             if columns
@@ -93,28 +93,33 @@ class _Stack:
             inputs, hidden,
         )  # fmt: skip
 
+    @property
+    def _row_ends(self) -> tuple[int, int, int]:
+        """Where the w1, b1 and w2 rows end (b2 is the last row)."""
+        w1_end = self.inputs * self.hidden
+        return w1_end, w1_end + self.hidden, w1_end + 2 * self.hidden
+
     def views(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """w1 [in, hidden*A], b1 [1, hidden*A], w2 [hidden, A], b2 [1, A] of a [P, A] tensor."""
         a, n_in, n_hidden = flat.shape[1], self.inputs, self.hidden
-        w1_end, b1_end = n_in * n_hidden, (n_in + 1) * n_hidden
+        w1_end, b1_end, w2_end = self._row_ends
         return (
             flat[:w1_end].view(n_in, n_hidden * a),
             flat[w1_end:b1_end].view(1, n_hidden * a),
-            flat[b1_end : b1_end + n_hidden],
-            flat[b1_end + n_hidden :],
+            flat[b1_end:w2_end],
+            flat[w2_end:],
         )
 
     def weights_of(self, positions: Sequence[int]) -> list[tuple[torch.Tensor, ...]]:
         """Final weights of the members at `positions`, CPU, in `nn.Linear` layout."""
         columns = self.theta.T[list(positions)].cpu()
-        n_in, n_hidden = self.inputs, self.hidden
-        w1_end, b1_end = n_in * n_hidden, (n_in + 1) * n_hidden
+        w1_end, b1_end, w2_end = self._row_ends
         return [
             (
-                column[:w1_end].view(n_in, n_hidden).T.contiguous(),
+                column[:w1_end].view(self.inputs, self.hidden).T.contiguous(),
                 column[w1_end:b1_end].clone(),
-                column[b1_end : b1_end + n_hidden].view(1, n_hidden).clone(),
-                column[b1_end + n_hidden :].clone(),
+                column[b1_end:w2_end].view(1, self.hidden).clone(),
+                column[w2_end:].clone(),
             )
             for column in columns
         ]

@@ -1,7 +1,6 @@
 """Side by side, in one run: the hand-written Optuna loop against `sweeps launch`.
 
     .venv/bin/python -m bench.compare --sizes 200 1000 --storages sqlite postgres
-    .venv/bin/python -m bench.compare --flat 10000        # service only: cost per trial vs size
     .venv/bin/python -m bench.compare --proxy 1000        # PostgreSQL direct vs `sweeps proxy`
 
 Each pair runs the same number of worker processes on the same storage kind, study size, data,
@@ -58,20 +57,21 @@ def measure(url: str, study_name: str, wall_s: float) -> Measured:
     study = optuna.load_study(study_name=study_name, storage=url)
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    start = min(t.datetime_start for t in trials if t.datetime_start)
-    end = max(t.datetime_complete for t in trials if t.datetime_complete)
-    hits = [
+    start = min(at for at in (t.datetime_start for t in trials) if at is not None)
+    end = max(at for at in (t.datetime_complete for t in trials) if at is not None)
+    reached = [
         t.datetime_complete
         for t in finished
         if t.state == TrialState.COMPLETE and t.value is not None and t.value >= TARGET_ACCURACY
     ]
+    hits = [at for at in reached if at is not None]
     complete = [t.value for t in finished if t.state == TrialState.COMPLETE and t.value]
     return Measured(
         finished=len(finished),
         wall_s=wall_s,
         best=max(complete, default=None),
-        to_target_s=(min(hits) - start).total_seconds() if hits else None,  # type: ignore[operator]
-        study_s=(end - start).total_seconds(),  # type: ignore[operator]
+        to_target_s=(min(hits) - start).total_seconds() if hits else None,
+        study_s=(end - start).total_seconds(),
     )
 
 
@@ -201,32 +201,6 @@ def compare(args: argparse.Namespace) -> None:
                 )
 
 
-def flat(args: argparse.Namespace) -> None:
-    """Seconds per trial over the first and the last `window` finished trials of one study."""
-    with (
-        TemporaryDirectory() as tmp,
-        storage_url(args.storages[0], args.postgres_url, Path(tmp)) as url,
-    ):
-        study_name = f"flat_{uuid.uuid4().hex[:6]}"
-        command = launch_command(study_name, args.flat, args)
-        wall = run_processes([command], {**os.environ, "LRSWEEP_STORAGE": url})
-        study = optuna.load_study(study_name=study_name, storage=url)
-        done = sorted(
-            t.datetime_complete
-            for t in study.get_trials(deepcopy=False)
-            if t.state.is_finished() and t.datetime_complete
-        )
-        print(
-            f"{args.storages[0]}, {len(done)} trials in {wall:.1f}s "
-            f"({len(done) / wall:.1f} trials/s); milliseconds per trial by window:"
-        )
-        window = args.window
-        for start in range(0, len(done) - window + 1, max(window, len(done) // 10)):
-            stop = start + window - 1
-            per_trial = (done[stop] - done[start]).total_seconds() / (window - 1)
-            print(f"  trials {start + 1}-{stop + 1}: {per_trial * 1000:.2f} ms")
-
-
 def via_proxy(args: argparse.Namespace) -> None:
     """The service on PostgreSQL, straight to the database and through `sweeps proxy`."""
     with TemporaryDirectory() as tmp, storage_url("postgres", args.postgres_url, Path(tmp)) as url:
@@ -253,8 +227,6 @@ def main() -> None:
         "--data", type=Path, default=Path(os.environ.get("IONOSPHERE_CSV", DEFAULT_DATA))
     )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
-    parser.add_argument("--flat", type=int, metavar="N", help="service only, one study of N")
-    parser.add_argument("--window", type=int, default=500)
     parser.add_argument("--proxy", type=int, metavar="N", help="service only, direct vs proxy")
     parser.add_argument(
         "--service-args",
@@ -266,8 +238,6 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.proxy:
         via_proxy(args)
-    elif args.flat:
-        flat(args)
     else:
         compare(args)
 

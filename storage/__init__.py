@@ -1,6 +1,6 @@
 """Where studies live: storage URLs, connections, heartbeats and the trial-claim lock."""
 
-from storage.connect import StorageSettings, open_storage, open_trial_store
+from storage.connect import StorageSettings, close_storage, open_storage, open_trial_store
 from storage.errors import StorageError, StorageLost
 from storage.heartbeat import heartbeat
 from storage.trial_store import SqlTrialStore, TrialStore
@@ -13,6 +13,7 @@ __all__ = [
     "StorageSettings",
     "SqlTrialStore",
     "TrialStore",
+    "close_storage",
     "open_trial_store",
     "heartbeat",
     "mask_url",

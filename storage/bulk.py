@@ -1,11 +1,11 @@
 """Batch writes that Optuna makes one transaction (and several queries) per trial per call.
 
-A batch of K trials is claimed in one transaction, stores each epoch's K validation accuracies
-(with any pruner marks, and the final state of every trial that ends that epoch) in one, and
-beats in one statement. Rows are written into Optuna's own tables through Optuna's own table
-definitions and value encoders, and timestamps as Optuna's RDB storage writes them (naive UTC),
-so what lands there is what Optuna itself would write; tests read it back through Optuna (the
-schema is pinned by the Optuna release in constraints.txt).
+A batch of K trials is claimed in one transaction, stores the K validation accuracies of one or
+more epochs (with any pruner marks, and the final state of every trial that ended in them) in
+one, and beats in one statement. Rows are written into Optuna's own tables through Optuna's own
+table definitions and value encoders, and timestamps as Optuna's RDB storage writes them (naive
+UTC), so what lands there is what Optuna itself would write; tests read it back through Optuna
+(the schema is pinned by the Optuna release in constraints.txt).
 
 Epoch writes are idempotent: a retry after a commit whose acknowledgement was lost inserts no
 row twice and reports the same trials finished.
@@ -235,7 +235,7 @@ def write_epoch(
     system_attrs: SystemAttrs = (),
     finished: Sequence[Finished] = (),
 ) -> EpochWrite:
-    """Store one epoch of a batch in one transaction: (trial_id, step, value) intermediate
+    """Store epochs of a batch in one transaction: (trial_id, step, value) intermediate
     values, (trial_id, key, value) system attributes, and the final state of each trial in
     `finished`. Only trials still RUNNING are written to; see `EpochWrite` for the rest.
 

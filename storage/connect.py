@@ -94,6 +94,12 @@ def open_storage(
     return storage
 
 
+def close_storage(storage: optuna.storages.BaseStorage) -> None:
+    """Close a database storage's pooled connections (a proxy client holds none)."""
+    if isinstance(storage, optuna.storages.RDBStorage):
+        storage.engine.dispose()
+
+
 def open_trial_store(storage: optuna.storages.BaseStorage, study_name: str) -> TrialStore:
     """The trial store for `storage`: SQL for a database, storage calls for a proxy."""
     if isinstance(storage, optuna.storages.RDBStorage):
@@ -105,7 +111,7 @@ def open_trial_store(storage: optuna.storages.BaseStorage, study_name: str) -> T
 
 def _sqlite_synchronous_normal(connection: sqlite3.Connection, _record: object) -> None:
     """In WAL mode, NORMAL skips the fsync per commit and still never corrupts the file; a
-    power cut (not a crash) can lose the last commits. Workers commit every epoch."""
+    power cut (not a crash) can lose the last commits. Workers commit every quarter second."""
     connection.execute("PRAGMA synchronous=NORMAL")
 
 

@@ -74,7 +74,10 @@ def signals_held() -> Iterator[None]:
     _held.clear()
     try:
         for held in HELD_SIGNALS:
-            previous[held] = signal.signal(held, hold)
+            # A signal the process was started ignoring (`cmd &` in a script ignores SIGINT)
+            # stays ignored: holding it would stop the batch and then deliver nothing.
+            if signal.getsignal(held) is not signal.SIG_IGN:
+                previous[held] = signal.signal(held, hold)
         yield
     finally:
         _depth = 0

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -38,7 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 from storage import bulk
 from storage.bulk import CLAIM_KEY, EpochValues, EpochWrite, Finished, SystemAttrs
 from storage.errors import StorageError
-from storage.trial_store import FINAL_STATES, SqlTrialStore, TrialStore
+from storage.trial_store import SqlTrialStore, TrialStore
 
 ENQUEUE_KEY = "lrsweep:enqueue"
 EPOCH_KEY = "lrsweep:epoch"
@@ -81,9 +81,17 @@ class ProxiedTrialStore(TrialStore):
         trials = self._client.get_all_trials(self.study_id, deepcopy=False)
         return Counter(trial.state.name for trial in trials)
 
-    def final_trial_ids(self) -> set[int]:
-        final = self._client.get_all_trials(self.study_id, deepcopy=False, states=FINAL_STATES)
-        return {trial._trial_id for trial in final}
+    def states_from(self, first_id: int) -> dict[int, TrialState]:
+        # The proxy answers with the whole study (from its cache); filtered here.
+        trials = self._client.get_all_trials(self.study_id, deepcopy=False)
+        return {t._trial_id: t.state for t in trials if t._trial_id >= first_id}
+
+    def trials_by_id(self, trial_ids: Collection[int]) -> Iterator[FrozenTrial]:
+        if not trial_ids:
+            return
+        wanted = set(trial_ids)
+        trials = self._client.get_all_trials(self.study_id, deepcopy=False)
+        yield from sorted((t for t in trials if t._trial_id in wanted), key=lambda t: t._trial_id)
 
     def claim(
         self,

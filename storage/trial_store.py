@@ -13,20 +13,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select
 
-from storage import bulk
+from storage import bulk, reads
 from storage.bulk import EpochValues, EpochWrite, Finished, SystemAttrs
 from storage.locks import DatabaseLock
 from storage.requeue import hand_back
 
 FINISHED_STATES = ("COMPLETE", "PRUNED")
-FINAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def finished_count(counts: Counter[str]) -> int:
@@ -44,8 +43,14 @@ class TrialStore(ABC):
         """Trials by state name (COMPLETE, PRUNED, RUNNING, WAITING, FAIL)."""
 
     @abstractmethod
-    def final_trial_ids(self) -> set[int]:
-        """Ids of trials in a final state (COMPLETE, PRUNED, FAIL)."""
+    def states_from(self, first_id: int) -> dict[int, TrialState]:
+        """The state of each trial of the study with an id >= `first_id`, read at one moment
+        (one statement), so that a trial missing from the answer was created after it and has
+        a higher id: every insert into a study commits under its claim lock."""
+
+    @abstractmethod
+    def trials_by_id(self, trial_ids: Collection[int]) -> Iterator[FrozenTrial]:
+        """The study's trials with these ids, in id order, read in chunks as iterated."""
 
     @abstractmethod
     def claim(
@@ -70,7 +75,7 @@ class TrialStore(ABC):
         system_attrs: SystemAttrs = (),
         finished: Sequence[Finished] = (),
     ) -> EpochWrite:
-        """Store one epoch of a batch and finish the trials that ended in it, in one
+        """Store epochs of a batch and finish the trials that ended in them, in one
         transaction (`bulk.write_epoch`); idempotent, so it may be retried."""
 
     @abstractmethod
@@ -94,7 +99,7 @@ class TrialStore(ABC):
 
 class SqlTrialStore(TrialStore):
     """Direct SQL: the claim lock in the database (or beside a SQLite file), one transaction
-    per claim and per epoch."""
+    per claim and per write of a batch's epochs."""
 
     def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
         self._storage = storage
@@ -105,15 +110,21 @@ class SqlTrialStore(TrialStore):
         with self._storage.engine.connect() as connection:
             return bulk.counts(connection, self.study_id)
 
-    def final_trial_ids(self) -> set[int]:
+    def states_from(self, first_id: int) -> dict[int, TrialState]:
         trials = bulk.TRIALS
         with self._storage.engine.connect() as connection:
             rows = connection.execute(
-                select(trials.c.trial_id).where(
-                    trials.c.study_id == self.study_id, trials.c.state.in_(FINAL_STATES)
+                select(trials.c.trial_id, trials.c.state).where(
+                    trials.c.study_id == self.study_id, trials.c.trial_id >= first_id
                 )
             )
-            return {int(trial_id) for trial_id in rows.scalars()}
+            return {int(trial_id): TrialState(state) for trial_id, state in rows}
+
+    def trials_by_id(self, trial_ids: Collection[int]) -> Iterator[FrozenTrial]:
+        if not trial_ids:
+            return
+        with self._storage.engine.connect() as connection:
+            yield from reads.trials_by_id(connection, trial_ids)
 
     def claim(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -26,6 +27,7 @@ DEFAULT_CHOICE_SEEDS = 5
 # good as one 30% split's (within noise: README, "Does the export hold up on unseen rows?"),
 # and each trial's score rests on every row instead of 106, for 1.3-1.5x the sweep time.
 DEFAULT_FOLDS = 5
+MAX_SEED = 2**31  # NumPy seeds are below 2**32, and launch adds the worker index
 
 
 class UsageError(Exception):
@@ -178,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     _study_options(worker, required=True)
     _creation_options(worker)
     _worker_options(worker)
+    worker.add_argument("--launched", action="store_true", help=argparse.SUPPRESS)
     worker.set_defaults(handler=_cmd_worker)
 
     launch = commands.add_parser("launch", help="start K worker processes on this machine")
@@ -287,15 +290,20 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
 
 def _worker_options_of(args: argparse.Namespace) -> Any:
     from sweeps.history import DEFAULT_SAMPLER_HISTORY
-    from sweeps.worker import WorkerOptions
+    from sweeps.worker_options import WorkerOptions
+    from trainer import InvalidInputError
 
+    if args.seed is not None and not 0 <= args.seed < MAX_SEED:
+        raise InvalidInputError(f"--seed must be between 0 and {MAX_SEED - 1}; got {args.seed}")
     return WorkerOptions(
         target_trials=args.trials,
         timeout_s=args.timeout,
         data=args.data,
         device=args.device,
         trials_per_batch=args.trials_per_batch,
-        sampler_history=args.sampler_history or DEFAULT_SAMPLER_HISTORY,
+        sampler_history=(
+            DEFAULT_SAMPLER_HISTORY if args.sampler_history is None else args.sampler_history
+        ),
         quiet=args.quiet,
     )
 
@@ -320,41 +328,62 @@ def _child_worker_args(args: argparse.Namespace, *, quiet: bool) -> list[str]:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from sweeps.worker import run_worker
+    from sweeps.launch import released_by_launcher
+    from sweeps.worker import run_worker  # torch and the rest, before waiting for the launcher
 
+    if args.launched and not released_by_launcher():
+        return EXIT_OK
     options = _worker_options_of(args)
-    summary = run_worker(_join_or_create(args, default_baselines=False), options)
+    opened = _join_or_create(args, default_baselines=False)
+    summary = run_worker(opened, options)
     print(
         f"worker done: {summary.trials_run} trials {summary.by_reason}; stopped because "
         f"{summary.stopped_because}",
         file=sys.stderr,
     )
+    if args.launched:
+        _exit_without_teardown(EXIT_OK, opened)
     return EXIT_OK
 
 
+def _exit_without_teardown(code: int, opened: Any) -> NoReturn:
+    """Exit once everything is stored and written, skipping the interpreter's teardown of
+    torch, Optuna and SQLAlchemy (about 0.3 s a process). The study's connections are closed
+    first: SQLite folds its write-ahead log back into the database file when the last one
+    closes, and PostgreSQL sees a clean goodbye."""
+    from storage import close_storage
+
+    close_storage(opened.storage)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _launch(args: argparse.Namespace, default_baselines: bool) -> tuple[Any, int]:
-    from sweeps.launch import LaunchPlan, launch_workers
+    from sweeps.launch import LaunchPlan, started_workers
     from sweeps.progress import StudyProgress, wants_progress
 
     _worker_options_of(args)  # validate before starting anything
     plan = LaunchPlan.for_this_machine(args.workers, args.device)
-    opened = _join_or_create(args, default_baselines)
     storage_settings = _storage_settings(args)
-    print(
-        f"starting {plan.workers} workers on study {args.study!r} ({storage_settings.masked_url})",
-        file=sys.stderr,
-    )
     show_progress = wants_progress()
     # Under a progress bar the workers' own per-batch lines would tear it: they go quiet.
     worker_args = _child_worker_args(args, quiet=args.quiet or show_progress)
-    progress = StudyProgress(opened, args.trials) if show_progress else nullcontext()
-    with progress:
-        code = launch_workers(plan, storage_settings.url, worker_args, args.seed)
+    with started_workers(plan, storage_settings.url, worker_args, args.seed) as workers:
+        opened = _join_or_create(args, default_baselines)
+        print(
+            f"starting {plan.workers} workers on study {args.study!r} "
+            f"({storage_settings.masked_url})",
+            file=sys.stderr,
+        )
+        with StudyProgress(opened, args.trials) if show_progress else nullcontext():
+            code = workers.run()
     return opened, code
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
-    return _launch(args, default_baselines=False)[1]
+    opened, code = _launch(args, default_baselines=False)
+    _exit_without_teardown(code, opened)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -364,13 +393,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     opened, code = _launch(args, default_baselines=True)
     if code != EXIT_OK:
-        return code
+        _exit_without_teardown(code, opened)
     elapsed = time.perf_counter() - started
     out = _export_path(args.out, None)
     _export(args, opened, out)
     print(format_summary(summarize(opened)))
     print(f"sweep wall time {elapsed:.1f}s")
-    return EXIT_OK
+    _exit_without_teardown(EXIT_OK, opened)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -489,7 +518,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `sweeps` script; returns the process exit code."""
+    """Entry point of the `sweeps` script; returns the process exit code (`launch` and `run`
+    exit the process themselves once done)."""
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         args = build_parser().parse_args(argv)

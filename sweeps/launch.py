@@ -5,9 +5,11 @@ workers do not all propose the same first trials) and, on GPU hosts, its own
 CUDA_VISIBLE_DEVICES. The storage URL travels in the environment, never on a command line
 where `ps` would show its password.
 
-Children run in a process group of their own, so a Ctrl-C at the terminal reaches them once,
-forwarded by the launcher: a second signal on top of the terminal's would interrupt the
-hand-back of their trials.
+The children start first and import torch while the launcher validates the data and creates
+the study; they join it when the launcher says go on their stdin (a closed stdin instead tells
+them to exit: the study could not be made). Children run in a process group of their own, so a
+Ctrl-C at the terminal reaches them once, forwarded by the launcher: a second signal on top of
+the terminal's would interrupt the hand-back of their trials.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -44,32 +47,80 @@ class LaunchPlan:
             gpu_count = torch.cuda.device_count()
         if gpu_count:
             count = workers or gpu_count
-            return cls(count, tuple(str(i % gpu_count) for i in range(count)))
+            names = visible_gpus(gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            return cls(count, tuple(names[i % gpu_count] for i in range(count)))
         count = workers or os.cpu_count() or 1
         return cls(count, (None,) * count)
 
 
+def visible_gpus(count: int, visible: str | None) -> list[str]:
+    """The `count` GPUs this process sees, as CUDA_VISIBLE_DEVICES names them for a child: the
+    parent's own list when it has one (a child told "0" would use the machine's first GPU,
+    which the user may have excluded), else the indices 0..count-1."""
+    if visible:
+        return [name.strip() for name in visible.split(",")][:count]
+    return [str(index) for index in range(count)]
+
+
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+LAUNCHED_FLAG = "--launched"  # a child: wait for GO on stdin, then work; EOF: exit quietly
+GO = b"go\n"
 
 
-def launch_workers(
+class StartedWorkers:
+    """Worker processes started, importing torch and the rest while the launcher prepares the
+    study, and waiting for `run` to let them join it."""
+
+    def __init__(self, children: list[subprocess.Popen[bytes]]) -> None:
+        self._children = children
+
+    def run(self) -> int:
+        """Let the workers go and run them to the end; return 0, or the first failing worker's
+        exit code. SIGINT, SIGTERM and SIGHUP (a closed terminal) are forwarded to every child
+        once."""
+        children = self._children
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            # Workers hand their trials back on SIGINT and SIGTERM; a closed terminal is a
+            # SIGTERM.
+            sent = signal.SIGTERM if signum == signal.SIGHUP else signum
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(sent)
+
+        # A signal the launcher was started ignoring (SIGHUP under nohup, SIGINT under `&` in a
+        # script) stays ignored, for it and, inherited, for its workers.
+        previous = {
+            sig: signal.signal(sig, forward)
+            for sig in FORWARDED
+            if signal.getsignal(sig) is not signal.SIG_IGN
+        }
+        try:
+            for child in children:
+                _send_and_close(child, GO)
+            codes = [child.wait() for child in children]
+        except BaseException:
+            forward(signal.SIGTERM, None)
+            for child in children:
+                child.wait()
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        for index, code in enumerate(codes):
+            if code < 0:  # killed by a signal: say so, and exit as a shell would (128 + N)
+                print(f"worker {index} was killed by signal {-code}", file=sys.stderr)
+        return next((code if code > 0 else 128 - code for code in codes if code != 0), 0)
+
+
+@contextmanager
+def started_workers(
     plan: LaunchPlan, storage_url: str, worker_args: Sequence[str], base_seed: int | None
-) -> int:
-    """Run the plan's workers to the end; return 0, or the first failing worker's exit code.
-
-    SIGINT, SIGTERM and SIGHUP (a closed terminal) are forwarded to every child once, from
-    before the first one starts; a child that cannot be started stops the ones that did.
-    """
+) -> Iterator[StartedWorkers]:
+    """Start the plan's workers at once: their imports (about a second each) overlap the
+    launcher's own work. If the block fails before `run`, they are told to exit (their stdin
+    closes) and waited for; nothing of theirs touched the study."""
     children: list[subprocess.Popen[bytes]] = []
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        # Workers hand their trials back on SIGINT and SIGTERM; a closed terminal is a SIGTERM.
-        sent = signal.SIGTERM if signum == signal.SIGHUP else signum
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(sent)
-
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
         for index, gpu in enumerate(plan.gpus):
             env = {**os.environ, STORAGE_ENV_VAR: storage_url, "OMP_NUM_THREADS": "1"}
@@ -77,14 +128,32 @@ def launch_workers(
                 env["CUDA_VISIBLE_DEVICES"] = gpu
             seed_args = [] if base_seed is None else ["--seed", str(base_seed + index)]
             command = [sys.executable, "-m", "sweeps", "worker", *worker_args, *seed_args]
-            children.append(subprocess.Popen(command, env=env, process_group=0))
-        codes = [child.wait() for child in children]
+            children.append(
+                subprocess.Popen(
+                    [*command, LAUNCHED_FLAG], env=env, stdin=subprocess.PIPE, process_group=0
+                )
+            )
+        yield StartedWorkers(children)
     except BaseException:
-        forward(signal.SIGTERM, None)
+        for child in children:
+            _send_and_close(child, b"")
         for child in children:
             child.wait()
         raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return next((code for code in codes if code != 0), 0)
+
+
+def _send_and_close(child: subprocess.Popen[bytes], message: bytes) -> None:
+    assert child.stdin is not None
+    if child.stdin.closed:
+        return
+    try:
+        child.stdin.write(message)
+        child.stdin.close()
+    except BrokenPipeError:  # the child has exited already; its exit code says why
+        pass
+
+
+def released_by_launcher() -> bool:
+    """In a launched worker: wait for the launcher's GO (True), or its end of stdin (False:
+    the launcher failed before the study was ready and reports why itself)."""
+    return sys.stdin.buffer.readline() == GO

@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps.batch_sampler import batch_fits
 from sweeps.history import sampler_mirror
 from sweeps.settings import StudySettings
 from sweeps.trial_attrs import SCHEDULER_CLASS_ATTR
@@ -47,10 +48,11 @@ def propose(
     history: list[FrozenTrial],
     count: int,
 ) -> list[FrozenTrial]:
-    """`count` RUNNING-trial templates from TPE fitted on `history`; trials asked here and not
-    told stay RUNNING in the in-memory mirror, so TPE's constant liar spreads the batch."""
+    """`count` RUNNING-trial templates from TPE fitted on `history` (once per search space with
+    a `BatchTPESampler`; other workers' running trials are its constant liars)."""
     mirror = sampler_mirror(sampler, study_name, history)
-    return [_template(settings, _ask(mirror), TrialState.RUNNING) for _ in range(count)]
+    with batch_fits(sampler):
+        return [_template(settings, _ask(mirror), TrialState.RUNNING) for _ in range(count)]
 
 
 def fixed(settings: StudySettings, params: Mapping[str, Any]) -> FrozenTrial:

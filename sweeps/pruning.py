@@ -2,26 +2,85 @@
 
 `should_prune` re-reads the trial and, inside the pruner, every trial of the study from the
 database: one round trip per trial per epoch. Here the pruner runs over an in-memory view of the
-study (trials finished when the batch started, plus the batch's own running trials with the
-values reported so far), so Optuna's own pruner code decides with no database traffic. What the
-pruner writes (SuccessiveHalving's rung marks) is kept and handed back to be stored in bulk.
+study (what it needs of the trials finished when the batch started, other workers' live trials,
+and the batch's own running trials with the values reported so far), so the decisions need no
+database traffic. What the pruner writes (SuccessiveHalving's rung marks) is kept and handed back
+to be stored in bulk.
 
-Percentile pruners (Median is one) compare with the same per-step percentile of completed trials
-for every trial of the batch; that number is computed once per step instead of once per trial,
-with Optuna's own helpers, so the cost per trial stays flat as the study grows.
+A worker keeps of each finished trial only what its pruner reads (`FinishedTrials`): percentile
+pruners (Median is one) read completed trials' values step by step, so those are kept as one
+float array per step and the percentile is computed once per step and batch, as Optuna computes
+it; SuccessiveHalving and Hyperband read trials' states, numbers and rung marks, so those are
+kept as trials stripped of everything else; NopPruner reads nothing.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Container, Iterable
+from array import array
+from collections.abc import Callable, Container, Iterable
 from typing import Any, cast
 
+import numpy as np
 import optuna
 from optuna.pruners import _percentile
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+RUNG_PREFIX = "completed_rung_"  # SuccessiveHalving's marks (and Hyperband's, per bracket)
+
+
+class FinishedTrials:
+    """What `pruner` reads of a study's finished trials, kept as they arrive (see module)."""
+
+    def __init__(self, pruner: optuna.pruners.BasePruner) -> None:
+        self._keep: Callable[[FrozenTrial], FrozenTrial] | None = None
+        if isinstance(pruner, RUNG_PRUNERS):
+            self._keep = _stripped
+        elif not isinstance(pruner, optuna.pruners.PercentilePruner | optuna.pruners.NopPruner):
+            self._keep = _whole  # a pruner of unknown needs (a stored spec may name any)
+        self.completed = 0
+        self._completed_by_step: dict[int, array[float]] = {}
+        self.trials: list[FrozenTrial] = []
+
+    def add(self, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE:
+            self.completed += 1
+            for step, value in trial.intermediate_values.items():
+                self._completed_by_step.setdefault(step, array("d")).append(value)
+        if self._keep is not None:
+            self.trials.append(self._keep(trial))
+
+    def completed_at(self, step: int) -> np.ndarray:
+        """The values completed trials reported at `step` (a copy)."""
+        return np.array(self._completed_by_step.get(step, ()), dtype=float)
+
+
+RUNG_PRUNERS = (optuna.pruners.SuccessiveHalvingPruner, optuna.pruners.HyperbandPruner)
+
+
+def _whole(trial: FrozenTrial) -> FrozenTrial:
+    return trial
+
+
+def _stripped(trial: FrozenTrial) -> FrozenTrial:
+    """`trial` with only what SuccessiveHalving and Hyperband read: its number, state, rung
+    marks and last step (for `min_resource="auto"`)."""
+    last = trial.last_step
+    return FrozenTrial(
+        number=trial.number,
+        state=trial.state,
+        value=None,
+        datetime_start=None,
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={k: v for k, v in trial.system_attrs.items() if k.startswith(RUNG_PREFIX)},
+        intermediate_values={} if last is None else {last: trial.intermediate_values[last]},
+        trial_id=trial._trial_id,
+    )
 
 
 class TrialsView:
@@ -70,18 +129,20 @@ class BatchPruner:
         pruner: optuna.pruners.BasePruner,
         study_name: str,
         direction: StudyDirection,
-        population: Iterable[FrozenTrial],
+        finished: FinishedTrials,
+        live: Iterable[FrozenTrial],
         running: Iterable[FrozenTrial],
     ) -> None:
+        """`live`: other workers' RUNNING and WAITING trials; `running`: this batch's."""
         self._pruner = pruner
-        self._view = TrialsView(study_name, direction, [*population, *running])
+        self._finished = finished
+        self._view = TrialsView(study_name, direction, [*finished.trials, *live, *running])
         self._study = optuna.Study(
             study_name=study_name,
             storage=cast(optuna.storages.BaseStorage, self._view),
             sampler=optuna.samplers.RandomSampler(),
             pruner=pruner,
         )
-        self._completed = self._view.get_all_trials(0, states=(TrialState.COMPLETE,))
         self._percentile_by_step: dict[int, float] = {}
 
     def report(self, trial_id: int, step: int, value: float) -> None:
@@ -106,7 +167,7 @@ class BatchPruner:
         self, pruner: optuna.pruners.PercentilePruner, trial: FrozenTrial
     ) -> bool:
         """PercentilePruner.prune, step for step, with the per-step percentile memoized."""
-        n_completed = len(self._completed)
+        n_completed = self._finished.completed
         if n_completed == 0 or n_completed < pruner._n_startup_trials:
             return False
         step = trial.last_step
@@ -121,12 +182,18 @@ class BatchPruner:
         if math.isnan(best):
             return True
         if step not in self._percentile_by_step:
-            self._percentile_by_step[step] = (
-                _percentile._get_percentile_intermediate_result_over_trials(
-                    self._completed, direction, step, pruner._percentile, pruner._n_min_trials
-                )
-            )
+            self._percentile_by_step[step] = self._percentile_at(pruner, step)
         threshold = self._percentile_by_step[step]
         if math.isnan(threshold):
             return False
         return best < threshold if direction == StudyDirection.MAXIMIZE else best > threshold
+
+    def _percentile_at(self, pruner: optuna.pruners.PercentilePruner, step: int) -> float:
+        """`_percentile._get_percentile_intermediate_result_over_trials` over the kept values."""
+        values = self._finished.completed_at(step)
+        if len(values) < pruner._n_min_trials:
+            return math.nan
+        maximize = self._study.direction == StudyDirection.MAXIMIZE
+        return float(
+            np.nanpercentile(values, 100 - pruner._percentile if maximize else pruner._percentile)
+        )

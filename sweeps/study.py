@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -12,9 +13,12 @@ from storage import StorageError, StorageSettings, TrialStore, open_storage, ope
 from storage.outage import retrying
 from storage.urls import sqlite_path
 from sweeps import proposals
+from sweeps.batch_sampler import BatchTPESampler
 from sweeps.settings import StudySettings
 from trainer import Dataset, InvalidInputError
-from trainer.training import Tensors, split_tensors
+
+if TYPE_CHECKING:
+    from trainer.training import Tensors
 
 # The tutorial's two schedules (time-based and drop-based decay), run first when asked so every
 # study has a known reference point.
@@ -39,12 +43,23 @@ class OpenStudy:
 
 
 def fold_tensors(settings: StudySettings, dataset: Dataset, device: str) -> list[Tensors]:
-    """The study's validation splits of `dataset` as device tensors: one, or one per fold."""
+    """The study's validation splits of `dataset` as device tensors: one, or one per fold.
+    (torch is imported here, not with the module: the launcher and `status` need no torch.)"""
+    from trainer.training import split_tensors
+
     return [split_tensors(dataset, rows, device) for rows in settings.validation_splits()]
 
 
-def make_sampler(seed: int | None) -> optuna.samplers.TPESampler:
-    """TPE over the conditional space; constant liar keeps parallel and batched asks apart.
+TPE_ARGUMENTS: dict[str, Any] = {
+    "n_startup_trials": 10,
+    "multivariate": True,
+    "constant_liar": True,
+}
+
+
+def make_sampler(seed: int | None) -> BatchTPESampler:
+    """TPE over the conditional space, fitted once per batch; constant liar keeps parallel
+    workers apart.
 
     Multivariate over the parameters every trial has (scheduler, lr, momentum), independent for
     the conditional ones: `group=True` would model each scheduler's group jointly but costs 3x
@@ -52,9 +67,7 @@ def make_sampler(seed: int | None) -> optuna.samplers.TPESampler:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=10, multivariate=True, constant_liar=True
-        )
+        return BatchTPESampler(seed=seed, **TPE_ARGUMENTS)
 
 
 def create_or_join(

@@ -1,27 +1,35 @@
-"""Train a claimed batch of trials together, prune it every epoch, store each epoch in one
-transaction.
+"""Train a claimed batch of trials together, prune it every epoch, store its epochs in few
+transactions.
 
-Each trial is finished in the transaction that stores the epoch it ends on: PRUNED (its last
-accuracy, as Optuna's tell does) when the pruner stops it or it diverges, COMPLETE (final
+Every epoch's accuracies are stored, a few epochs per transaction: the batch's epochs are
+written together at most every `STORE_INTERVAL_S` (one transaction per epoch cost as much as the
+training at 64 trials per batch), sooner when MAX_UNSTORED_ROWS wait, and at once when the batch
+ends or a signal asks the worker to stop; a batch that fails makes one last attempt to write
+them. Each trial is finished in the transaction that stores the epoch it ends on: PRUNED (its
+last accuracy, as Optuna's tell does) when the pruner stops it or it diverges, COMPLETE (final
 accuracy) after the last epoch, with a `stop_reason` (finished, pruned or diverged). The
-dashboard, `sweeps status`, the progress bar and other workers' claims see it at once, not when
-the batch ends. A trial that another worker failed meanwhile as stale (its copy is queued) is
-not the study's result: it is left out of this worker's history and reported as lost.
+dashboard, `sweeps status`, the progress bar and other workers' claims see it within that
+interval, not when the batch ends. A trial that another worker failed meanwhile as stale (its
+copy is queued) is not the study's result: it is left out of this worker's history and reported
+as lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import statistics
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from storage import heartbeat
-from storage.bulk import Finished
-from storage.outage import raise_if_interrupted, retrying
+from storage.bulk import EpochWrite, Finished
+from storage.outage import held_signals, raise_if_interrupted, retrying
 from sweeps.history import StudyHistory
 from sweeps.objective import objective
 from sweeps.proposals import ClaimedTrial
@@ -32,6 +40,8 @@ from trainer.training import EpochResult, Tensors
 from trainer.vectorized import BatchMember, train_batch
 
 FINAL_ATTRS = (STOP_REASON_ATTR, "validation_accuracy", "validation_loss", "fold_accuracies")
+STORE_INTERVAL_S = 0.25
+MAX_UNSTORED_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -64,15 +74,48 @@ def run_trial_batch(
         opened.study.pruner,
         opened.study.study_name,
         opened.study.direction,
-        population=history.population,
+        finished=history.finished,
+        live=history.live,
         running=[c.stored for c in claimed],
     )
     n_folds, tie_break = len(folds), opened.settings.tie_break
-    active = set(range(len(claimed)))
+    training = set(range(len(claimed)))  # trials still being trained
     scores: dict[int, EpochScores] = {}
     by_reason: Counter[str] = Counter()
     completed: list[float] = []
     lost: list[int] = []
+    unstored = _UnstoredEpochs()
+
+    def store_epochs(retry: bool = True) -> set[int]:
+        """Write what is unstored; record the trials it finished; return the indices of trials
+        another worker failed meanwhile. Without `retry`, one attempt (on the way out of a
+        failed batch)."""
+        nonlocal unstored
+        rows, marks, finishing = unstored.rows, unstored.marks, unstored.finishing
+        outcomes = [_outcome(trial) for trial, _ in finishing.values()]
+
+        def write() -> EpochWrite:
+            return store.write_epoch(rows, marks, outcomes)
+
+        # Training waits while the database is away, so no computed epoch is dropped; the
+        # write is idempotent, so a retry after a lost acknowledgement changes nothing.
+        result = retrying(write, "storing epoch results") if retry else write()
+        unstored = _UnstoredEpochs()
+        for trial, reason in finishing.values():
+            if trial._trial_id in result.finished:
+                history.add(trial)
+                by_reason[reason] += 1
+                ended.add(trial._trial_id)
+                if trial.state == TrialState.COMPLETE and trial.value is not None:
+                    completed.append(trial.value)
+        gone = {
+            i
+            for i, c in enumerate(claimed)
+            if c.trial_id in result.lost and c.trial_id not in ended
+        }
+        lost.extend(claimed[i].number for i in sorted(gone))
+        ended.update(claimed[i].trial_id for i in gone)
+        return gone
 
     def after_epoch(results: Mapping[int, EpochResult]) -> set[int]:
         beat.check()
@@ -89,42 +132,59 @@ def run_trial_batch(
             pruner.report(trial_id, epoch, value)
             if pruner.should_prune(trial_id):
                 stop.add(index)
-        ending = {index: "diverged" for index in active - whole.keys()}
+        ending = {index: "diverged" for index in training - whole.keys()}
         for index, fold_results in whole.items():
             if index in stop:
                 ending[index] = "pruned"
             elif fold_results[0].epoch == claimed[index].config.epochs - 1:
                 ending[index] = "finished"
         finishing = {
-            i: _finished(pruner.trial(claimed[i].trial_id), reason, scores.get(i))
+            i: (_finished(pruner.trial(claimed[i].trial_id), reason, scores.get(i)), reason)
             for i, reason in ending.items()
         }
-        marks = pruner.take_system_attrs()
-        outcomes = [_outcome(trial) for trial in finishing.values()]
-        # Training waits while the database is away, so no computed epoch is dropped; the
-        # write is idempotent, so a retry after a lost acknowledgement changes nothing.
-        write = retrying(lambda: store.write_epoch(rows, marks, outcomes), "storing epoch results")
-        for index, trial in finishing.items():
-            if trial._trial_id in write.finished:
-                history.add(trial)
-                by_reason[ending[index]] += 1
-                if trial.state == TrialState.COMPLETE and trial.value is not None:
-                    completed.append(trial.value)
-        gone = {i for i in active if claimed[i].trial_id in write.lost}
-        lost.extend(claimed[i].number for i in gone)
-        done = {i for i, trial in finishing.items() if trial._trial_id in write.finished}
-        active.difference_update(done | gone)
-        ended.update(claimed[i].trial_id for i in done | gone)
-        raise_if_interrupted()  # after the write: a Ctrl-C keeps the epoch just computed
-        leaving = stop | gone | set(ending)
+        unstored.rows.extend(rows)
+        unstored.marks.extend(pruner.take_system_attrs())
+        unstored.finishing.update(finishing)
+        training.difference_update(ending)
+        leaving = set(ending)
+        if not training or held_signals() or unstored.due():
+            gone = store_epochs()
+            leaving |= gone & training
+            training.difference_update(gone)
+        raise_if_interrupted()  # after the write: a Ctrl-C keeps every epoch computed
         return {index * n_folds + fold for index in leaving for fold in range(n_folds)}
 
     members = [
         BatchMember(c.config, seed=c.number, fold=fold) for c in claimed for fold in range(n_folds)
     ]
     with heartbeat(store, [c.trial_id for c in claimed]) as beat:
-        train_batch(members, folds, order_seed=claimed[0].number, on_epoch=after_epoch)
+        try:
+            train_batch(members, folds, order_seed=claimed[0].number, on_epoch=after_epoch)
+        except BaseException:
+            # A signal, a broken heartbeat or an error: trials that ended in epochs not yet
+            # written keep their results if one write still lands; the rest are handed back.
+            if unstored.rows or unstored.finishing:
+                with contextlib.suppress(Exception):
+                    store_epochs(retry=False)
+            raise
     return BatchOutcome(by_reason, max(completed, default=None), tuple(sorted(lost)))
+
+
+@dataclass
+class _UnstoredEpochs:
+    """A batch's epoch results computed since its last write: accuracies (trial_id, step,
+    value), the pruner's rung marks, and the trials that ended (by batch index)."""
+
+    rows: list[tuple[int, int, float]] = field(default_factory=list)
+    marks: list[tuple[int, str, Any]] = field(default_factory=list)
+    finishing: dict[int, tuple[FrozenTrial, str]] = field(default_factory=dict)
+    since: float = field(default_factory=time.monotonic)
+
+    def due(self) -> bool:
+        """Written every STORE_INTERVAL_S, or sooner once MAX_UNSTORED_ROWS wait (one write
+        stays well within a gRPC message through the storage proxy)."""
+        waited = time.monotonic() - self.since
+        return waited >= STORE_INTERVAL_S or len(self.rows) >= MAX_UNSTORED_ROWS
 
 
 @dataclass(frozen=True)

@@ -22,68 +22,18 @@ import torch
 from storage import StorageLost
 from storage.outage import InterruptRequested, retrying, signals_held
 from storage.trial_store import finished_count
-from sweeps.history import DEFAULT_SAMPLER_HISTORY, StudyHistory
+from sweeps.history import StudyHistory
 from sweeps.proposals import ClaimedTrial, propose
 from sweeps.study import OpenStudy, fold_tensors
 from sweeps.trial_attrs import WORKER_ATTR
 from sweeps.trial_batch import BatchOutcome, run_trial_batch
-from trainer import InvalidInputError
+from sweeps.worker_options import WorkerOptions
 from trainer.data import cached_dataset
 from trainer.training import resolve_device
 
 POLL_INTERVAL_S = 0.25
 MAX_CONSECUTIVE_ERRORS = 3
 HAND_BACK_GIVE_UP_S = 30.0
-MAX_TRIALS_PER_BATCH_CPU, MAX_TRIALS_PER_BATCH_GPU = 64, 4096
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """How long one worker runs and on what.
-
-    Args:
-        target_trials: stop once the study has this many finished trials (None: no limit).
-        timeout_s: stop claiming new trials after this many seconds (None: no limit).
-        data: ionosphere CSV path (None: $IONOSPHERE_CSV or the cached OpenML copy).
-        device: "cpu", "cuda", "cuda:N" or None for automatic.
-        trials_per_batch: trials trained together as one vectorized model (None: chosen
-            from the device and the target).
-        sampler_history: most finished trials TPE fits on (the best half and the most recent).
-        threads: torch CPU threads; 1 is fastest for this small model.
-        quiet: print nothing per batch.
-    """
-
-    target_trials: int | None = None
-    timeout_s: float | None = None
-    data: str | None = None
-    device: str | None = None
-    trials_per_batch: int | None = None
-    sampler_history: int = DEFAULT_SAMPLER_HISTORY
-    threads: int = 1
-    quiet: bool = False
-
-    def __post_init__(self) -> None:
-        if self.target_trials is not None and self.target_trials < 1:
-            raise InvalidInputError(f"--trials must be >= 1; got {self.target_trials}")
-        if self.timeout_s is not None and self.timeout_s <= 0:
-            raise InvalidInputError(f"--timeout must be > 0 seconds; got {self.timeout_s}")
-        if self.trials_per_batch is not None and self.trials_per_batch < 1:
-            raise InvalidInputError(
-                f"--trials-per-batch must be >= 1; got {self.trials_per_batch}"
-            )
-        if self.sampler_history < 10:
-            raise InvalidInputError(f"--sampler-history must be >= 10; got {self.sampler_history}")
-        if self.threads < 1:
-            raise InvalidInputError(f"--threads must be >= 1; got {self.threads}")
-
-    def trials_per_batch_for(self, device: torch.device) -> int:
-        """Explicit, else large on a GPU and enough rounds (about 16) for TPE and the pruner."""
-        if self.trials_per_batch is not None:
-            return self.trials_per_batch
-        cap = MAX_TRIALS_PER_BATCH_GPU if device.type == "cuda" else MAX_TRIALS_PER_BATCH_CPU
-        if self.target_trials is None:
-            return cap
-        return max(1, min(cap, self.target_trials // 16))
 
 
 def open_slots(counts: Counter[str], target: int | None) -> int | None:
@@ -94,6 +44,13 @@ def open_slots(counts: Counter[str], target: int | None) -> int | None:
     if finished >= target:
         return None
     return max(0, target - finished - counts["RUNNING"])
+
+
+def batch_share(available: int, trials_per_batch: int, busy_workers: int) -> int:
+    """How many trials to claim: a full batch, or, near the target, an even share of the open
+    places with the other workers now training, so that none trains the last large batch
+    alone while the rest wait."""
+    return min(trials_per_batch, -(-available // (busy_workers + 1)))
 
 
 @dataclass(frozen=True)
@@ -114,7 +71,7 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     torch.set_num_threads(options.threads)
     folds = fold_tensors(settings, dataset, str(device))
     store = opened.store
-    history = StudyHistory(opened.storage, store.study_id)
+    history = StudyHistory(opened.study.pruner, options.sampler_history)
     trials_per_batch = options.trials_per_batch_for(device)
     deadline = None if options.timeout_s is None else time.monotonic() + options.timeout_s
     worker_attrs = {WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}"}
@@ -124,7 +81,7 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     stopped_because = None
     while deadline is None or time.monotonic() < deadline:
         retrying(lambda: store.fail_stale_trials(opened.study), "failing dead workers' trials")
-        retrying(lambda: history.sync(store.final_trial_ids()), "reading the study's trials")
+        retrying(lambda: history.sync(store), "reading the study's trials")
         available = open_slots(retrying(store.counts, "counting trials"), options.target_trials)
         if available is None:
             stopped_because = f"the study has its {options.target_trials} finished trials"
@@ -132,12 +89,9 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
         if not available:
             time.sleep(POLL_INTERVAL_S)
             continue
+        count = batch_share(available, trials_per_batch, history.running_batches())
         proposals = propose(
-            settings,
-            opened.study.sampler,
-            opened.study.study_name,
-            history.sampler_view(options.sampler_history),
-            min(trials_per_batch, available),
+            settings, opened.study.sampler, opened.study.study_name, history.sampler_view(), count
         )
         if deadline is not None and time.monotonic() >= deadline:
             break  # no claim after the deadline, however long sampling took

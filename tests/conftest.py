@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +26,12 @@ from optuna.trial import FrozenTrial, TrialState
 from trainer import ScheduleConfig, build
 
 S = TypeVar("S")
+
+# Workers started by the tests must see Ctrl-C as a terminal's user would, even when this test
+# run was itself started in the background (`cmd &` in a script starts with SIGINT ignored, and
+# children inherit an ignored signal): a handled signal is reset to the default in a child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CSV = REPO.parent / "shared" / "data" / "ionosphere.csv"
 POSTGRES_ADMIN_URL = os.environ.get(

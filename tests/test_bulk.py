@@ -4,17 +4,21 @@ Optuna, on every storage kind."""
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import time
 from collections.abc import Iterator
 
 import optuna
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from sqlalchemy import text
 
-from storage import SqlTrialStore, StorageSettings, open_storage, resolve_storage_url
+from conftest import unique_study
+from storage import SqlTrialStore, StorageSettings, open_storage, reads, resolve_storage_url
 from storage.bulk import Finished
 
 DISTRIBUTIONS = {
@@ -180,3 +184,77 @@ def test_claiming_nothing_writes_nothing(storage: optuna.storages.RDBStorage) ->
     study = optuna.create_study(storage=storage, study_name="empty")
     assert SqlTrialStore(storage, "empty").claim([], None, {}, "c1") == []
     assert study.trials == []
+
+
+FINITE = st.floats(-1e6, 1e6, allow_nan=False)
+SPECIAL = st.sampled_from([math.nan, math.inf, -math.inf])
+
+
+@st.composite
+def _stored_trials(draw: st.DrawFn) -> list[optuna.trial.FrozenTrial]:
+    """Finished trials as Optuna stores them: any state, curves with NaN and infinities, any
+    kind of parameter, system attributes of any JSON value."""
+    trials = []
+    for _ in range(draw(st.integers(1, 6))):
+        state = draw(st.sampled_from([TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]))
+        steps = draw(st.lists(st.one_of(FINITE, SPECIAL), max_size=8))
+        value = draw(st.one_of(FINITE, st.sampled_from([math.inf, -math.inf])))
+        kind = draw(st.sampled_from(["step", "cosine"]))
+        trials.append(
+            optuna.trial.create_trial(
+                state=state,
+                value=None if state == TrialState.FAIL else value,
+                params={
+                    "scheduler": kind,
+                    "lr": draw(st.floats(1e-3, 1.0)),
+                    "step.step_size": draw(st.integers(2, 25)),
+                },
+                distributions=DISTRIBUTIONS,
+                user_attrs={"ignored": True},
+                system_attrs=draw(
+                    st.dictionaries(
+                        st.sampled_from(["completed_rung_0", "completed_rung_1", "x"]),
+                        st.one_of(FINITE, st.text(max_size=5), st.lists(st.integers())),
+                    )
+                ),
+                intermediate_values=dict(enumerate(steps)),
+            )
+        )
+    return trials
+
+
+@pytest.mark.skipif(not hasattr(time, "tzset"), reason="needs time.tzset")
+@pytest.mark.parametrize("zone", ["UTC", "LRS-14"])  # LRS-14: UTC+14, a POSIX zone
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(trials=_stored_trials())
+def test_bulk_reads_equal_optuna_s_own_reads_but_for_user_attrs(
+    storage: optuna.storages.RDBStorage, zone: str, trials: list[optuna.trial.FrozenTrial]
+) -> None:
+    study = optuna.create_study(storage=storage, study_name=unique_study())
+    for trial in trials:
+        study.add_trial(trial)
+    ids = [t._trial_id for t in study.get_trials(deepcopy=False)]
+    chunk, zone_before = reads.CHUNK, os.environ.get("TZ")
+    reads.CHUNK = 2  # several chunks per read
+    os.environ["TZ"] = zone
+    time.tzset()
+    try:
+        with storage.engine.connect() as connection:
+            bulk_read = list(reads.trials_by_id(connection, ids))
+        expected = [storage.get_trial(trial_id) for trial_id in ids]
+    finally:
+        reads.CHUNK = chunk
+        if zone_before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = zone_before
+        time.tzset()
+    for ours, optunas in zip(bulk_read, expected, strict=True):
+        assert ours.user_attrs == {}
+        ours.user_attrs = optunas.user_attrs
+        # NaN != NaN: compare curves by their repr, everything else by equality.
+        assert repr(ours.intermediate_values) == repr(optunas.intermediate_values)
+        ours.intermediate_values = optunas.intermediate_values
+        assert ours == optunas

@@ -39,6 +39,8 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory, data_path: Path) ->
     )
     assert result.returncode == 0, result.stderr
     assert "best: trial" in result.stdout and "exported trial" in result.stdout
+    # Every process closed its connections: the study is whole in lrsweep.db alone.
+    assert (folder / "lrsweep.db").is_file() and not (folder / "lrsweep.db-wal").exists()
     return folder
 
 
@@ -393,6 +395,11 @@ BAD_INPUTS = {
         lambda t, d: ["status", "--study", "x", "--storage", "none.db"],
         "does not exist",
     ),
+    # The launcher finds the bad data after starting its workers: they exit without a word.
+    "launch-bad-csv": (
+        lambda t, d: ["launch", "--study", "x", "--workers", "2", "--data", str(_bad_csv(t, d))],
+        "label 'maybe'",
+    ),
     "bad-csv": (
         lambda t, d: ["worker", "--study", "x", "--trials", "1", "--data", str(_bad_csv(t, d))],
         "label 'maybe'",
@@ -475,6 +482,8 @@ BAD_INPUTS = {
         "unknown pruner",
     ),
     "zero-trials": (lambda t, d: ["run", "--data", str(d), "--trials", "0"], "--trials must be"),
+    "negative-seed": (lambda t, d: _worker_args(d, "--seed", "-1"), "--seed must be between"),
+    "no-sampler-history": (lambda t, d: _worker_args(d, "--sampler-history", "0"), ">= 10"),
     "negative-lr-config": (
         lambda t, d: ["train", "--config", str(_bad_config(t)), "--data", str(d)],
         "lr must be > 0",

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from trainer import InvalidInputError, load_ionosphere, stratified_split
+from trainer.stratify import kfold_assignment, shuffle_split_validation
 
 
 def test_shared_file_loads_with_expected_shape_and_labels(data_path: Path) -> None:
@@ -114,3 +119,61 @@ def test_failed_fetch_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(sklearn.datasets, "fetch_openml", offline)
     with pytest.raises(InvalidInputError, match="fetching ionosphere from OpenML failed"):
         load_ionosphere()
+
+
+@st.composite
+def _labels(draw: st.DrawFn, least: int) -> np.ndarray:
+    """Labels of 2-4 classes (floats, as datasets hold them), each class at least `least`
+    rows, in any order."""
+    counts = draw(st.lists(st.integers(least, 60), min_size=2, max_size=4))
+    labels = np.repeat(np.arange(len(counts), dtype=np.float32), counts)
+    return np.asarray(draw(st.permutations(labels.tolist())), dtype=np.float32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    labels=_labels(least=4),
+    fraction=st.floats(0.01, 0.99),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_the_split_holds_out_exactly_scikit_learns_rows(
+    labels: np.ndarray, fraction: float, seed: int
+) -> None:
+    n_test = math.ceil(fraction * len(labels))
+    assume(len(set(labels.tolist())) <= min(n_test, len(labels) - n_test))
+    _, expected = train_test_split(
+        np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels
+    )
+    assert shuffle_split_validation(labels, fraction, seed).tolist() == sorted(expected.tolist())
+
+
+@settings(max_examples=200, deadline=None)
+@given(labels=_labels(least=5), folds=st.integers(2, 5), seed=st.integers(0, 2**31 - 1))
+def test_the_folds_are_exactly_scikit_learns(labels: np.ndarray, folds: int, seed: int) -> None:
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    expected = [held.tolist() for _, held in splitter.split(np.zeros(len(labels)), labels)]
+    assignment = kfold_assignment(labels, folds, seed)
+    assert [np.flatnonzero(assignment == fold).tolist() for fold in range(folds)] == expected
+
+
+@pytest.mark.parametrize(("fraction", "seed"), [(0.3, 0), (0.25, 7), (0.5, 1)])
+def test_the_real_labels_split_as_scikit_learn_splits_them(
+    data_path: Path, fraction: float, seed: int
+) -> None:
+    labels = load_ionosphere(data_path).labels
+    _, expected = train_test_split(
+        np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels
+    )
+    assert shuffle_split_validation(labels, fraction, seed).tolist() == sorted(expected.tolist())
+    for folds in (2, 5, 10, 126):
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        held = [h.tolist() for _, h in splitter.split(np.zeros(len(labels)), labels)]
+        assignment = kfold_assignment(labels, folds, seed)
+        assert [np.flatnonzero(assignment == f).tolist() for f in range(folds)] == held
+
+
+def test_a_class_of_one_row_cannot_be_split(data_path: Path) -> None:
+    dataset = load_ionosphere(data_path)
+    rows = np.concatenate([np.flatnonzero(dataset.labels == 1), [np.argmin(dataset.labels)]])
+    with pytest.raises(InvalidInputError, match="at least 2 rows of each class"):
+        stratified_split(dataset.take(rows), 0.3, 0)

@@ -203,3 +203,23 @@ def test_workers_wait_out_a_locked_sqlite_file(data_path: Path, tmp_path: Path) 
     trials = study_trials(storage_url, study)
     assert len(trials) == target
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+
+
+def test_a_worker_started_ignoring_sigint_keeps_ignoring_it(
+    data_path: Path, tmp_path: Path
+) -> None:
+    """`sweeps worker ... &` in a script starts with SIGINT ignored: a SIGINT then must not stop
+    the batch and hand its trials back (the worker would go on, with failed copies behind it)."""
+    storage_url, study = f"sqlite:///{tmp_path / 's.db'}", unique_study()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the child
+    try:
+        worker = _worker(storage_url, study, data_path, 12, tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    wait_for_running(storage_url, study)
+    worker.send_signal(signal.SIGINT)
+    _, stderr = worker.communicate(timeout=300)
+    assert worker.returncode == 0, stderr
+    assert "handed back" not in stderr
+    states = [t.state for t in study_trials(storage_url, study)]
+    assert states.count(TrialState.FAIL) == 0 and len(states) == 12

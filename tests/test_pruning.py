@@ -6,11 +6,13 @@ part-way, or failed and were re-queued as WAITING copies carrying their system a
 `storage.requeue` and Optuna's retry callback do). Then a batch of new trials (which pops the
 WAITING copies first, as `study.ask` and lrsweep's claims do) reports epoch by epoch in lock-step,
 once through Optuna's `should_prune` and once through `BatchPruner` over a snapshot of the same
-population. Decisions and the rung marks written must be identical.
+population (its finished trials kept as a worker keeps them, `FinishedTrials`). Decisions and the
+rung marks written must be identical.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from hypothesis import strategies as st
 from optuna.trial import FrozenTrial, TrialState
 
 from storage import StorageSettings
-from sweeps.pruning import BatchPruner
+from sweeps.pruning import BatchPruner, FinishedTrials
 from sweeps.settings import StudySettings
 from sweeps.study import create_or_join
 from sweeps.summary import summarize
@@ -93,15 +95,17 @@ def _pruners() -> st.SearchStrategy[PrunerFactory]:
 
 
 @st.composite
-def _cases(draw: st.DrawFn) -> tuple[PrunerFactory, int, list[Member], list[Member]]:
+def _cases(draw: st.DrawFn) -> tuple[PrunerFactory, int, list[Member], list[Member], str]:
     epochs = draw(st.integers(3, 12))
-    # Few distinct levels, so ties (common with accuracies on a few hundred rows) are frequent.
-    value = st.integers(0, 20).map(lambda v: v / 20)
+    # Few distinct levels, so ties (common with accuracies on a few hundred rows) are frequent,
+    # and now and then a NaN (a diverged epoch).
+    value = st.integers(0, 21).map(lambda v: v / 20 if v < 21 else math.nan)
     curve = st.lists(value, min_size=epochs, max_size=epochs).map(tuple)
     member = st.builds(Member, st.sampled_from(FATES), st.integers(0, epochs - 1), curve)
     population = draw(st.lists(member, max_size=30))
     batch = draw(st.lists(member, min_size=1, max_size=12))
-    return draw(_pruners()), epochs, population, batch
+    direction = draw(st.sampled_from(["maximize", "minimize"]))
+    return draw(_pruners()), epochs, population, batch, direction
 
 
 def _build_population(study: optuna.Study, members: list[Member]) -> None:
@@ -171,11 +175,11 @@ def _batched_lockstep(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_cases())
 def test_batched_decisions_equal_optuna_for_every_pruner_and_population(
-    case: tuple[PrunerFactory, int, list[Member], list[Member]],
+    case: tuple[PrunerFactory, int, list[Member], list[Member], str],
 ) -> None:
-    make, epochs, population, batch = case
+    make, epochs, population, batch, direction = case
     study = optuna.create_study(
-        study_name=STUDY_NAME, direction="maximize", pruner=make(epochs), sampler=None
+        study_name=STUDY_NAME, direction=direction, pruner=make(epochs), sampler=None
     )
     _build_population(study, population)
     trials = [study.ask() for _ in batch]  # pops the re-queued WAITING copies first
@@ -186,7 +190,13 @@ def test_batched_decisions_equal_optuna_for_every_pruner_and_population(
     running.sort(key=lambda t: t.number)
 
     reference = _optuna_lockstep(study, trials, batch, epochs)
-    batch_pruner = BatchPruner(make(epochs), STUDY_NAME, study.direction, others, running)
+    pruner = make(epochs)
+    finished = FinishedTrials(pruner)  # as a worker keeps them: stripped to what pruners read
+    for trial in others:
+        if trial.state.is_finished():
+            finished.add(trial)
+    live = [t for t in others if not t.state.is_finished()]
+    batch_pruner = BatchPruner(pruner, STUDY_NAME, study.direction, finished, live, running)
     assert _batched_lockstep(batch_pruner, running, batch, epochs) == reference
 
     written = batch_pruner.take_system_attrs()

@@ -23,14 +23,21 @@ from optuna.trial import TrialState
 from conftest import unique_study
 from storage import SqlTrialStore, StorageLost, StorageSettings, heartbeat, resolve_storage_url
 from storage.heartbeat import Heartbeat
-from storage.outage import held_signals, is_transient, retrying
+from storage.outage import (
+    InterruptRequested,
+    held_signals,
+    is_transient,
+    retrying,
+    signals_held,
+)
 from sweeps.history import StudyHistory
 from sweeps.objective import objective
 from sweeps.proposals import ClaimedTrial, propose
 from sweeps.settings import StudySettings
 from sweeps.study import OpenStudy, create_or_join, fold_tensors
 from sweeps.trial_batch import run_trial_batch
-from sweeps.worker import WorkerOptions, hand_back, run_worker
+from sweeps.worker import hand_back, run_worker
+from sweeps.worker_options import WorkerOptions
 from trainer.data import cached_dataset
 from trainer.training import Tensors
 
@@ -51,10 +58,26 @@ def opened(storage_url: str, data_path: Path) -> Iterator[OpenStudy]:
 
 
 def _claim(opened: OpenStudy, count: int) -> list[ClaimedTrial]:
-    history = StudyHistory(opened.storage, opened.store.study_id)
-    proposals = propose(
-        opened.settings, opened.study.sampler, "x", history.sampler_view(50), count
-    )
+    history = StudyHistory(opened.study.pruner)
+    proposals = propose(opened.settings, opened.study.sampler, "x", history.sampler_view(), count)
+    started = opened.store.claim(proposals, None, {"worker": "test"}, uuid.uuid4().hex)
+    return [ClaimedTrial.of(opened.settings, trial) for trial in started]
+
+
+def _claim_constant_lrs(opened: OpenStudy, rates: tuple[float, ...]) -> list[ClaimedTrial]:
+    """Claim one constant-lr trial per rate (1e6 diverges in its first epoch)."""
+    proposals = [
+        optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params={"scheduler": "constant", "lr": rate, "momentum": 0.9},
+            distributions={
+                "scheduler": CategoricalDistribution(["constant"]),
+                "lr": FloatDistribution(1e-4, 1e7, log=True),
+                "momentum": FloatDistribution(0.0, 0.99),
+            },
+        )
+        for rate in rates
+    ]
     started = opened.store.claim(proposals, None, {"worker": "test"}, uuid.uuid4().hex)
     return [ClaimedTrial.of(opened.settings, trial) for trial in started]
 
@@ -70,18 +93,92 @@ def test_a_trial_failed_meanwhile_is_reported_lost_and_kept_out_of_the_history(
     stale = claimed[1]
     # Another worker's stale check fails it (and would queue a copy) while this batch trains.
     opened.storage.set_trial_state_values(stale.trial_id, TrialState.FAIL)
-    history = StudyHistory(opened.storage, opened.store.study_id)
+    history = StudyHistory(opened.study.pruner)
     ended: set[int] = set()
     outcome = run_trial_batch(opened, claimed, _folds(opened, data_path), history, ended)
     assert outcome.lost == (stale.number,)
     assert ended == {c.trial_id for c in claimed}  # nothing of this batch is left to hand back
     assert sum(outcome.by_reason.values()) == 2
-    held = {t.number: t.state for t in history.population}
+    held = {t.number: t.state for t in history.sampler_view()}
     assert stale.number not in held
-    assert set(held.values()) == {TrialState.COMPLETE}
+    assert (
+        list(held.values())
+        == [TrialState.COMPLETE] * 2
+        == [TrialState.COMPLETE] * (history.finished.completed)
+    )
     stored = {t.number: t for t in opened.study.get_trials()}
     assert stored[stale.number].state == TrialState.FAIL
     assert stored[stale.number].intermediate_values == {}  # nothing written into it
+
+
+@pytest.mark.parametrize("interval, writes", [(0.0, EPOCHS), (3600.0, 1)])
+def test_epochs_are_written_together_and_every_one_is_stored(
+    opened: OpenStudy,
+    data_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    interval: float,
+    writes: int,
+) -> None:
+    """Within the store interval a batch's epochs wait and go in one transaction (the last
+    epoch is written at once); with none, each epoch is its own. Either way every epoch of
+    every trial is stored."""
+    import sweeps.trial_batch
+
+    calls: list[int] = []
+    real_write = SqlTrialStore.write_epoch
+
+    def counted(self: SqlTrialStore, *args: Any) -> Any:
+        calls.append(1)
+        return real_write(self, *args)
+
+    monkeypatch.setattr(SqlTrialStore, "write_epoch", counted)
+    monkeypatch.setattr(sweeps.trial_batch, "STORE_INTERVAL_S", interval)
+    claimed = _claim(opened, 3)
+    ended: set[int] = set()
+    run_trial_batch(
+        opened, claimed, _folds(opened, data_path), StudyHistory(opened.study.pruner), ended
+    )
+    assert len(calls) == writes
+    assert ended == {c.trial_id for c in claimed}
+    for trial in opened.study.get_trials():
+        assert trial.state == TrialState.COMPLETE
+        assert sorted(trial.intermediate_values) == list(range(EPOCHS))
+
+
+def test_a_ctrl_c_mid_batch_stores_every_epoch_computed_before_it_stops(
+    opened: OpenStudy, data_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGINT held after epoch 2 of a batch whose epochs wait to be written: the epochs
+    computed so far are stored, then the batch stops (its trials are left to hand back)."""
+    import sweeps.trial_batch
+
+    real_train = sweeps.trial_batch.train_batch
+
+    def interrupted_after_epoch_2(*args: Any, on_epoch: Any, **kwargs: Any) -> Any:
+        def then_ctrl_c(results: Any) -> Any:
+            if next(iter(results.values())).epoch == 2:
+                signal.raise_signal(signal.SIGINT)
+            return on_epoch(results)
+
+        return real_train(*args, on_epoch=then_ctrl_c, **kwargs)
+
+    monkeypatch.setattr(sweeps.trial_batch, "train_batch", interrupted_after_epoch_2)
+    monkeypatch.setattr(sweeps.trial_batch, "STORE_INTERVAL_S", 3600.0)
+    claimed = _claim(opened, 3)
+    ended: set[int] = set()
+    with pytest.raises(KeyboardInterrupt), signals_held():  # delivered as the block exits
+        with pytest.raises(InterruptRequested):
+            run_trial_batch(
+                opened,
+                claimed,
+                _folds(opened, data_path),
+                StudyHistory(opened.study.pruner),
+                ended,
+            )
+    assert not ended
+    for trial in opened.study.get_trials():
+        assert trial.state == TrialState.RUNNING
+        assert sorted(trial.intermediate_values) == [0, 1, 2]
 
 
 def test_a_broken_heartbeat_stops_the_batch_and_hands_it_back(
@@ -202,6 +299,48 @@ def test_two_ctrl_cs_anywhere_in_a_hand_back_still_hand_every_trial_back(
         assert trials[failed.user_attrs["retried_as"]].state == TrialState.WAITING
 
 
+def test_a_batch_that_fails_mid_way_still_stores_the_epochs_it_had_not_written(
+    opened: OpenStudy, data_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Epochs waiting to be written when the heartbeat breaks (after epoch 2): one last write
+    stores them, so the trial that diverged at epoch 0 keeps its result and is not handed
+    back; the others keep their three epochs and are left to hand back."""
+    import sweeps.trial_batch
+
+    failing = Heartbeat()
+    real_train = sweeps.trial_batch.train_batch
+
+    def heartbeat_breaks_after_epoch_2(*args: Any, on_epoch: Any, **kwargs: Any) -> Any:
+        def then_break(results: Any) -> Any:
+            if next(iter(results.values())).epoch == 3:
+                failing.error = PermissionError("permission denied for table trial_heartbeats")
+            return on_epoch(results)
+
+        return real_train(*args, on_epoch=then_break, **kwargs)
+
+    @contextmanager
+    def broken_heartbeat(*_: object) -> Iterator[Heartbeat]:
+        yield failing
+
+    monkeypatch.setattr(sweeps.trial_batch, "train_batch", heartbeat_breaks_after_epoch_2)
+    monkeypatch.setattr(sweeps.trial_batch, "heartbeat", broken_heartbeat)
+    monkeypatch.setattr(sweeps.trial_batch, "STORE_INTERVAL_S", 3600.0)
+    claimed = _claim_constant_lrs(opened, (0.05, 1e6, 0.1))
+    ended: set[int] = set()
+    with pytest.raises(StorageLost, match="heartbeat failed"):
+        run_trial_batch(
+            opened, claimed, _folds(opened, data_path), StudyHistory(opened.study.pruner), ended
+        )
+    assert ended == {claimed[1].trial_id}
+    trials = {t.number: t for t in opened.study.get_trials()}
+    diverged = trials[claimed[1].number]
+    assert diverged.state == TrialState.PRUNED and diverged.user_attrs["stop_reason"] == "diverged"
+    for index in (0, 2):
+        trial = trials[claimed[index].number]
+        assert trial.state == TrialState.RUNNING
+        assert sorted(trial.intermediate_values) == [0, 1, 2]
+
+
 def test_a_heartbeat_that_breaks_mid_batch_stops_the_batch_at_the_next_epoch(
     opened: OpenStudy, data_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -223,9 +362,10 @@ def test_a_heartbeat_that_breaks_mid_batch_stops_the_batch_at_the_next_epoch(
 
     monkeypatch.setattr(SqlTrialStore, "write_epoch", write_then_break_heartbeat)
     monkeypatch.setattr(sweeps.trial_batch, "heartbeat", broken_heartbeat)
+    monkeypatch.setattr(sweeps.trial_batch, "STORE_INTERVAL_S", 0.0)  # every epoch written
     claimed = _claim(opened, 3)
     ended: set[int] = set()
-    history = StudyHistory(opened.storage, opened.store.study_id)
+    history = StudyHistory(opened.study.pruner)
     with pytest.raises(StorageLost, match="heartbeat failed .*permission denied"):
         run_trial_batch(opened, claimed, _folds(opened, data_path), history, ended)
     assert not ended
@@ -332,23 +472,9 @@ def test_a_cross_validated_batch_finishes_diverged_and_pruned_trials_whole(
     opened = create_or_join(
         StorageSettings(resolve_storage_url(storage_url)), unique_study(), settings, dataset
     )
-    lr = FloatDistribution(1e-4, 1e7, log=True)
-    proposals = [
-        optuna.trial.create_trial(
-            state=TrialState.RUNNING,
-            params={"scheduler": "constant", "lr": rate, "momentum": 0.9},
-            distributions={
-                "scheduler": CategoricalDistribution(["constant"]),
-                "lr": lr,
-                "momentum": FloatDistribution(0.0, 0.99),
-            },
-        )
-        for rate in (0.05, 1e6, 0.1)
-    ]
-    started = opened.store.claim(proposals, None, {"worker": "test"}, uuid.uuid4().hex)
-    claimed = [ClaimedTrial.of(opened.settings, trial) for trial in started]
+    claimed = _claim_constant_lrs(opened, (0.05, 1e6, 0.1))
     ended: set[int] = set()
-    history = StudyHistory(opened.storage, opened.store.study_id)
+    history = StudyHistory(opened.study.pruner)
     outcome = run_trial_batch(opened, claimed, _folds(opened, data_path), history, ended)
     assert outcome.by_reason == {"diverged": 1, "pruned": 2}
     assert ended == {c.trial_id for c in claimed}

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from trainer.errors import InvalidInputError
+from trainer.stratify import kfold_assignment, shuffle_split_validation
 
 N_FEATURES = 34
 LABELS = {"g": 1.0, "b": 0.0}
@@ -164,6 +165,12 @@ class Split:
 def check_validation_fraction(dataset: Dataset, validation_fraction: float) -> None:
     """Refuse a fraction that leaves fewer than one row per class on either side of a split
     (what a stratified split needs), before anything is written."""
+    smallest = _smallest_class(dataset)
+    if smallest < 2:
+        raise InvalidInputError(
+            f"a stratified split needs at least 2 rows of each class; {dataset.source} has a "
+            f"class with {smallest}"
+        )
     held_out = math.ceil(validation_fraction * len(dataset))
     if not 0.0 < validation_fraction < 1.0 or not 2 <= held_out <= len(dataset) - 2:
         raise InvalidInputError(
@@ -172,9 +179,13 @@ def check_validation_fraction(dataset: Dataset, validation_fraction: float) -> N
         )
 
 
+def _smallest_class(dataset: Dataset) -> int:
+    return int(min(dataset.labels.sum(), len(dataset) - dataset.labels.sum()))
+
+
 def check_folds(dataset: Dataset, folds: int) -> None:
     """Refuse a fold count a stratified split cannot honour (each fold needs every class)."""
-    smallest = int(min(dataset.labels.sum(), len(dataset) - dataset.labels.sum()))
+    smallest = _smallest_class(dataset)
     if folds != 1 and not 2 <= folds <= smallest:
         raise InvalidInputError(
             f"--folds must be 1, or between 2 and {smallest} (the smaller class's rows); "
@@ -183,31 +194,22 @@ def check_folds(dataset: Dataset, folds: int) -> None:
 
 
 def stratified_split(dataset: Dataset, validation_fraction: float, seed: int) -> Split:
-    """Split rows so both parts keep the g/b ratio; the same seed gives the same split."""
-    from sklearn.model_selection import train_test_split
-
+    """Split rows so both parts keep the g/b ratio; the same seed gives the same split (the
+    rows of scikit-learn's `train_test_split(stratify=...)`, `trainer.stratify`)."""
     check_validation_fraction(dataset, validation_fraction)
-    train, validation = train_test_split(
-        np.arange(len(dataset)),
-        test_size=validation_fraction,
-        random_state=seed,
-        stratify=dataset.labels,
-    )
-    return Split(train=np.sort(train), validation=np.sort(validation))
+    validation = shuffle_split_validation(dataset.labels, validation_fraction, seed)
+    return Split(train=np.setdiff1d(np.arange(len(dataset)), validation), validation=validation)
 
 
 def stratified_folds(dataset: Dataset, folds: int, seed: int) -> tuple[tuple[int, ...], ...]:
     """The validation rows of each of `folds` stratified folds (every row in exactly one); the
-    same seed gives the same folds."""
-    from sklearn.model_selection import StratifiedKFold
-
+    same seed gives the same folds (scikit-learn's `StratifiedKFold(shuffle=True)`'s)."""
     if folds == 1:
         raise ValueError("one fold is a train/validation split: use stratified_split")
     check_folds(dataset, folds)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    assignment = kfold_assignment(dataset.labels, folds, seed)
     return tuple(
-        tuple(int(row) for row in np.sort(held_out))
-        for _, held_out in splitter.split(np.zeros(len(dataset)), dataset.labels)
+        tuple(int(row) for row in np.flatnonzero(assignment == fold)) for fold in range(folds)
     )
 
 

@@ -1,0 +1,64 @@
+"""How long one worker runs and on what: checked by `sweeps launch` before any worker starts, so
+this module imports no torch (the launcher does not train)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sweeps.history import DEFAULT_SAMPLER_HISTORY
+from trainer import InvalidInputError
+
+if TYPE_CHECKING:
+    import torch
+
+MAX_TRIALS_PER_BATCH_CPU, MAX_TRIALS_PER_BATCH_GPU = 64, 4096
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How long one worker runs and on what.
+
+    Args:
+        target_trials: stop once the study has this many finished trials (None: no limit).
+        timeout_s: stop claiming new trials after this many seconds (None: no limit).
+        data: ionosphere CSV path (None: $IONOSPHERE_CSV or the cached OpenML copy).
+        device: "cpu", "cuda", "cuda:N" or None for automatic.
+        trials_per_batch: trials trained together as one vectorized model (None: chosen
+            from the device and the target).
+        sampler_history: most finished trials TPE fits on (the best half and the most recent).
+        threads: torch CPU threads; 1 is fastest for this small model.
+        quiet: print nothing per batch.
+    """
+
+    target_trials: int | None = None
+    timeout_s: float | None = None
+    data: str | None = None
+    device: str | None = None
+    trials_per_batch: int | None = None
+    sampler_history: int = DEFAULT_SAMPLER_HISTORY
+    threads: int = 1
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.target_trials is not None and self.target_trials < 1:
+            raise InvalidInputError(f"--trials must be >= 1; got {self.target_trials}")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise InvalidInputError(f"--timeout must be > 0 seconds; got {self.timeout_s}")
+        if self.trials_per_batch is not None and self.trials_per_batch < 1:
+            raise InvalidInputError(
+                f"--trials-per-batch must be >= 1; got {self.trials_per_batch}"
+            )
+        if self.sampler_history < 10:
+            raise InvalidInputError(f"--sampler-history must be >= 10; got {self.sampler_history}")
+        if self.threads < 1:
+            raise InvalidInputError(f"--threads must be >= 1; got {self.threads}")
+
+    def trials_per_batch_for(self, device: torch.device) -> int:
+        """Explicit, else large on a GPU and enough rounds (about 16) for TPE and the pruner."""
+        if self.trials_per_batch is not None:
+            return self.trials_per_batch
+        cap = MAX_TRIALS_PER_BATCH_GPU if device.type == "cuda" else MAX_TRIALS_PER_BATCH_CPU
+        if self.target_trials is None:
+            return cap
+        return max(1, min(cap, self.target_trials // 16))

@@ -1,0 +1,112 @@
+"""The batch sampler against Optuna's own TPE, over generated histories of the real space."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import optuna
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from optuna.samplers import TPESampler
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeps.batch_sampler import DRAW_CHUNK, BatchTPESampler
+from sweeps.history import sampler_mirror
+from sweeps.proposals import propose
+from sweeps.settings import StudySettings
+from sweeps.study import make_sampler
+
+SETTINGS = StudySettings(data_sha256="0" * 64)
+
+
+def _history(size: int, seed: int, running: int = 0) -> list[FrozenTrial]:
+    """`size` finished trials of the default space, random parameters, values and states
+    (pruned ones with a shorter curve), then `running` other workers' trials, as TPE reads
+    them."""
+    rng = random.Random(seed)
+    asked = propose(SETTINGS, optuna.samplers.RandomSampler(seed=seed), "h", [], size + running)
+    trials = []
+    for number, template in enumerate(asked):
+        state = TrialState.PRUNED if rng.random() < 0.4 else TrialState.COMPLETE
+        steps = rng.randint(5, 20) if state == TrialState.PRUNED else 50
+        if number >= size:
+            state, steps = TrialState.RUNNING, rng.randint(0, 20)
+        curve = {step: rng.uniform(0.5, 1.0) for step in range(steps)}
+        trials.append(
+            optuna.trial.create_trial(
+                state=state,
+                value=curve[steps - 1] if state != TrialState.RUNNING else None,
+                params=template.params,
+                distributions=template.distributions,
+                intermediate_values=curve,
+            )
+        )
+        trials[-1].number = number
+    return trials
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=st.integers(min_value=12, max_value=80),
+    running=st.integers(min_value=0, max_value=8),
+    batch=st.integers(min_value=1, max_value=12),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_proposals_drawn_one_at_a_time_equal_optuna_tpe(
+    size: int, running: int, batch: int, seed: int
+) -> None:
+    """One fit per batch, one proposal per draw, must give exactly Optuna TPE's proposals: for
+    one proposal with other workers' running trials as constant liars, and for a whole batch
+    on a history without running trials (TPE's liars would then be the batch's own trials,
+    which the batch sampler leaves out, so TPE without liars is the reference)."""
+    batch = 1 if running else batch
+    history = _history(size, seed, running)
+    arguments = {"seed": seed, "n_startup_trials": 10, "multivariate": True}
+    ours = BatchTPESampler(draw_chunk=1, constant_liar=True, **arguments)
+    optunas = TPESampler(constant_liar=running > 0, **arguments)
+    batched = propose(SETTINGS, ours, "s", history, batch)
+    asked = propose(SETTINGS, optunas, "s", history, batch)
+    assert [t.params for t in batched] == [t.params for t in asked]
+
+
+def test_a_chunk_of_proposals_is_tpe_s_choice_within_each_block_of_candidates() -> None:
+    """The vectorized draw: proposal i is TPE's `_compare` over candidates i*n .. (i+1)*n-1."""
+    history = _history(40, seed=5)
+    mirror = sampler_mirror(optuna.samplers.RandomSampler(), "s", history)
+    trial = mirror._storage.get_trial(mirror.ask()._trial_id)
+    space = {"lr": history[0].distributions["lr"]}
+    sampler = BatchTPESampler(seed=5, n_startup_trials=10, multivariate=True)
+    fit = sampler._fit(mirror, trial, space)
+    rng = copy.deepcopy(sampler._rng.rng)
+    drawn = [fit.next() for _ in range(DRAW_CHUNK)]
+    n = sampler._n_ei_candidates
+    samples = fit._below.sample(rng, DRAW_CHUNK * n)
+    acquisition = sampler._compute_acquisition_func(samples, fit._below, fit._above)
+    expected = []
+    for block in range(DRAW_CHUNK):
+        rows = slice(block * n, (block + 1) * n)
+        chosen = TPESampler._compare({"lr": samples["lr"][rows]}, acquisition[rows])
+        expected.append({"lr": space["lr"].to_external_repr(chosen["lr"])})
+    assert drawn == expected and len({d["lr"] for d in drawn}) == DRAW_CHUNK
+
+
+def test_the_service_sampler_fits_once_per_search_space_and_spreads_the_batch() -> None:
+    history = _history(60, seed=3)
+    sampler = make_sampler(seed=3)
+    fits: list[int] = []
+    fit = sampler._fit
+
+    def counted(*args: object, **kwargs: object) -> object:
+        fits.append(1)
+        return fit(*args, **kwargs)  # type: ignore[arg-type]
+
+    sampler._fit = counted  # type: ignore[method-assign]
+    batch = propose(SETTINGS, sampler, "s", history, 48)
+    names = {name for t in batch for name in t.params}
+    # One relative fit, then at most one per conditional parameter (Optuna: one per ask each).
+    assert 1 <= len(fits) <= len(names)
+    assert len({tuple(sorted(t.params.items())) for t in batch}) == len(batch)
+    first = len(fits)
+    later = propose(SETTINGS, sampler, "s", history, 48)  # a new batch fits afresh
+    assert len(fits) > first and [t.params for t in later] != [t.params for t in batch]

@@ -210,6 +210,42 @@ def wait_for_running(storage_url: str, study: str, timeout: float = 120, workers
     raise AssertionError("no trial started running")
 
 
+def worker_name(process: subprocess.Popen[str]) -> str:
+    """The name a worker process writes on the trials it claims."""
+    return f"{socket.gethostname()}:{process.pid}"
+
+
+def freeze_while_running(
+    storage_url: str, study: str, worker: subprocess.Popen[str], timeout: float = 120
+) -> set[int]:
+    """Stop `worker` (SIGSTOP) at a moment it holds RUNNING trials, and return their numbers.
+
+    A fast machine can finish a batch between a poll and a kill: the worker is frozen first and
+    its trials read afterwards, so the test acts on trials that are certainly still held."""
+    name = worker_name(worker)
+    deadline = time.monotonic() + timeout
+    with opened_storage(storage_url) as storage:
+        while time.monotonic() < deadline:
+            assert worker.poll() is None, f"worker exited ({worker.returncode}) before freezing"
+            worker.send_signal(signal.SIGSTOP)
+            try:
+                trials = optuna.load_study(study_name=study, storage=storage).get_trials(
+                    deepcopy=False
+                )
+            except KeyError:
+                trials = []  # the study is not created yet
+            held = {
+                t.number
+                for t in trials
+                if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == name
+            }
+            if held:
+                return held
+            worker.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+    raise AssertionError(f"{name} never held a running trial")
+
+
 def assert_killed_trials_recovered(
     trials: list[FrozenTrial], killed: set[int], target: int
 ) -> None:

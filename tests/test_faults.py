@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from conftest import (
     assert_killed_trials_recovered,
+    freeze_while_running,
     start_worker,
     study_trials,
     unique_study,
@@ -52,11 +53,9 @@ def test_killed_worker_trials_are_failed_and_rerun_by_another(
 ) -> None:
     study, target = unique_study(), 16
     victim = _worker(storage_url, study, data_path, target, tmp_path)
-    wait_for_running(storage_url, study)
+    killed = freeze_while_running(storage_url, study, victim)
     victim.kill()  # SIGKILL: no cleanup, its trials stay RUNNING until their heartbeat expires
     victim.wait()
-    killed = {t.number for t in study_trials(storage_url, study) if t.state == TrialState.RUNNING}
-    assert killed
     survivor = _worker(storage_url, study, data_path, target, tmp_path)
     _, stderr = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, stderr
@@ -70,8 +69,9 @@ def test_signalled_worker_stops_fast_and_requeues_its_trials(
 ) -> None:
     storage_url, study = f"sqlite:///{tmp_path / 's.db'}", unique_study()
     worker = _worker(storage_url, study, data_path, 50, tmp_path)
-    wait_for_running(storage_url, study)
+    freeze_while_running(storage_url, study, worker)  # the signal lands mid-batch
     worker.send_signal(sig)
+    worker.send_signal(signal.SIGCONT)
     _, stderr = worker.communicate(timeout=60)
     assert worker.returncode == code, stderr
     assert stderr.strip().splitlines()[-1] == "error: interrupted"
@@ -120,11 +120,14 @@ def test_workers_ride_out_a_postgres_restart(
         _worker(postgres_server_url, study, data_path, target, tmp_path, "--grace-period", "60")
         for _ in range(2)
     ]
-    wait_for_running(postgres_server_url, study, workers=2)
+    # One worker is held mid-batch while the server stops, so the outage certainly meets it.
+    freeze_while_running(postgres_server_url, study, workers[0])
     try:
         _postgres_cluster("stop")
+        workers[0].send_signal(signal.SIGCONT)
         time.sleep(12)
     finally:
+        workers[0].send_signal(signal.SIGCONT)
         _postgres_cluster("start")
     outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (_, stderr) in zip(workers, outputs, strict=True):

@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from conftest import (
     assert_killed_trials_recovered,
     free_port,
+    freeze_while_running,
     opened_storage,
     run_sweeps,
     start_worker,
@@ -129,22 +130,14 @@ def test_a_killed_worker_behind_the_proxy_is_recovered_while_two_others_finish_e
     proxy_url: str, postgres_server_url: str, data_path: Path, tmp_path: Path
 ) -> None:
     study, target = unique_study(), 24
-    workers = [
+    victim = _proxied_worker(proxy_url, study, data_path, tmp_path, target, epochs=40, seed=0)
+    killed = freeze_while_running(postgres_server_url, study, victim)
+    survivors = [
         _proxied_worker(proxy_url, study, data_path, tmp_path, target, epochs=40, seed=seed)
-        for seed in range(3)
+        for seed in (1, 2)
     ]
-    wait_for_running_in(postgres_server_url, study, workers=3)
-    victim, survivors = workers[0], workers[1:]
-    victim_name = f"{socket.gethostname()}:{victim.pid}"
     victim.kill()
     victim.wait()
-    trials = study_trials(postgres_server_url, study)
-    killed = {
-        t.number
-        for t in trials
-        if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == victim_name
-    }
-    assert killed
     for survivor in survivors:
         _, stderr = survivor.communicate(timeout=300)
         assert survivor.returncode == 0, stderr

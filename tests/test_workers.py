@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -10,7 +11,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import run_sweeps, start_worker, study_trials, unique_study
+from conftest import (
+    freeze_while_running,
+    run_sweeps,
+    start_worker,
+    study_trials,
+    unique_study,
+    wait_for_running,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +37,8 @@ def _start_worker(
         "8",
         "--folds",
         "1",
+        "--trials-per-batch",
+        "4",
         "--seed",
         str(seed),
         "--quiet",
@@ -38,11 +48,16 @@ def _start_worker(
 def test_two_workers_reach_exactly_n_finished_trials(
     storage_url: str, data_path: Path, tmp_path: Path
 ) -> None:
-    study_name, target = unique_study(), 14
-    workers = [
-        _start_worker(storage_url, study_name, data_path, target, seed, tmp_path)
-        for seed in (0, 1)
-    ]
+    study_name, target = unique_study(), 40
+    # The first worker is held mid-batch until the second has claimed trials of its own: on a
+    # fast machine one worker could otherwise finish them all before the other has started.
+    workers = [_start_worker(storage_url, study_name, data_path, target, 0, tmp_path)]
+    freeze_while_running(storage_url, study_name, workers[0])
+    try:
+        workers.append(_start_worker(storage_url, study_name, data_path, target, 1, tmp_path))
+        wait_for_running(storage_url, study_name, workers=2)
+    finally:
+        workers[0].send_signal(signal.SIGCONT)
     for worker in workers:
         _, stderr = worker.communicate(timeout=300)
         assert worker.returncode == 0, stderr
@@ -63,9 +78,13 @@ def test_two_workers_reach_exactly_n_finished_trials(
             assert len(steps) == 8 and trial.value == trial.intermediate_values[7]
         else:
             assert trial.user_attrs["stop_reason"] in ("pruned", "diverged")
-    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    first_of = {}
+    for trial in trials:
+        first_of.setdefault(trial.user_attrs["worker"], trial)
+    assert len(first_of) == 2
     # Differently seeded samplers: the two workers did not propose identical first trials.
-    assert trials[0].params != trials[1].params
+    first, second = first_of.values()
+    assert first.params != second.params
 
 
 @pytest.mark.parametrize("pruner", ["median", "hyperband", "successive_halving", "none"])

@@ -3,12 +3,15 @@ and a helper that runs the real `sweeps` command in a subprocess."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -218,32 +221,69 @@ def worker_name(process: subprocess.Popen[str]) -> str:
 def freeze_while_running(
     storage_url: str, study: str, worker: subprocess.Popen[str], timeout: float = 120
 ) -> set[int]:
-    """Stop `worker` (SIGSTOP) at a moment it holds RUNNING trials, and return their numbers.
+    """Stop `worker` (SIGSTOP) at a moment it holds RUNNING trials and no database lock, and
+    return the numbers of those trials.
 
     A fast machine can finish a batch between a poll and a kill: the worker is frozen first and
-    its trials read afterwards, so the test acts on trials that are certainly still held."""
+    its trials read afterwards, so the test acts on trials that are certainly still held. A
+    worker frozen inside a transaction or a claim would stall every other process, so such a
+    moment is let go and the next one tried."""
     name = worker_name(worker)
     deadline = time.monotonic() + timeout
     with opened_storage(storage_url) as storage:
         while time.monotonic() < deadline:
             assert worker.poll() is None, f"worker exited ({worker.returncode}) before freezing"
             worker.send_signal(signal.SIGSTOP)
+            held: set[int] = set()
             try:
-                trials = optuna.load_study(study_name=study, storage=storage).get_trials(
-                    deepcopy=False
-                )
-            except KeyError:
-                trials = []  # the study is not created yet
-            held = {
-                t.number
-                for t in trials
-                if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == name
-            }
+                if not _database_busy(storage):
+                    trials = optuna.load_study(study_name=study, storage=storage).get_trials(
+                        deepcopy=False
+                    )
+                    held = {
+                        t.number
+                        for t in trials
+                        if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == name
+                    }
+            except (KeyError, optuna.exceptions.StorageInternalError):
+                pass  # the study is not created yet, or the file is locked
             if held:
                 return held
             worker.send_signal(signal.SIGCONT)
-            time.sleep(0.02)
+            time.sleep(0.005)
     raise AssertionError(f"{name} never held a running trial")
+
+
+def _database_busy(storage: optuna.storages.RDBStorage) -> bool:
+    """Whether any process is inside a write transaction or holds one of lrsweep's locks."""
+    import sqlalchemy
+
+    if storage.engine.dialect.name == "postgresql":
+        with storage.engine.connect() as connection:
+            others = connection.execute(
+                sqlalchemy.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                    " AND state IS DISTINCT FROM 'idle'"
+                )
+            ).scalar_one()
+        return bool(others)
+    for lock_file in (Path(tempfile.gettempdir()) / "lrsweep-locks").glob("*.lock"):
+        with lock_file.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    probe = sqlite3.connect(storage.engine.url.database, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        probe.close()
+    return False
 
 
 def assert_killed_trials_recovered(

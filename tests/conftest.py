@@ -219,21 +219,22 @@ def worker_name(process: subprocess.Popen[str]) -> str:
 
 
 def freeze_while_running(
-    storage_url: str, study: str, worker: subprocess.Popen[str], timeout: float = 120
+    storage_url: str, study: str, *workers: subprocess.Popen[str], timeout: float = 120
 ) -> set[int]:
-    """Stop `worker` (SIGSTOP) at a moment it holds RUNNING trials and no database lock, and
+    """Stop `workers` (SIGSTOP) at a moment they hold RUNNING trials and no database lock, and
     return the numbers of those trials.
 
     A fast machine can finish a batch between a poll and a kill: the worker is frozen first and
     its trials read afterwards, so the test acts on trials that are certainly still held. A
     worker frozen inside a transaction or a claim would stall every other process, so such a
     moment is let go and the next one tried."""
-    name = worker_name(worker)
+    names = {worker_name(worker) for worker in workers}
     deadline = time.monotonic() + timeout
     with opened_storage(storage_url) as storage:
         while time.monotonic() < deadline:
-            assert worker.poll() is None, f"worker exited ({worker.returncode}) before freezing"
-            worker.send_signal(signal.SIGSTOP)
+            for worker in workers:
+                assert worker.poll() is None, f"a worker exited ({worker.returncode}) first"
+                worker.send_signal(signal.SIGSTOP)
             held: set[int] = set()
             try:
                 if not _database_busy(storage):
@@ -243,15 +244,16 @@ def freeze_while_running(
                     held = {
                         t.number
                         for t in trials
-                        if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == name
+                        if t.state == TrialState.RUNNING and t.user_attrs.get("worker") in names
                     }
             except (KeyError, optuna.exceptions.StorageInternalError):
                 pass  # the study is not created yet, or the file is locked
             if held:
                 return held
-            worker.send_signal(signal.SIGCONT)
+            for worker in workers:
+                worker.send_signal(signal.SIGCONT)
             time.sleep(0.005)
-    raise AssertionError(f"{name} never held a running trial")
+    raise AssertionError(f"{sorted(names)} never held a running trial")
 
 
 def _database_busy(storage: optuna.storages.RDBStorage) -> bool:

@@ -120,14 +120,16 @@ def test_workers_ride_out_a_postgres_restart(
         _worker(postgres_server_url, study, data_path, target, tmp_path, "--grace-period", "60")
         for _ in range(2)
     ]
-    # One worker is held mid-batch while the server stops, so the outage certainly meets it.
-    freeze_while_running(postgres_server_url, study, workers[0])
+    # The workers are held mid-batch while the server stops, so the outage certainly meets one.
+    freeze_while_running(postgres_server_url, study, *workers)
     try:
         _postgres_cluster("stop")
-        workers[0].send_signal(signal.SIGCONT)
+        for worker in workers:
+            worker.send_signal(signal.SIGCONT)
         time.sleep(12)
     finally:
-        workers[0].send_signal(signal.SIGCONT)
+        for worker in workers:
+            worker.send_signal(signal.SIGCONT)
         _postgres_cluster("start")
     outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (_, stderr) in zip(workers, outputs, strict=True):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from sweeps.space import SearchSpace
-from trainer import TrainConfig, load_ionosphere
+from trainer import TrainConfig, load_dataset
 from trainer.data import stratified_folds, validation_rows
 from trainer.training import Tensors, resolve_device, split_tensors
 from trainer.vectorized import BatchMember, train_batch
@@ -70,7 +70,7 @@ def time_engine(folds: Sequence[Tensors], trials_per_batch: int, batches: int = 
 
 def default_folds(n_folds: int, device: str) -> list[Tensors]:
     """The default study's split (one fold) or its stratified folds, as device tensors."""
-    dataset = load_ionosphere()
+    dataset = load_dataset()
     splits = (
         [validation_rows(dataset)] if n_folds == 1 else stratified_folds(dataset, n_folds, seed=0)
     )

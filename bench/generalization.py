@@ -34,7 +34,7 @@ from sklearn.model_selection import train_test_split
 
 from sweeps.retrain import score_over_seeds
 from sweeps.settings import StudySettings
-from trainer import ScheduleConfig, TrainConfig, load_ionosphere
+from trainer import ScheduleConfig, TrainConfig, load_dataset
 from trainer.data import Dataset
 from trainer.training import Tensors
 
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="training seeds (default 5)")
     parser.add_argument("run_flags", nargs="*", help="extra `sweeps run` flags, after --")
     args = parser.parse_args()
-    dataset = load_ionosphere(args.data)
+    dataset = load_dataset(args.data)
     results = [
         evaluate_split(dataset, split, args.test_fraction, args.trials, args.seeds, args.run_flags)
         for split in range(args.splits)

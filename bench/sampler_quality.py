@@ -32,7 +32,7 @@ from sweeps.settings import StudySettings
 from sweeps.study import TPE_ARGUMENTS, create_or_join, make_sampler
 from sweeps.worker import run_worker
 from sweeps.worker_options import WorkerOptions
-from trainer.data import cached_dataset
+from trainer.data import DataSource, cached_dataset
 
 SAMPLERS = ("batch TPE (service)", "Optuna TPE, one ask at a time")
 CHECKPOINT_FRACTIONS = (0.25, 0.5, 1.0)
@@ -107,7 +107,10 @@ def best_so_far(
             opened.study.sampler = optuna.samplers.TPESampler(seed=seed, **TPE_ARGUMENTS)
         started = time.perf_counter()
         options = WorkerOptions(
-            target_trials=size, data=args.data, sampler_history=args.sampler_history, quiet=True
+            target_trials=size,
+            data=DataSource(args.data),
+            sampler_history=args.sampler_history,
+            quiet=True,
         )
         run_worker(opened, options)
         elapsed = time.perf_counter() - started

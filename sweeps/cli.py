@@ -99,12 +99,33 @@ def _creation_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _data_options(parser: argparse.ArgumentParser, data_help: str = "") -> None:
+    parser.add_argument(
+        "--data",
+        help=data_help
+        or "classification CSV, with or without a header (default $IONOSPHERE_CSV or OpenML "
+        "ionosphere)",
+    )
+    parser.add_argument(
+        "--label-column",
+        metavar="NAME|INDEX",
+        help="the label's column: a header name or a 0-based position, -1 the last (default: "
+        "the study's, else the last)",
+    )
+
+
+def _data_source(args: argparse.Namespace) -> Any:
+    from trainer.data import DataSource
+
+    return DataSource(args.data, args.label_column)
+
+
 def _worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, help="finished trials in the whole study to reach")
     parser.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long"
     )
-    parser.add_argument("--data", help="ionosphere CSV (default $IONOSPHERE_CSV or OpenML)")
+    _data_options(parser)
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--seed", type=int, help="sampler seed (launch adds the worker index)")
     parser.add_argument(
@@ -206,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--trials", dest="trials_csv", help="also write every trial to CSV")
     _robust_choice_options(export, top=None)
-    export.add_argument("--data", help="ionosphere CSV (default $IONOSPHERE_CSV or OpenML)")
+    _data_options(export, "the study's CSV (default $IONOSPHERE_CSV or OpenML ionosphere)")
     export.add_argument("--device", help="cpu, cuda or cuda:N")
     export.set_defaults(handler=_cmd_export)
 
@@ -237,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="retrain a config over seeds, score on test CSV")
     train.add_argument("--config", required=True, help="exported config (.json/.yaml)")
-    train.add_argument("--data", help="training CSV (default $IONOSPHERE_CSV or OpenML)")
+    _data_options(train, "training CSV (default $IONOSPHERE_CSV or OpenML ionosphere)")
     train.add_argument("--test-csv", help="held-out CSV in the same format")
     train.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     train.add_argument("--device", help="cpu, cuda or cuda:N")
@@ -260,9 +281,9 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
     from sweeps.settings import StudySettings
     from sweeps.space import load_space
     from sweeps.study import create_or_join
-    from trainer.data import cached_dataset
 
-    dataset = cached_dataset(args.data)
+    source = _data_source(args)
+    dataset = source.load()
     given = {
         "pruner": args.pruner,
         "epochs": args.epochs,
@@ -284,7 +305,7 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
         sampler_seed=args.seed,
         enqueue_baselines=default_baselines if args.baselines is None else args.baselines,
     )
-    opened.settings.check_data(dataset)
+    opened.settings.load_data(source)
     return opened
 
 
@@ -298,7 +319,7 @@ def _worker_options_of(args: argparse.Namespace) -> Any:
     return WorkerOptions(
         target_trials=args.trials,
         timeout_s=args.timeout,
-        data=args.data,
+        data=_data_source(args),
         device=args.device,
         trials_per_batch=args.trials_per_batch,
         sampler_history=(
@@ -315,6 +336,7 @@ def _child_worker_args(args: argparse.Namespace, *, quiet: bool) -> list[str]:
         "--trials": args.trials,
         "--timeout": args.timeout,
         "--data": args.data and str(Path(args.data).resolve()),
+        "--label-column": args.label_column,
         "--device": args.device,
         "--heartbeat-interval": args.heartbeat_interval,
         "--grace-period": args.grace_period,
@@ -454,7 +476,7 @@ def _export_robust_choice(args: argparse.Namespace, opened: Any, out: Path) -> N
     from sweeps.selection import rank_top_trials, record_selection, selection_record
 
     candidates = rank_top_trials(
-        opened, top_k=args.top, seeds=args.seeds, data=args.data, device=args.device
+        opened, top_k=args.top, seeds=args.seeds, data=_data_source(args), device=args.device
     )
     chosen = candidates[0]
     document = export_document(opened, chosen.trial)
@@ -504,11 +526,12 @@ def _export_path(out: str | None, fmt: str | None) -> Path:
 def _cmd_train(args: argparse.Namespace) -> int:
     from sweeps.retrain import retrain
     from trainer import load_config
+    from trainer.config import recorded_schema
 
     _require_positive("--seeds", args.seeds)
     report = retrain(
         load_config(args.config),
-        data=args.data,
+        data=_data_source(args).as_recorded(recorded_schema(args.config)),
         test_csv=args.test_csv,
         seeds=args.seeds,
         device=args.device,

@@ -55,6 +55,7 @@ def export_document(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> dict[
             "split_seed": opened.settings.split_seed,
             "data_sha256": opened.settings.data_sha256,
         },
+        **({"data": dict(schema)} if (schema := opened.settings.data_schema) else {}),
         "lr_curve": lr_curve(config.schedule, config.lr, config.epochs),
     }
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeps.objective import objective
-from trainer import TrainConfig, validation_rows
-from trainer.data import cached_dataset
+from trainer import InvalidInputError, TrainConfig, validation_rows
+from trainer.data import DataSource
 from trainer.training import RunStatus, Tensors, resolve_device, split_tensors
 from trainer.vectorized import BatchMember, train_batch
 
@@ -101,14 +101,22 @@ def score_over_seeds(
 
 
 def evaluation_tensors(
-    data: str | None, test_csv: str | None, device: str | None
+    data: DataSource, test_csv: str | None, device: str | None
 ) -> tuple[Tensors, str]:
-    """With `test_csv`: all of `data` to train, the test file to score. Without: the study's
-    default train/validation split of `data`. Returns the tensors and what is scored."""
-    train_set = cached_dataset(data)
+    """With `test_csv`: all of `data` to train, the test file to score (read with the same
+    label column and classes). Without: the study's default train/validation split of `data`.
+    Returns the tensors and what is scored."""
+    train_set = data.load()
     torch_device = resolve_device(device)
     if test_csv is not None:
-        return Tensors.from_arrays(train_set, cached_dataset(test_csv), torch_device), test_csv
+        schema = train_set.schema
+        test_set = DataSource(test_csv, schema.label_column, schema.classes).load()
+        if test_set.schema.n_features != schema.n_features:
+            raise InvalidInputError(
+                f"test file {test_csv} has {test_set.schema.n_features} features; the training "
+                f"data has {schema.n_features}"
+            )
+        return Tensors.from_arrays(train_set, test_set, torch_device), test_csv
     tensors = split_tensors(train_set, validation_rows(train_set), str(torch_device))
     return tensors, "validation split"
 
@@ -116,7 +124,7 @@ def evaluation_tensors(
 def retrain(
     config: TrainConfig,
     *,
-    data: str | None,
+    data: DataSource,
     test_csv: str | None,
     seeds: int,
     device: str | None = None,

@@ -17,7 +17,7 @@ from sweeps.export import top_trials, trial_config
 from sweeps.retrain import SeedScores, score_over_seeds
 from sweeps.settings import StudySettings
 from sweeps.study import OpenStudy, fold_tensors
-from trainer.data import Dataset, cached_dataset, stratified_folds
+from trainer.data import Dataset, DataSource, stratified_folds
 from trainer.training import resolve_device
 
 
@@ -28,13 +28,12 @@ class Candidate:
 
 
 def rank_top_trials(
-    opened: OpenStudy, *, top_k: int, seeds: int, data: str | None, device: str | None
+    opened: OpenStudy, *, top_k: int, seeds: int, data: DataSource, device: str | None
 ) -> list[Candidate]:
     """The top K trials retrained over `seeds` seeds on `reevaluation_folds`, best mean
     objective first (mean accuracy, ties broken by loss; then the study's order)."""
     top = top_trials(opened, top_k)
-    dataset = cached_dataset(data)
-    opened.settings.check_data(dataset)
+    dataset = opened.settings.load_data(data)
     folds = fold_tensors(
         reevaluation_folds(opened.settings, dataset), dataset, str(resolve_device(device))
     )

@@ -19,6 +19,8 @@ from trainer.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
 from trainer.data import (
     DEFAULT_SPLIT_SEED,
     DEFAULT_VALIDATION_FRACTION,
+    DataSchema,
+    DataSource,
     check_folds,
     check_validation_fraction,
     stratified_folds,
@@ -67,6 +69,8 @@ class StudySettings:
         tie_break: trials report `sweeps.objective` (accuracy with the loss tie-break); False
             for studies made before it, whose trials keep reporting plain accuracy so that one
             study never mixes two objectives.
+        data_schema: the data's features, classes and label column (`DataSchema.to_dict`),
+            recorded at creation; None in studies made before it (ionosphere).
     """
 
     data_sha256: str
@@ -81,6 +85,7 @@ class StudySettings:
     fold_rows: tuple[tuple[int, ...], ...] = ()
     pruner_spec: Mapping[str, Any] | None = None
     tie_break: bool = False
+    data_schema: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
@@ -100,13 +105,37 @@ class StudySettings:
         """What a trial of this study with these parameters trains."""
         return config_from_params(params, epochs=self.epochs, batch_size=self.batch_size)
 
-    def check_data(self, dataset: Dataset) -> None:
-        """Refuse to train a study on different data than it was created with."""
-        if dataset.sha256 != self.data_sha256:
+    @property
+    def schema(self) -> DataSchema | None:
+        """The recorded data schema (None for a study made before schemas were recorded)."""
+        return None if self.data_schema is None else DataSchema.from_dict(dict(self.data_schema))
+
+    def load_data(self, source: DataSource) -> Dataset:
+        """`source` read as this study reads it (its label column unless another was given);
+        data other than the study was created with is refused."""
+        recorded = self.schema
+        try:
+            dataset = source.as_recorded(recorded).load()
+        except InvalidInputError as exc:
+            if recorded is None or source.label_column is not None:
+                raise
             raise InvalidInputError(
-                f"data file {dataset.source} differs from the data this study was created with "
-                f"(sha256 of values {dataset.sha256[:12]} != {self.data_sha256[:12]})"
+                f"{exc} (reading it as this study does: label column {recorded.label_column!r})"
+            ) from exc
+        if dataset.sha256 == self.data_sha256:
+            return dataset
+        hint = ""
+        if recorded is not None and recorded.label_column != dataset.schema.label_column:
+            hint = f"; the study's label column is {recorded.label_column!r}"
+        elif recorded is not None:
+            hint = (
+                f"; the study's has {recorded.n_features} features and classes "
+                f"{', '.join(recorded.classes)}"
             )
+        raise InvalidInputError(
+            f"data file {dataset.source} differs from the data this study was created with "
+            f"(sha256 of values {dataset.sha256[:12]} != {self.data_sha256[:12]}{hint})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         document = {item.name: getattr(self, item.name) for item in fields(self)}
@@ -139,6 +168,7 @@ class StudySettings:
             fold_rows=folds,
             pruner_spec=self.pruner_description(),
             tie_break=True,
+            data_schema=dataset.schema.to_dict(),
         )
 
     def validation_splits(self) -> tuple[tuple[int, ...], ...]:

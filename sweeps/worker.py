@@ -28,7 +28,6 @@ from sweeps.study import OpenStudy, fold_tensors
 from sweeps.trial_attrs import WORKER_ATTR
 from sweeps.trial_batch import BatchOutcome, run_trial_batch
 from sweeps.worker_options import WorkerOptions
-from trainer.data import cached_dataset
 from trainer.training import resolve_device
 
 POLL_INTERVAL_S = 0.25
@@ -65,8 +64,7 @@ class WorkerSummary:
 def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     """Run batches of `opened.study` until the target or the time limit; see module docstring."""
     settings = opened.settings
-    dataset = cached_dataset(options.data)
-    settings.check_data(dataset)
+    dataset = settings.load_data(options.data)
     device = resolve_device(options.device)
     torch.set_num_threads(options.threads)
     folds = fold_tensors(settings, dataset, str(device))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from sweeps.history import DEFAULT_SAMPLER_HISTORY
 from trainer import InvalidInputError
+from trainer.data import DataSource
 
 if TYPE_CHECKING:
     import torch
@@ -22,7 +23,7 @@ class WorkerOptions:
     Args:
         target_trials: stop once the study has this many finished trials (None: no limit).
         timeout_s: stop claiming new trials after this many seconds (None: no limit).
-        data: ionosphere CSV path (None: $IONOSPHERE_CSV or the cached OpenML copy).
+        data: the CSV and its label column (default: ionosphere, the study's label column).
         device: "cpu", "cuda", "cuda:N" or None for automatic.
         trials_per_batch: trials trained together as one vectorized model (None: chosen
             from the device and the target).
@@ -33,7 +34,7 @@ class WorkerOptions:
 
     target_trials: int | None = None
     timeout_s: float | None = None
-    data: str | None = None
+    data: DataSource = DataSource()
     device: str | None = None
     trials_per_batch: int | None = None
     sampler_history: int = DEFAULT_SAMPLER_HISTORY

@@ -49,6 +49,34 @@ def data_path() -> Path:
     return path
 
 
+SKLEARN_DATASETS = ("wine", "breast_cancer", "digits")
+
+
+def write_sklearn_csv(name: str, path: Path) -> Path:
+    """A data set that ships inside scikit-learn (no download) as a CSV with a header: its
+    feature names, then `target` (class numbers, or their names for breast cancer)."""
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, f"load_{name}")(as_frame=True)
+    frame = bunch.frame
+    if name == "breast_cancer":  # string labels, as many real files have them
+        frame["target"] = frame["target"].map(dict(enumerate(bunch.target_names)))
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sklearn_csv(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`sklearn_csv("wine")`: the path of that data set written as a CSV (once a session)."""
+    folder = tmp_path_factory.mktemp("sklearn")
+
+    def written(name: str) -> Path:
+        path = folder / f"{name}.csv"
+        return path if path.exists() else write_sklearn_csv(name, path)
+
+    return written
+
+
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """A database created for this test session on the real server, dropped at the end."""

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import opened_storage, run_sweeps, study_trials, torch_lrs, unique_study
 from sweeps.settings import StudySettings
-from trainer import load_config, load_ionosphere
+from trainer import load_config, load_dataset
 from trainer.data import stratified_folds
 from trainer.training import split_tensors, train
 from trainer.vectorized import fold_order_seed
@@ -214,7 +214,7 @@ def test_export_top_picks_best_mean_over_seeds(finished_study: Path, data_path: 
     # The recorded scores are real retraining: one seed of the chosen config, trained alone on
     # each of 5 fresh folds (not the study's own, which chose the candidates), averaged.
     chosen = load_config(finished_study / "robust.json")
-    dataset = load_ionosphere(data_path)
+    dataset = load_dataset(data_path)
     with opened_storage(str(finished_study / "lrsweep.db")) as storage:
         settings = StudySettings.of_study(optuna.load_study(study_name="lrsweep", storage=storage))
     assert settings.folds == 5  # the default for a new study

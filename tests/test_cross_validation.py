@@ -17,7 +17,7 @@ from conftest import opened_storage, run_sweeps, study_trials
 from sweeps.objective import objective
 from sweeps.settings import StudySettings
 from sweeps.trial_batch import EpochScores
-from trainer import load_ionosphere
+from trainer import load_dataset
 from trainer.training import EpochResult
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ def test_cross_validated_trials_report_fold_means_on_folds_fixed_at_creation(
     with opened_storage(str(tmp_path / "lrsweep.db")) as storage:
         settings = StudySettings.of_study(optuna.load_study(study_name="cv", storage=storage))
     folds = [set(rows) for rows in settings.fold_rows]
-    dataset = load_ionosphere(data_path)
+    dataset = load_dataset(data_path)
     assert len(folds) == 3 and set().union(*folds) == set(range(len(dataset)))
     assert sum(len(rows) for rows in folds) == len(dataset)  # disjoint
     share = dataset.labels.mean()

@@ -9,12 +9,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from trainer import InvalidInputError, load_ionosphere, stratified_split
+from trainer import InvalidInputError, load_dataset, stratified_split
 from trainer.stratify import kfold_assignment, shuffle_split_validation
 
 
 def test_shared_file_loads_with_expected_shape_and_labels(data_path: Path) -> None:
-    dataset = load_ionosphere(data_path)
+    dataset = load_dataset(data_path)
     assert dataset.features.shape == (351, 34)
     assert dataset.features.dtype == np.float32
     assert set(np.unique(dataset.labels)) == {0.0, 1.0}
@@ -25,13 +25,19 @@ def test_environment_variable_names_the_file(
     data_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("IONOSPHERE_CSV", str(data_path))
-    assert load_ionosphere().source == str(data_path)
+    assert load_dataset().source == str(data_path)
 
 
 def test_digest_depends_on_values_not_formatting(data_path: Path, tmp_path: Path) -> None:
     reformatted = tmp_path / "spaced.csv"
     reformatted.write_text(data_path.read_text().replace(",", ", ") + "\n")
-    assert load_ionosphere(reformatted).sha256 == load_ionosphere(data_path).sha256
+    assert load_dataset(reformatted).sha256 == load_dataset(data_path).sha256
+
+
+def _with_cell(lines: list[str], row: int, column: int, value: str) -> list[str]:
+    cells = lines[row].split(",")
+    cells[column] = value
+    return [*lines[:row], ",".join(cells), *lines[row + 1 :]]
 
 
 def _rewrite(data_path: Path, tmp_path: Path, edit: object) -> Path:
@@ -44,32 +50,41 @@ def _rewrite(data_path: Path, tmp_path: Path, edit: object) -> Path:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda lines: [",".join(line.split(",")[1:]) for line in lines], "has 34 columns"),
-        (lambda lines: [lines[0].replace("0.99539", "abc")] + lines[1:], "'abc' is not a finite"),
-        (lambda lines: [lines[0][:-1] + "x"] + lines[1:], "label 'x'"),
+        (lambda lines: [line.split(",")[-1] for line in lines], "has one column"),
+        (
+            lambda lines: _with_cell(lines, 4, 1, "abc"),
+            "line 5 column 2: feature 'abc' is not a finite number",
+        ),
+        (lambda lines: _with_cell(lines, 0, 2, ""), "line 1 column 3: feature '' is empty"),
+        (lambda lines: [lines[0][:-1]] + lines[1:], "line 1 column 35: the label is empty"),
+        (lambda lines: [lines[0][:-1] + "x"] + lines[1:], "single row \\(e.g. 'x'\\)"),
         (lambda lines: [lines[0].replace("0.99539", "nan")] + lines[1:], "not a finite number"),
         (lambda lines: [line for line in lines if line.endswith("g")], "only one class"),
         (lambda lines: lines[:3], "only 3 rows"),
         (lambda lines: [], "is empty"),
+        (lambda lines: ["a,b"] + lines, "not a valid CSV"),
     ],
-    ids=["columns", "text", "label", "nan", "one-class", "short", "empty"],
+    ids=[
+        *("one-column", "text", "empty-cell", "empty-label", "lone-class", "nan", "one-class"),
+        *("short", "empty", "ragged"),
+    ],
 )
 def test_bad_files_are_refused_naming_file_and_problem(
     data_path: Path, tmp_path: Path, edit: object, message: str
 ) -> None:
     bad = _rewrite(data_path, tmp_path, edit)
     with pytest.raises(InvalidInputError, match=message) as raised:
-        load_ionosphere(bad)
+        load_dataset(bad)
     assert str(bad) in str(raised.value)
 
 
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="cannot read data file"):
-        load_ionosphere(tmp_path / "nope.csv")
+        load_dataset(tmp_path / "nope.csv")
 
 
 def test_split_is_seeded_stratified_and_disjoint(data_path: Path) -> None:
-    dataset = load_ionosphere(data_path)
+    dataset = load_dataset(data_path)
     split = stratified_split(dataset, 0.3, seed=0)
     again = stratified_split(dataset, 0.3, seed=0)
     other = stratified_split(dataset, 0.3, seed=1)
@@ -101,11 +116,11 @@ def test_without_a_path_the_openml_copy_is_fetched_once_and_cached(
     monkeypatch.delenv("IONOSPHERE_CSV", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(sklearn.datasets, "fetch_openml", fake_fetch_openml)
-    first = load_ionosphere()
-    second = load_ionosphere()
+    first = load_dataset()
+    second = load_dataset()
     assert len(calls) == 1 and calls[0]["data_id"] == 59
     assert first.source == str(tmp_path / "lrsweep" / "ionosphere.csv")
-    assert first.sha256 == second.sha256 == load_ionosphere(data_path).sha256
+    assert first.sha256 == second.sha256 == load_dataset(data_path).sha256
 
 
 def test_failed_fetch_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,7 +133,7 @@ def test_failed_fetch_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(sklearn.datasets, "fetch_openml", offline)
     with pytest.raises(InvalidInputError, match="fetching ionosphere from OpenML failed"):
-        load_ionosphere()
+        load_dataset()
 
 
 @st.composite
@@ -160,7 +175,7 @@ def test_the_folds_are_exactly_scikit_learns(labels: np.ndarray, folds: int, see
 def test_the_real_labels_split_as_scikit_learn_splits_them(
     data_path: Path, fraction: float, seed: int
 ) -> None:
-    labels = load_ionosphere(data_path).labels
+    labels = load_dataset(data_path).labels
     _, expected = train_test_split(
         np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels
     )
@@ -173,7 +188,7 @@ def test_the_real_labels_split_as_scikit_learn_splits_them(
 
 
 def test_a_class_of_one_row_cannot_be_split(data_path: Path) -> None:
-    dataset = load_ionosphere(data_path)
+    dataset = load_dataset(data_path)
     rows = np.concatenate([np.flatnonzero(dataset.labels == 1), [np.argmin(dataset.labels)]])
     with pytest.raises(InvalidInputError, match="at least 2 rows of each class"):
         stratified_split(dataset.take(rows), 0.3, 0)

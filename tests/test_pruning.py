@@ -28,7 +28,7 @@ from sweeps.pruning import BatchPruner, FinishedTrials
 from sweeps.settings import StudySettings
 from sweeps.study import create_or_join
 from sweeps.summary import summarize
-from trainer import load_ionosphere
+from trainer import load_dataset
 
 STUDY_NAME = "same-name"
 FATES = ("complete", "complete", "running", "fail", "requeue")
@@ -213,7 +213,7 @@ def test_batched_decisions_equal_optuna_for_every_pruner_and_population(
 def test_a_study_keeps_the_pruner_it_was_created_with(tmp_path: Path, data_path: Path) -> None:
     """The pruner's class and arguments are stored at creation: a worker joining later builds
     that pruner and `status` reports it, whatever today's defaults are."""
-    dataset = load_ionosphere(data_path)
+    dataset = load_dataset(data_path)
     spec = {"class": "PercentilePruner", "percentile": 40.0, "n_startup_trials": 2}
     settings = StudySettings(data_sha256=dataset.sha256, pruner_spec=spec)
     url = f"sqlite:///{tmp_path / 'kept.db'}"

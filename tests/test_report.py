@@ -15,7 +15,7 @@ from sweeps import figures
 from sweeps.export import top_trials, trial_config
 from sweeps.settings import StudySettings
 from sweeps.study import OpenStudy, create_or_join, open_existing
-from trainer import load_ionosphere
+from trainer import load_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def test_report_on_a_study_without_completed_trials_is_refused(
     tmp_path: Path, data_path: Path, disposing: Callable[[Any], Any]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'lrsweep.db'}"
-    dataset = load_ionosphere(data_path)
+    dataset = load_dataset(data_path)
     disposing(
         create_or_join(
             StorageSettings(url=url),

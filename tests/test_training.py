@@ -10,7 +10,7 @@ from trainer import (
     RunStatus,
     ScheduleConfig,
     TrainConfig,
-    load_ionosphere,
+    load_dataset,
     split_tensors,
     train,
     validation_rows,
@@ -25,7 +25,7 @@ TUTORIAL_DROP = TrainConfig(
 @pytest.fixture(scope="module")
 def tensors(data_path: Path):  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
-    dataset = load_ionosphere(data_path)
+    dataset = load_dataset(data_path)
     return split_tensors(dataset, validation_rows(dataset), "cpu")
 
 

@@ -38,7 +38,7 @@ from sweeps.study import OpenStudy, create_or_join, fold_tensors
 from sweeps.trial_batch import run_trial_batch
 from sweeps.worker import hand_back, run_worker
 from sweeps.worker_options import WorkerOptions
-from trainer.data import cached_dataset
+from trainer.data import DataSource, cached_dataset
 from trainer.training import Tensors
 
 EPOCHS = 6
@@ -188,7 +188,7 @@ def test_a_broken_heartbeat_stops_the_batch_and_hands_it_back(
         raise PermissionError("permission denied for table trial_heartbeats")
 
     monkeypatch.setattr(SqlTrialStore, "record_heartbeats", broken)
-    options = WorkerOptions(target_trials=8, data=str(data_path), quiet=True)
+    options = WorkerOptions(target_trials=8, data=DataSource(str(data_path)), quiet=True)
     with pytest.raises(StorageLost, match="heartbeat failed .*PermissionError"):
         run_worker(opened, options)
     trials = opened.study.get_trials()

@@ -7,7 +7,7 @@ names import it on first use.
 from typing import Any
 
 from trainer.config import TrainConfig, load_config
-from trainer.data import Dataset, load_ionosphere, stratified_split, validation_rows
+from trainer.data import Dataset, load_dataset, stratified_split, validation_rows
 from trainer.errors import InvalidInputError
 from trainer.schedules import SCHEDULES, ScheduleConfig, build, lr_curve
 
@@ -38,7 +38,7 @@ __all__ = [
     "TrainConfig",
     "build",
     "load_config",
-    "load_ionosphere",
+    "load_dataset",
     "lr_curve",
     "stratified_split",
     "validation_rows",

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from trainer.data import DataSchema
 from trainer.documents import read_document
 from trainer.errors import InvalidInputError
 from trainer.schedules import SCHEDULES, ScheduleConfig
@@ -130,6 +131,19 @@ def load_config(path: str | os.PathLike[str]) -> TrainConfig:
         return TrainConfig.from_json_dict(document)
     except InvalidInputError as exc:
         raise InvalidInputError(f"config {path}: {exc}") from exc
+
+
+def recorded_schema(path: str | os.PathLike[str]) -> DataSchema | None:
+    """The data schema an export recorded (its `data` section), so `sweeps train` reads a CSV
+    as the sweep did; None for a hand-written config."""
+    document = read_document(path, "config", (".json", ".yaml", ".yml"))
+    data = document.get("data") if isinstance(document, Mapping) else None
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return DataSchema.from_dict(dict(data))
+    except (KeyError, TypeError) as exc:
+        raise InvalidInputError(f"config {path}: its data section is malformed ({exc})") from exc
 
 
 def _mapping(value: object, name: str) -> Mapping[str, Any]:

@@ -1,12 +1,14 @@
-"""Load, validate and split the UCI ionosphere data set.
+"""Load, validate and split a tabular classification CSV (by default the UCI ionosphere data).
 
-The file is the UCI layout: no header, 34 numeric features, then a label `g` (good) or `b` (bad).
-Every file is validated before use so a truncated download or a wrong file fails loudly, naming
-the file and the problem, instead of training on garbage.
+Any CSV works: with or without a header row, one label column (the last unless named), every
+other column numeric, two or more classes. Every file is validated before use so a truncated
+download or a wrong file fails loudly, naming the file, the line and the column, instead of
+training on garbage.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -21,17 +23,53 @@ import pandas as pd
 from trainer.errors import InvalidInputError
 from trainer.stratify import kfold_assignment, shuffle_split_validation
 
-N_FEATURES = 34
-LABELS = {"g": 1.0, "b": 0.0}
 DATA_ENV_VAR = "IONOSPHERE_CSV"
 DEFAULT_VALIDATION_FRACTION = 0.3
 DEFAULT_SPLIT_SEED = 0
 OPENML_DATA_ID = 59
+MIN_ROWS = 10
+
+
+@dataclass(frozen=True)
+class DataSchema:
+    """What a data set looks like to a model: its feature columns, its classes (label values,
+    sorted: numerically when they are integers) and which column held the label.
+
+    With two classes the second is the positive one (ionosphere: b = 0, g = 1).
+    """
+
+    feature_names: tuple[str, ...]
+    classes: tuple[str, ...]
+    label_column: str  # the header's name, or the 0-based position in a file without one
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def n_outputs(self) -> int:
+        """Logits a model emits: one for two classes (sigmoid, BCE), else one per class."""
+        return 1 if len(self.classes) == 2 else len(self.classes)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "feature_names": list(self.feature_names),
+            "classes": list(self.classes),
+            "label_column": self.label_column,
+        }
+
+    @classmethod
+    def from_dict(cls, document: dict[str, object]) -> DataSchema:
+        return cls(
+            feature_names=tuple(document["feature_names"]),  # type: ignore[arg-type]
+            classes=tuple(document["classes"]),  # type: ignore[arg-type]
+            label_column=str(document["label_column"]),
+        )
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Validated features (float32, [N, 34]) and labels (float32, [N], 1 = good).
+    """Validated features (float32, [N, F]) and labels (float32 class indices, [N]).
 
     Compared and hashed by identity, so a loaded data set can key per-process caches.
     """
@@ -40,13 +78,16 @@ class Dataset:
     labels: np.ndarray
     source: str
     sha256: str  # of the parsed values; workers sharing a study must agree on it
+    schema: DataSchema
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def take(self, rows: np.ndarray) -> Dataset:
-        """The rows picked by an index array (keeps source and digest of the whole file)."""
-        return Dataset(self.features[rows], self.labels[rows], self.source, self.sha256)
+        """The rows picked by an index array (keeps source, digest and schema of the whole)."""
+        return Dataset(
+            self.features[rows], self.labels[rows], self.source, self.sha256, self.schema
+        )
 
 
 def cache_path() -> Path:
@@ -87,14 +128,49 @@ def _fetch_from_openml(destination: Path) -> None:
     tmp.replace(destination)
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """Where a data set comes from, as the command line names it.
+
+    Args:
+        path: the CSV (None: $IONOSPHERE_CSV, else the cached OpenML ionosphere copy).
+        label_column: a header name or a 0-based position, negative from the end (None: the
+            one a study or export recorded, else the last column).
+        classes: the class names labels index into (None: the file's own, sorted); a test
+            file is read with its training data's classes, so index k means the same class.
+    """
+
+    path: str | None = None
+    label_column: str | None = None
+    classes: tuple[str, ...] | None = None
+
+    def load(self) -> Dataset:
+        """The validated data set, loaded once per process."""
+        return cached_dataset(self.path, self.label_column, self.classes)
+
+    def as_recorded(self, schema: DataSchema | None) -> DataSource:
+        """This source reading its label column where `schema` (a study's or an export's)
+        says, unless one was given."""
+        if schema is None or self.label_column is not None:
+            return self
+        return dataclasses.replace(self, label_column=schema.label_column)
+
+
 @functools.lru_cache(maxsize=4)
-def cached_dataset(path: str | None) -> Dataset:
+def cached_dataset(
+    path: str | None, label_column: str | None = None, classes: tuple[str, ...] | None = None
+) -> Dataset:
     """Load and validate a data file once per process."""
-    return load_ionosphere(path)
+    return load_dataset(path, label_column, classes)
 
 
-def load_ionosphere(path: str | os.PathLike[str] | None = None) -> Dataset:
-    """Read and validate an ionosphere CSV; raise InvalidInputError naming the file and problem."""
+def load_dataset(
+    path: str | os.PathLike[str] | None = None,
+    label_column: str | None = None,
+    classes: tuple[str, ...] | None = None,
+) -> Dataset:
+    """Read and validate a CSV; raise InvalidInputError naming the file and the problem.
+    `label_column` and `classes` are as in `DataSource`."""
     csv_path = resolve_data_path(path)
     try:
         raw = csv_path.read_bytes()
@@ -103,17 +179,13 @@ def load_ionosphere(path: str | os.PathLike[str] | None = None) -> Dataset:
     if not raw.strip():
         raise InvalidInputError(f"data file {csv_path} is empty")
     try:
-        frame = pd.read_csv(csv_path, header=None, dtype=str, skipinitialspace=True)
+        frame = pd.read_csv(
+            csv_path, header=None, dtype=str, skipinitialspace=True, keep_default_na=False
+        )
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         first_line = str(exc).splitlines()[0]
         raise InvalidInputError(f"data file {csv_path} is not a valid CSV: {first_line}") from exc
-    features, labels = _validate(frame, csv_path)
-    return Dataset(
-        features=features,
-        labels=labels,
-        source=str(csv_path),
-        sha256=content_digest(features, labels),
-    )
+    return _CsvTable(frame, csv_path).dataset(label_column, classes)
 
 
 def content_digest(features: np.ndarray, labels: np.ndarray) -> str:
@@ -123,35 +195,117 @@ def content_digest(features: np.ndarray, labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _validate(frame: pd.DataFrame, csv_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    if frame.shape[1] != N_FEATURES + 1:
-        raise InvalidInputError(
-            f"data file {csv_path} has {frame.shape[1]} columns; expected {N_FEATURES + 1} "
-            f"({N_FEATURES} features and a g/b label)"
+class _CsvTable:
+    """A CSV read as text cells, its header row (if any) told apart from its data rows."""
+
+    def __init__(self, frame: pd.DataFrame, path: Path) -> None:
+        self.path = path
+        cells = frame.apply(lambda column: column.str.strip())
+        numeric = cells.apply(pd.to_numeric, errors="coerce").notna().to_numpy()
+        # A header: no cell of the first row is a number, and some column below it is all
+        # numbers (a first data row with one bad cell still has numbers: it is validated).
+        self.has_header = len(cells) > 1 and not numeric[0].any() and numeric[1:].all(0).any()
+        self.names = (
+            tuple(cells.iloc[0])
+            if self.has_header
+            else tuple(f"column {i + 1}" for i in range(cells.shape[1]))
         )
-    if len(frame) < 10:
-        raise InvalidInputError(f"data file {csv_path} has only {len(frame)} rows; need 10+")
-    numeric = frame.iloc[:, :N_FEATURES].apply(pd.to_numeric, errors="coerce")
-    bad = numeric.isna() | ~np.isfinite(numeric.to_numpy(dtype=float, na_value=np.nan))
-    if bad.to_numpy().any():
-        row, col = np.argwhere(bad.to_numpy())[0]
-        value = frame.iat[row, col]
-        raise InvalidInputError(
-            f"data file {csv_path} row {row + 1} column {col + 1}: feature {value!r} is not a "
-            f"finite number"
+        self.cells = cells.iloc[1:] if self.has_header else cells
+
+    def _where(self, row: int, column: int) -> str:
+        """A cell's place as an editor shows it: the file's line and the column's name."""
+        line = row + 1 + int(self.has_header)
+        name = repr(self.names[column]) if self.has_header else str(column + 1)
+        return f"line {line} column {name}"
+
+    def fail(self, problem: str) -> InvalidInputError:
+        return InvalidInputError(f"data file {self.path} {problem}")
+
+    def label_position(self, label_column: str | None) -> int:
+        width = len(self.names)
+        if label_column is None:
+            return width - 1
+        if self.has_header and label_column in self.names:
+            return self.names.index(label_column)
+        try:
+            position = int(label_column)
+        except ValueError:
+            known = ", ".join(self.names[:12]) + (", ..." if width > 12 else "")
+            raise self.fail(
+                f"has no column {label_column!r} (its header: {known})"
+                if self.has_header
+                else "has no header row; give --label-column as a 0-based position"
+            ) from None
+        if not -width <= position < width:
+            raise self.fail(f"has {width} columns; --label-column {position} is outside them")
+        return position % width
+
+    def dataset(self, label_column: str | None, classes: tuple[str, ...] | None) -> Dataset:
+        if len(self.names) < 2:
+            raise self.fail("has one column; need features and a label")
+        if len(self.cells) < MIN_ROWS:
+            raise self.fail(f"has only {len(self.cells)} rows; need {MIN_ROWS}+")
+        label_at = self.label_position(label_column)
+        feature_at = [i for i in range(len(self.names)) if i != label_at]
+        text = self.cells.iloc[:, feature_at]
+        values = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row, column = np.argwhere(bad)[0]
+            cell = text.iat[row, column]
+            raise self.fail(
+                f"{self._where(row, feature_at[column])}: feature "
+                f"{cell!r} is {'empty' if not cell else 'not a finite number'}"
+            )
+        labels, classes = self._labels(label_at, classes)
+        schema = DataSchema(
+            feature_names=tuple(self.names[i] for i in feature_at),
+            classes=classes,
+            label_column=self.names[label_at] if self.has_header else str(label_at),
         )
-    label_text = frame.iloc[:, N_FEATURES].str.strip()
-    unknown = ~label_text.isin(list(LABELS))
-    if unknown.any():
-        row = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise InvalidInputError(
-            f"data file {csv_path} row {row + 1}: label {frame.iat[row, N_FEATURES]!r} is not "
-            f"'g' or 'b'"
-        )
-    labels = label_text.map(LABELS).to_numpy(dtype=np.float32)
-    if len(np.unique(labels)) < 2:
-        raise InvalidInputError(f"data file {csv_path} has only one class; need both g and b")
-    return numeric.to_numpy(dtype=np.float32), labels
+        features = values.astype(np.float32)
+        return Dataset(features, labels, str(self.path), content_digest(features, labels), schema)
+
+    def _labels(
+        self, label_at: int, known: tuple[str, ...] | None
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Class indices (float32) and the class names: `known`, else the file's own, sorted
+        (integers as numbers)."""
+        text = self.cells.iloc[:, label_at]
+        empty = np.flatnonzero((text == "").to_numpy())
+        if len(empty):
+            raise self.fail(f"{self._where(int(empty[0]), label_at)}: the label is empty")
+        numbers = pd.to_numeric(text, errors="coerce")
+        integers = bool(numbers.notna().all() and (numbers % 1 == 0).all())
+        if integers:
+            text = numbers.astype("int64").astype(str)
+        if known is not None:
+            unknown = np.flatnonzero(~text.isin(known).to_numpy())
+            if len(unknown):
+                row = int(unknown[0])
+                raise self.fail(
+                    f"{self._where(row, label_at)}: label {text.iat[row]!r} is not one of the "
+                    f"classes the model was trained on ({', '.join(known)})"
+                )
+        classes = known if known is not None else self._classes(text, integers)
+        index = {name: float(k) for k, name in enumerate(classes)}
+        return text.map(index).to_numpy(dtype=np.float32), classes
+
+    def _classes(self, text: pd.Series, integers: bool) -> tuple[str, ...]:
+        """The sorted class names of a training file, each with 2+ rows."""
+        names, counts = np.unique(text.to_numpy(dtype=str), return_counts=True)
+        key = int if integers else str
+        order = sorted(range(len(names)), key=lambda i: key(names[i]))  # type: ignore[operator]
+        classes = tuple(str(names[i]) for i in order)
+        if len(classes) < 2:
+            raise self.fail(f"has only one class ({classes[0]!r}); need two or more")
+        rare = [classes[k] for k, i in enumerate(order) if counts[i] < 2]
+        if rare:
+            raise self.fail(
+                f"has {len(rare)} classes with a single row (e.g. {rare[0]!r}) among "
+                f"{len(classes)}; each class needs 2+ rows: is the label column right?"
+            )
+        return classes
 
 
 @dataclass(frozen=True)
@@ -180,7 +334,7 @@ def check_validation_fraction(dataset: Dataset, validation_fraction: float) -> N
 
 
 def _smallest_class(dataset: Dataset) -> int:
-    return int(min(dataset.labels.sum(), len(dataset) - dataset.labels.sum()))
+    return int(np.unique(dataset.labels, return_counts=True)[1].min())
 
 
 def check_folds(dataset: Dataset, folds: int) -> None:
@@ -188,13 +342,13 @@ def check_folds(dataset: Dataset, folds: int) -> None:
     smallest = _smallest_class(dataset)
     if folds != 1 and not 2 <= folds <= smallest:
         raise InvalidInputError(
-            f"--folds must be 1, or between 2 and {smallest} (the smaller class's rows); "
+            f"--folds must be 1, or between 2 and {smallest} (the smallest class's rows); "
             f"got {folds}"
         )
 
 
 def stratified_split(dataset: Dataset, validation_fraction: float, seed: int) -> Split:
-    """Split rows so both parts keep the g/b ratio; the same seed gives the same split (the
+    """Split rows so both parts keep the class ratios; the same seed gives the same split (the
     rows of scikit-learn's `train_test_split(stratify=...)`, `trainer.stratify`)."""
     check_validation_fraction(dataset, validation_fraction)
     validation = shuffle_split_validation(dataset.labels, validation_fraction, seed)

@@ -1,5 +1,8 @@
 """One trial's training run: the tutorial's MLP, SGD with momentum, one scheduler step per epoch.
 
+Two classes train as the tutorial does (one logit, BCE); more classes get one logit each and
+cross-entropy.
+
 Reads top to bottom like the classic tutorial: tensors (prepared once per process), model,
 optimizer, scheduler, loop. After every epoch a callback sees the validation accuracy and may
 stop the run (that is how pruning plugs in); a non-finite loss ends the run as diverged instead
@@ -19,32 +22,40 @@ import torch
 from torch import nn
 
 from trainer.config import TrainConfig
-from trainer.data import N_FEATURES, Dataset
+from trainer.data import Dataset
 from trainer.errors import InvalidInputError
 from trainer.schedules import build
-
-HIDDEN_UNITS = 34
 
 
 @dataclass(frozen=True)
 class Tensors:
-    """Train and validation tensors, already on the training device."""
+    """Train and validation tensors, already on the training device. Labels are float 0/1
+    for one output (BCE) and class indices (int64) for several (cross-entropy)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
+    n_outputs: int = 1
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
 
     @classmethod
     def from_arrays(cls, train: Dataset, validation: Dataset, device: torch.device) -> Tensors:
-        def as_tensor(array: object) -> torch.Tensor:
-            return torch.as_tensor(array, dtype=torch.float32, device=device)
+        n_outputs = train.schema.n_outputs
+        label_type = torch.float32 if n_outputs == 1 else torch.int64
+
+        def as_tensor(array: object, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.as_tensor(array, device=device).to(dtype)
 
         return cls(
             x_train=as_tensor(train.features),
-            y_train=as_tensor(train.labels),
+            y_train=as_tensor(train.labels, label_type),
             x_val=as_tensor(validation.features),
-            y_val=as_tensor(validation.labels),
+            y_val=as_tensor(validation.labels, label_type),
+            n_outputs=n_outputs,
         )
 
 
@@ -79,27 +90,49 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def initial_weights(seed: int) -> tuple[torch.Tensor, ...]:
-    """w1 [34, 34], b1 [34], w2 [1, 34], b2 [1], drawn as nn.Linear's default init draws them
-    (uniform within 1/sqrt(fan_in)), from a generator of their own: seeded, cheap, and without
-    touching the global RNG."""
+def initial_weights(seed: int, n_features: int, n_outputs: int) -> tuple[torch.Tensor, ...]:
+    """w1 [F, F], b1 [F], w2 [O, F], b2 [O] of the built-in MLP, drawn as nn.Linear's default
+    init draws them (uniform within 1/sqrt(fan_in)), from a generator of their own: seeded,
+    cheap, and without touching the global RNG."""
     generator = torch.Generator().manual_seed(seed)
-    bound = 1.0 / math.sqrt(N_FEATURES)  # both layers have fan_in 34
-    shapes = ((HIDDEN_UNITS, N_FEATURES), (HIDDEN_UNITS,), (1, HIDDEN_UNITS), (1,))
+    hidden = n_features  # the tutorial's hidden layer is as wide as its input (34 -> 34)
+    bound = 1.0 / math.sqrt(n_features)  # both layers have fan_in F
+    shapes = ((hidden, n_features), (hidden,), (n_outputs, hidden), (n_outputs,))
     return tuple(
         torch.empty(shape).uniform_(-bound, bound, generator=generator) for shape in shapes
     )
 
 
-def build_model(seed: int, device: torch.device) -> nn.Module:
-    """34 -> 34 ReLU -> 1 logit; the sigmoid lives in the loss (BCEWithLogits) for stability."""
+def build_model(seed: int, n_features: int, n_outputs: int, device: torch.device) -> nn.Module:
+    """F -> F ReLU -> O logits (ionosphere: 34 -> 34 -> 1); the sigmoid or softmax lives in
+    the loss for stability."""
     model = nn.Sequential(
-        nn.Linear(N_FEATURES, HIDDEN_UNITS), nn.ReLU(), nn.Linear(HIDDEN_UNITS, 1)
+        nn.Linear(n_features, n_features), nn.ReLU(), nn.Linear(n_features, n_outputs)
     )
     with torch.no_grad():
-        for parameter, value in zip(model.parameters(), initial_weights(seed), strict=True):
+        weights = initial_weights(seed, n_features, n_outputs)
+        for parameter, value in zip(model.parameters(), weights, strict=True):
             parameter.copy_(value)
     return model.to(device)
+
+
+def classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """BCE on one logit [N, 1] with 0/1 labels, cross-entropy on [N, C] with class indices."""
+    if logits.shape[1] == 1:
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits.squeeze(1), labels, reduction=reduction
+        )
+    return nn.functional.cross_entropy(logits, labels, reduction=reduction)
+
+
+def correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """How many rows the logits [N, O] (or [N, O, A]: A models) classify right: an exact
+    count (per model), on the device."""
+    if logits.shape[1] == 1:
+        return ((logits.squeeze(1) > 0).to(labels.dtype) == labels).sum(dim=0)
+    return (logits.argmax(dim=1) == labels).sum(dim=0)
 
 
 class RunStatus(enum.Enum):
@@ -110,7 +143,8 @@ class RunStatus(enum.Enum):
 
 @dataclass(frozen=True)
 class EpochResult:
-    """One epoch's numbers; the validation loss (mean BCE) breaks ties between accuracies."""
+    """One epoch's numbers; the validation loss (mean BCE or cross-entropy) breaks ties
+    between accuracies."""
 
     epoch: int
     validation_accuracy: float
@@ -121,8 +155,8 @@ class EpochResult:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """How a run ended, its per-epoch history and its final weights (CPU, nn.Linear layout:
-    w1 [34, 34], b1 [34], w2 [1, 34], b2 [1])."""
+    """How a run ended, its per-epoch history and its final weights (CPU, in the order of the
+    model's `parameters()`)."""
 
     status: RunStatus
     history: tuple[EpochResult, ...]
@@ -140,12 +174,12 @@ EpochCallback = Callable[[EpochResult], bool]
 def evaluate(
     model: nn.Module, features: torch.Tensor, labels: torch.Tensor
 ) -> tuple[float, float]:
-    """Accuracy and mean BCE loss on held-out rows."""
+    """Accuracy and mean loss on held-out rows."""
     with torch.no_grad():
-        logits = model(features).squeeze(1)
-        loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
-    hits = float(((logits > 0).float() == labels).float().sum())  # an exact count
-    return hits / len(labels), float(loss)
+        logits = model(features)
+        return float(correct(logits, labels)) / len(labels), float(
+            classification_loss(logits, labels)
+        )
 
 
 def train(
@@ -159,10 +193,9 @@ def train(
     """Train one model from seeded initial weights (`seed`) and mini-batch order (`order_seed`,
     default `seed`); see the module docstring."""
     device = tensors.x_train.device
-    model = build_model(seed, device)
+    model = build_model(seed, tensors.n_features, tensors.n_outputs, device)
     optimizer = config.make_optimizer(model.parameters())
     scheduler = build(optimizer, config.schedule)
-    loss_fn = nn.BCEWithLogitsLoss()
     batch_order = torch.Generator().manual_seed(seed if order_seed is None else order_seed)
     n_train = len(tensors.y_train)
     history: list[EpochResult] = []
@@ -174,7 +207,7 @@ def train(
         for rows in torch.randperm(n_train, generator=batch_order).split(config.batch_size):
             rows = rows.to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(tensors.x_train[rows]).squeeze(1), tensors.y_train[rows])
+            loss = classification_loss(model(tensors.x_train[rows]), tensors.y_train[rows])
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(rows)

@@ -17,17 +17,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional
 
 from trainer.config import TrainConfig
-from trainer.data import N_FEATURES
 from trainer.schedules import lr_curve
 from trainer.training import (
-    HIDDEN_UNITS,
     EpochResult,
     RunStatus,
     Tensors,
     TrainResult,
+    classification_loss,
+    correct,
     initial_weights,
 )
 
@@ -58,7 +57,8 @@ indices to stop (they end with status STOPPED)."""
 @dataclass
 class _Stack:
     """Parameters, gradients and momentum buffers of the members still running, one column per
-    member: rows are w1 transposed ([34 in, 34 hidden], row-major), b1 [34], w2 [34], b2 [1].
+    member: rows are w1 transposed ([F in, H hidden], row-major), b1 [H], w2 transposed
+    ([H, O outputs]), b2 [O] (ionosphere: F = H = 34, O = 1).
 
     With members as columns every parameter is a contiguous block of rows, so layer 1 of all A
     members is one [B, 34] x [34, 34*A] matmul, its gradient is one matmul written in place, and
@@ -72,16 +72,23 @@ class _Stack:
     buffer: torch.Tensor  # [P, A] momentum
     inputs: int
     hidden: int
+    outputs: int
 
     @classmethod
-    def of(cls, indices: Sequence[int], seeds: Sequence[int], device: torch.device) -> _Stack:
+    def of(
+        cls,
+        indices: Sequence[int],
+        seeds: Sequence[int],
+        tensors: Tensors,
+    ) -> _Stack:
         """Members at `indices` with the initial weights of their seeds, as `nn.Linear`s."""
+        inputs, outputs, device = tensors.n_features, tensors.n_outputs, tensors.x_train.device
+        hidden = inputs  # the shapes `initial_weights` draws
         columns = [
-            torch.cat([w1.T.reshape(-1), b1, w2.reshape(-1), b2])
-            for w1, b1, w2, b2 in (initial_weights(seed) for seed in seeds)
+            torch.cat([w1.T.reshape(-1), b1, w2.T.reshape(-1), b2])
+            for w1, b1, w2, b2 in (initial_weights(seed, inputs, outputs) for seed in seeds)
         ]
-        inputs, hidden = N_FEATURES, HIDDEN_UNITS  # the shapes `initial_weights` draws
-        rows = inputs * hidden + 2 * hidden + 1  # w1, b1, w2, b2
+        rows = inputs * hidden + hidden + hidden * outputs + outputs  # w1, b1, w2, b2
         theta = (
             torch.stack(columns, dim=1).to(device)
             if columns
@@ -90,23 +97,25 @@ class _Stack:
         member_index = torch.tensor(list(indices), dtype=torch.long, device=device)
         return cls(
             list(indices), member_index, theta, torch.empty_like(theta), torch.zeros_like(theta),
-            inputs, hidden,
+            inputs, hidden, outputs,
         )  # fmt: skip
 
     @property
     def _row_ends(self) -> tuple[int, int, int]:
         """Where the w1, b1 and w2 rows end (b2 is the last row)."""
         w1_end = self.inputs * self.hidden
-        return w1_end, w1_end + self.hidden, w1_end + 2 * self.hidden
+        b1_end = w1_end + self.hidden
+        return w1_end, b1_end, b1_end + self.hidden * self.outputs
 
     def views(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """w1 [in, hidden*A], b1 [1, hidden*A], w2 [hidden, A], b2 [1, A] of a [P, A] tensor."""
+        """w1 [in, hidden*A], b1 [1, hidden*A], w2 [hidden, out, A], b2 [out, A] of a [P, A]
+        tensor."""
         a, n_in, n_hidden = flat.shape[1], self.inputs, self.hidden
         w1_end, b1_end, w2_end = self._row_ends
         return (
             flat[:w1_end].view(n_in, n_hidden * a),
             flat[w1_end:b1_end].view(1, n_hidden * a),
-            flat[b1_end:w2_end],
+            flat[b1_end:w2_end].view(n_hidden, self.outputs, a),
             flat[w2_end:],
         )
 
@@ -118,7 +127,7 @@ class _Stack:
             (
                 column[:w1_end].view(self.inputs, self.hidden).T.contiguous(),
                 column[w1_end:b1_end].clone(),
-                column[b1_end:w2_end].view(1, self.hidden).clone(),
+                column[b1_end:w2_end].view(self.hidden, self.outputs).T.contiguous(),
                 column[w2_end:].clone(),
             )
             for column in columns
@@ -133,20 +142,28 @@ class _Stack:
         self.grad = torch.empty_like(self.theta)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, 34] rows shared by all members -> hidden activations [B, 34, A], logits [B, A]."""
+        """[B, F] rows shared by all members -> hidden activations [B, H, A], logits
+        [B, O, A]."""
         w1, b1, w2, b2 = self.views(self.theta)
         hidden = torch.addmm(b1, features, w1).relu_().view(len(features), self.hidden, -1)
-        return hidden, (hidden * w2).sum(dim=1).add_(b2)
+        if self.outputs == 1:  # the tutorial's one logit: a product and a sum, no matmul
+            return hidden, (hidden * w2[:, 0]).sum(dim=1, keepdim=True).add_(b2)
+        return hidden, torch.einsum("bha,hoa->boa", hidden, w2).add_(b2)
 
     def backward(
         self, features: torch.Tensor, hidden: torch.Tensor, dlogits: torch.Tensor
     ) -> None:
-        """Gradients of the mean losses into `grad`, given d(loss)/d(logits) [B, A]."""
+        """Gradients of the mean losses into `grad`, given d(loss)/d(logits) [B, O, A]."""
         w1_grad, b1_grad, w2_grad, b2_grad = self.views(self.grad)
         _, _, w2, _ = self.views(self.theta)
-        torch.sum(dlogits, dim=0, keepdim=True, out=b2_grad)
-        torch.sum(hidden * dlogits.unsqueeze(1), dim=0, out=w2_grad)
-        dpre = ((hidden > 0) * w2).mul_(dlogits.unsqueeze(1)).view(len(features), -1)
+        torch.sum(dlogits, dim=0, out=b2_grad)
+        if self.outputs == 1:
+            torch.sum(hidden * dlogits, dim=0, out=w2_grad[:, 0])
+            dhidden = w2[:, 0] * dlogits
+        else:
+            w2_grad.copy_(torch.einsum("bha,boa->hoa", hidden, dlogits))
+            dhidden = torch.einsum("hoa,boa->bha", w2, dlogits).contiguous()
+        dpre = dhidden.mul_(hidden > 0).view(len(features), -1)
         torch.mm(features.T, dpre, out=w1_grad)
         torch.sum(dpre, dim=0, keepdim=True, out=b1_grad)
 
@@ -185,7 +202,7 @@ def train_batch(
     groups = []
     for fold, tensors in enumerate(folds):
         indices = [i for i, m in enumerate(members) if m.fold == fold]
-        stack = _Stack.of(indices, [members[i].seed for i in indices], device)
+        stack = _Stack.of(indices, [members[i].seed for i in indices], tensors)
         order = torch.Generator().manual_seed(fold_order_seed(order_seed, fold))
         groups.append(_FoldGroup(tensors, stack, order))
     histories: list[list[EpochResult]] = [[] for _ in members]
@@ -247,32 +264,28 @@ class _FoldGroup:
         stack, tensors = self.stack, self.tensors
         n_train = len(tensors.y_train)
         order = torch.randperm(n_train, generator=self.batch_order).to(tensors.x_train.device)
-        features, labels = tensors.x_train[order], tensors.y_train[order].unsqueeze(1)
+        features, labels = tensors.x_train[order], tensors.y_train[order]
         neg_lr = settings.lrs[stack.columns, epoch].neg().unsqueeze(0)  # [1, A]
         momentum = settings.momenta[stack.columns].unsqueeze(0)
         decay = settings.decays[stack.columns].unsqueeze(0)
         loss_sum = torch.zeros(len(stack.members), device=features.device)
         for start in range(0, n_train, settings.batch_size):
             x = features[start : start + settings.batch_size]
-            y = labels[start : start + settings.batch_size].expand(len(x), len(stack.members))
+            y = _per_member(labels[start : start + settings.batch_size], len(stack.members))
             hidden, logits = stack.forward(x)
-            loss_sum += functional.binary_cross_entropy_with_logits(
-                logits, y, reduction="none"
-            ).sum(dim=0)
-            stack.backward(x, hidden, (torch.sigmoid(logits) - y).div_(len(x)))
+            loss_sum += classification_loss(logits, y, reduction="none").sum(dim=0)
+            stack.backward(x, hidden, _loss_gradient(logits, y).div_(len(x)))
             if settings.decaying:  # as SGD's weight_decay: grad + decay * weight
                 stack.grad.addcmul_(stack.theta, decay)
             stack.buffer.mul_(momentum).add_(stack.grad)
             stack.theta.addcmul_(stack.buffer, neg_lr)
         _, val_logits = stack.forward(tensors.x_val)
-        targets = tensors.y_val.unsqueeze(1).expand_as(val_logits)
+        targets = _per_member(tensors.y_val, len(stack.members))
         numbers = torch.stack(
             [
-                ((val_logits > 0).float() == targets).float().sum(dim=0),  # exact hit counts
+                correct(val_logits, targets).float(),  # exact hit counts
                 loss_sum / n_train,
-                functional.binary_cross_entropy_with_logits(
-                    val_logits, targets, reduction="none"
-                ).mean(dim=0),
+                classification_loss(val_logits, targets, reduction="none").mean(dim=0),
             ]
         ).T.tolist()  # the epoch's one read from the device
         n_val = len(tensors.y_val)
@@ -298,3 +311,17 @@ class _FoldGroup:
             weights[members[position]] = final
         if len(keep) < len(members):
             stack.keep(keep)
+
+
+def _per_member(labels: torch.Tensor, members: int) -> torch.Tensor:
+    """[B] labels as [B, A] (the shape the losses take beside [B, O, A] logits)."""
+    return labels.unsqueeze(1).expand(len(labels), members)
+
+
+def _loss_gradient(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """d(summed loss)/d(logits) [B, O, A]: sigmoid - y for one logit, softmax - one-hot."""
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits).sub_(labels.unsqueeze(1))
+    return torch.softmax(logits, dim=1).scatter_add_(
+        1, labels.unsqueeze(1), torch.full_like(logits[:, :1], -1.0)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import optuna
 import yaml
 
 from sweeps.study import OpenStudy
+from sweeps.trial_attrs import LR_USED_ATTR
 from trainer import InvalidInputError, TrainConfig, lr_curve
 
 
@@ -37,6 +39,16 @@ def trial_config(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> TrainCon
     return opened.settings.train_config(trial.params)
 
 
+def trial_lr_curve(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> list[float]:
+    """The lr of each epoch the trial trained: its schedule's curve, or for one that follows
+    the accuracy (plateau) the lrs it recorded (the mean over its folds)."""
+    used = trial.user_attrs.get(LR_USED_ATTR)
+    if used:
+        return [statistics.fmean(folds) for folds in used]
+    config = trial_config(opened, trial)
+    return lr_curve(config.schedule, config.lr, config.epochs)
+
+
 def export_document(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """The config's JSON form plus where it came from and its per-epoch learning rates."""
     config = trial_config(opened, trial)
@@ -56,7 +68,8 @@ def export_document(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> dict[
             "data_sha256": opened.settings.data_sha256,
         },
         **({"data": dict(schema)} if (schema := opened.settings.data_schema) else {}),
-        "lr_curve": lr_curve(config.schedule, config.lr, config.epochs),
+        # plateau: the lrs this trial's accuracies led to; on other data they will differ.
+        "lr_curve": trial_lr_curve(opened, trial),
     }
 
 

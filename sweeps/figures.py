@@ -24,9 +24,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 from matplotlib.axes import Axes
 
-from sweeps.export import trial_config
+from sweeps.export import trial_config, trial_lr_curve
 from sweeps.study import OpenStudy
-from trainer import lr_curve
 
 
 @dataclass(frozen=True)
@@ -83,10 +82,7 @@ def accuracy_by_scheduler(study: optuna.Study) -> Chart:
 
 def top_lr_schedules(opened: OpenStudy, top: Sequence[optuna.trial.FrozenTrial]) -> Chart:
     """The learning rate each of the top schedules sets, epoch by epoch: the schedule itself."""
-    curves = {}
-    for trial in top:
-        config = trial_config(opened, trial)
-        curves[_label(opened, trial)] = lr_curve(config.schedule, config.lr, config.epochs)
+    curves = {_label(opened, trial): trial_lr_curve(opened, trial) for trial in top}
     title = f"Learning rate per epoch, top {len(top)} schedules"
     return _line_chart("lr_curves", title, pd.DataFrame(curves), "learning rate", logy=True)
 

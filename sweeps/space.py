@@ -55,6 +55,10 @@ class Dimension:
     opt_in: bool = False
 
 
+_UNIT = ParamSpec(is_int=False, low=0.0, high=1.0)
+_PCT = ParamSpec(is_int=False, low=0.0, high=1.0, low_open=True)
+_AT_LEAST_1 = ParamSpec(is_int=False, low=1.0)
+
 DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
     {
         "lr": Dimension(POSITIVE, Range(1e-3, 1.0, log=True)),
@@ -68,13 +72,35 @@ DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
         "linear.total_iters": Dimension(COUNT, Range(5, 50)),
         "inverse_time.alpha": Dimension(NONNEGATIVE, Range(1e-4, 1.0, log=True)),
         "cosine.T_max": Dimension(COUNT, Range(10, 50)),
-        "cosine.eta_min_factor": Dimension(
-            ParamSpec(is_int=False, low=0.0, high=1.0), Range(0.0, 0.1)
-        ),
+        "cosine.eta_min_factor": Dimension(_UNIT, Range(0.0, 0.1)),
         "polynomial.total_iters": Dimension(COUNT, Range(10, 50)),
         "polynomial.power": Dimension(POSITIVE, Range(0.5, 3.0)),
+        # The kinds below are searched when a space file lists them; lr is their initial lr
+        # (onecycle: its peak), and their lr-valued arguments are searched relative to it.
+        "multistep.first_milestone": Dimension(COUNT, Range(5, 25)),
+        "multistep.milestone_gap": Dimension(COUNT, Range(5, 25)),
+        "multistep.gamma": Dimension(FACTOR, Range(0.05, 0.9)),
+        "onecycle.pct_start": Dimension(_PCT, Range(0.1, 0.5)),
+        "onecycle.div_factor": Dimension(_AT_LEAST_1, Range(5.0, 50.0, log=True)),
+        "onecycle.final_div_factor": Dimension(_AT_LEAST_1, Range(10.0, 1e4, log=True)),
+        "cosine_warm_restarts.T_0": Dimension(COUNT, Range(5, 25)),
+        "cosine_warm_restarts.T_mult": Dimension(COUNT, Range(1, 2)),
+        "cosine_warm_restarts.eta_min_factor": Dimension(_UNIT, Range(0.0, 0.1)),
+        "cyclic.max_lr_factor": Dimension(_AT_LEAST_1, Range(2.0, 10.0, log=True)),
+        "cyclic.step_size_up": Dimension(COUNT, Range(2, 15)),
+        "warmup_cosine.warmup_iters": Dimension(COUNT, Range(1, 10)),
+        "warmup_cosine.start_factor": Dimension(FACTOR, Range(0.01, 0.5, log=True)),
+        "warmup_cosine.eta_min_factor": Dimension(_UNIT, Range(0.0, 0.1)),
+        "plateau.factor": Dimension(_PCT, Range(0.1, 0.7)),
+        "plateau.patience": Dimension(ParamSpec(is_int=True, low=0), Range(1, 8)),
+        "plateau.threshold": Dimension(NONNEGATIVE, Range(1e-4, 1e-2, log=True)),
     }
 )
+# The seven kinds a space file need not name: the others were added later, and a default
+# space changes only where measurements show it pays (none made yet for those).
+DEFAULT_SCHEDULERS = (
+    "constant", "step", "exponential", "linear", "inverse_time", "cosine", "polynomial",
+)  # fmt: skip
 
 
 def _default_ranges() -> Mapping[str, Range]:
@@ -83,11 +109,35 @@ def _default_ranges() -> Mapping[str, Range]:
     )
 
 
+def _schedule_params(kind: str, sampled: dict[str, Any], lr: float, epochs: int) -> dict[str, Any]:
+    """A kind's torch-side arguments from its searched ones: relative lrs made absolute,
+    lengths tied to the epochs a trial trains."""
+    derived = dict(sampled)
+    if "eta_min_factor" in derived:
+        derived["eta_min"] = lr * derived.pop("eta_min_factor")
+    if kind == "linear":
+        derived["start_factor"] = 1.0  # searched as a decay from the initial lr
+    elif kind == "multistep":
+        first = derived.pop("first_milestone")
+        derived["milestones"] = (first, first + derived.pop("milestone_gap"))
+    elif kind == "onecycle":
+        derived["total_steps"] = epochs
+        if derived["pct_start"] * epochs == 1.0:  # a warm-up of no steps, which torch refuses
+            derived["pct_start"] = math.nextafter(derived["pct_start"], 1.0)
+    elif kind == "cyclic":
+        derived["max_lr"] = lr * derived.pop("max_lr_factor")
+    elif kind == "warmup_cosine":
+        derived["T_max"] = max(1, epochs - derived["warmup_iters"])
+    elif kind == "plateau":
+        derived["min_lr"] = 0.0
+    return derived
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """Which scheduler kinds to try and the range of every parameter."""
 
-    schedulers: tuple[str, ...] = tuple(SCHEDULES)
+    schedulers: tuple[str, ...] = DEFAULT_SCHEDULERS
     ranges: Mapping[str, Range] = field(default_factory=_default_ranges)
 
     def __post_init__(self) -> None:
@@ -139,7 +189,7 @@ class SearchSpace:
             raise InvalidInputError(
                 f"{origin}: unknown key {unknown[0]!r} (expected 'schedulers' and/or 'ranges')"
             )
-        schedulers = document.get("schedulers", list(SCHEDULES))
+        schedulers = document.get("schedulers", list(DEFAULT_SCHEDULERS))
         if not isinstance(schedulers, list) or not all(isinstance(s, str) for s in schedulers):
             raise InvalidInputError(f"{origin}: 'schedulers' must be a list of names")
         ranges = {
@@ -162,17 +212,13 @@ def config_from_params(params: Mapping[str, Any], *, epochs: int, batch_size: in
     """The TrainConfig a trial with these Optuna parameters trains."""
     kind = params[SCHEDULER_PARAM]
     prefix = f"{kind}."
-    schedule = {
+    sampled = {
         name.removeprefix(prefix): value
         for name, value in params.items()
         if name.startswith(prefix)
     }
-    if kind == "linear":
-        schedule["start_factor"] = 1.0  # searched as a decay from the initial lr
-    if kind == "cosine":
-        schedule["eta_min"] = params["lr"] * schedule.pop("eta_min_factor")
     return TrainConfig(
-        schedule=ScheduleConfig(kind, schedule),
+        schedule=ScheduleConfig(kind, _schedule_params(kind, sampled, params["lr"], epochs)),
         lr=params["lr"],
         momentum=params["momentum"],
         epochs=epochs,

@@ -35,11 +35,13 @@ from sweeps.objective import objective
 from sweeps.proposals import ClaimedTrial
 from sweeps.pruning import BatchPruner
 from sweeps.study import OpenStudy
-from sweeps.trial_attrs import STOP_REASON_ATTR
+from sweeps.trial_attrs import LR_USED_ATTR, STOP_REASON_ATTR
 from trainer.training import EpochResult, Tensors
 from trainer.vectorized import BatchMember, train_batch
 
-FINAL_ATTRS = (STOP_REASON_ATTR, "validation_accuracy", "validation_loss", "fold_accuracies")
+FINAL_ATTRS = (
+    STOP_REASON_ATTR, "validation_accuracy", "validation_loss", "fold_accuracies", LR_USED_ATTR,
+)  # fmt: skip
 STORE_INTERVAL_S = 0.25
 MAX_UNSTORED_ROWS = 20_000
 
@@ -81,6 +83,7 @@ def run_trial_batch(
     n_folds, tie_break = len(folds), opened.settings.tie_break
     training = set(range(len(claimed)))  # trials still being trained
     scores: dict[int, EpochScores] = {}
+    lrs_used: dict[int, list[list[float]]] = {}  # of trials whose lr follows their accuracy
     by_reason: Counter[str] = Counter()
     completed: list[float] = []
     lost: list[int] = []
@@ -126,7 +129,9 @@ def run_trial_batch(
         stop, rows = set(), []
         for index, fold_results in whole.items():
             trial_id, epoch = claimed[index].trial_id, fold_results[0].epoch
-            scores[index] = EpochScores.of(fold_results)
+            if claimed[index].config.schedule.reads_metric:
+                lrs_used.setdefault(index, []).append([r.lr for r in fold_results])
+            scores[index] = EpochScores.of(fold_results, lrs_used.get(index, ()))
             value = scores[index].objective if tie_break else scores[index].accuracy
             rows.append((trial_id, epoch, value))
             pruner.report(trial_id, epoch, value)
@@ -194,13 +199,17 @@ class EpochScores:
     accuracy: float
     loss: float
     fold_accuracies: tuple[float, ...]
+    lrs_used: Sequence[Sequence[float]] = ()  # so far, [epoch][fold], of a plateau schedule
 
     @classmethod
-    def of(cls, fold_results: Sequence[EpochResult]) -> EpochScores:
+    def of(
+        cls, fold_results: Sequence[EpochResult], lrs_used: Sequence[Sequence[float]] = ()
+    ) -> EpochScores:
         return cls(
             statistics.fmean(r.validation_accuracy for r in fold_results),
             statistics.fmean(r.validation_loss for r in fold_results),
             tuple(r.validation_accuracy for r in fold_results),
+            lrs_used,
         )
 
     @property
@@ -214,12 +223,19 @@ class EpochScores:
         }
         if len(self.fold_accuracies) > 1:
             attrs["fold_accuracies"] = list(self.fold_accuracies)
+        if self.lrs_used:
+            attrs[LR_USED_ATTR] = [list(folds) for folds in self.lrs_used]
         return attrs
 
 
-def _finished(trial: FrozenTrial, reason: str, scores: EpochScores | None) -> FrozenTrial:
+def _finished(
+    trial: FrozenTrial,
+    reason: str,
+    scores: EpochScores | None,
+) -> FrozenTrial:
     """The trial as it is stored once finished: COMPLETE with its final accuracy, or PRUNED
-    with its last accuracy (as Optuna's tell does)."""
+    with its last accuracy (as Optuna's tell does); with the lrs it used, when its schedule
+    followed its accuracy."""
     values = trial.intermediate_values
     return FrozenTrial(
         number=trial.number,

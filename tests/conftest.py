@@ -139,15 +139,21 @@ def start_worker(
     )
 
 
-def torch_lrs(config: ScheduleConfig, lr0: float, epochs: int) -> list[float]:
-    """Learning rates the real torch scheduler gives when stepped once per epoch."""
+def torch_lrs(
+    config: ScheduleConfig, lr0: float, epochs: int, accuracies: list[float] | None = None
+) -> list[float]:
+    """Learning rates the real torch scheduler gives when stepped once per epoch (`plateau`:
+    with each epoch's accuracy, default a constant one)."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr0)
     scheduler = build(optimizer, config)
     lrs = []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
-        scheduler.step()
+        if config.reads_metric:
+            scheduler.step(accuracies[epoch] if accuracies else 0.5)  # type: ignore[arg-type]
+        else:
+            scheduler.step()
     return lrs
 
 

@@ -30,6 +30,18 @@ SCHEDULES = [
     ScheduleConfig("inverse_time", {"alpha": 0.3}),
     ScheduleConfig("cosine", {"T_max": 5, "eta_min": 0.001}),
     ScheduleConfig("polynomial", {"total_iters": 8, "power": 2.0}),
+    ScheduleConfig("multistep", {"milestones": [3, 6], "gamma": 0.5}),
+    ScheduleConfig(
+        "onecycle",
+        {"total_steps": 10, "pct_start": 0.3, "div_factor": 10.0, "final_div_factor": 100.0},
+    ),
+    ScheduleConfig("cosine_warm_restarts", {"T_0": 3, "T_mult": 2, "eta_min": 0.001}),
+    ScheduleConfig("cyclic", {"max_lr": 0.5, "step_size_up": 2}),
+    ScheduleConfig(
+        "warmup_cosine", {"warmup_iters": 3, "start_factor": 0.1, "T_max": 7, "eta_min": 0.0}
+    ),
+    # Its lr follows each member's own accuracy: the engine's tracker against torch's.
+    ScheduleConfig("plateau", {"factor": 0.5, "patience": 1, "threshold": 0.0, "min_lr": 0.0}),
 ]
 
 

@@ -47,6 +47,10 @@ def test_constant_schedule_keeps_torch_fixed_kwargs(tmp_path: Path) -> None:
     assert load_config(path) == config
     document["scheduler"]["kwargs"]["factor"] = 0.5
     path.write_text(json.dumps(document))
+    with pytest.raises(InvalidInputError, match="scheduler.kwargs disagree with scheduler.params"):
+        load_config(path)
+    del document["scheduler"]["params"]  # as exports before params were written
+    path.write_text(json.dumps(document))
     with pytest.raises(InvalidInputError, match="factor of constant must be 1.0"):
         load_config(path)
 
@@ -60,7 +64,8 @@ def test_constant_schedule_keeps_torch_fixed_kwargs(tmp_path: Path) -> None:
         (lambda d: d["optimizer"].update(weight_decay=-1e-4), "weight_decay must be >= 0"),
         (lambda d: d["training"].update(epochs=0), "epochs must be an integer >= 1"),
         (lambda d: d["scheduler"].update(kind="warmup"), "unknown scheduler"),
-        (lambda d: d["scheduler"]["kwargs"].update(T_max=0), "T_max must be"),
+        (lambda d: d["scheduler"]["params"].update(T_max=0), "T_max must be"),
+        (lambda d: d["scheduler"]["kwargs"].update(T_max=3), "kwargs disagree with"),
         (lambda d: d["scheduler"].update(kwargs=[1, 2]), "scheduler.kwargs must be an object"),
         (lambda d: d.update(version=99), "not an lrsweep config"),
         (lambda d: d.pop("optimizer"), "optimizer must be an object"),

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from conftest import torch_lrs
 from trainer import SCHEDULES, InvalidInputError, ScheduleConfig, build, lr_curve
+from trainer.schedules import PlateauTracker
 
 EXAMPLES = {
     "constant": {},
@@ -18,6 +19,12 @@ EXAMPLES = {
     "inverse_time": {"alpha": 0.05},
     "cosine": {"T_max": 20, "eta_min": 0.001},
     "polynomial": {"total_iters": 40, "power": 2.0},
+    "multistep": {"milestones": [10, 25, 26], "gamma": 0.4},
+    "onecycle": {"total_steps": 60, "pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4},
+    "cosine_warm_restarts": {"T_0": 7, "T_mult": 2, "eta_min": 0.001},
+    "cyclic": {"max_lr": 0.9, "step_size_up": 6},
+    "warmup_cosine": {"warmup_iters": 5, "start_factor": 0.1, "T_max": 55, "eta_min": 0.0},
+    "plateau": {"factor": 0.5, "patience": 2, "threshold": 1e-3, "min_lr": 0.01},
 }
 
 
@@ -32,7 +39,7 @@ def test_step_lr_gives_the_documented_sequence() -> None:
     assert lr_curve(config, 0.1, 15) == expected
 
 
-@pytest.mark.parametrize("kind", sorted(EXAMPLES))
+@pytest.mark.parametrize("kind", sorted(set(EXAMPLES) - {"plateau"}))  # its lr reads a metric
 def test_curve_matches_torch_epoch_by_epoch(kind: str) -> None:
     config = ScheduleConfig(kind, EXAMPLES[kind])
     expected = torch_lrs(config, 0.2, 60)
@@ -106,7 +113,79 @@ valid_configs = st.one_of(
         st.integers(1, 60),
         st.floats(0.1, 5.0),
     ),
+    st.builds(
+        lambda m, g: ScheduleConfig("multistep", {"milestones": sorted(m), "gamma": g}),
+        st.sets(st.integers(1, 60), min_size=1, max_size=5),
+        factors,
+    ),
+    st.builds(
+        lambda d, f: ScheduleConfig(
+            "cosine_warm_restarts", {"T_0": d[0], "T_mult": d[1], "eta_min": f}
+        ),
+        st.tuples(st.integers(1, 30), st.integers(1, 3)),
+        st.floats(0.0, 1e-4),
+    ),
+    st.builds(
+        lambda f, n: ScheduleConfig("cyclic", {"max_lr": f, "step_size_up": n}),
+        st.floats(1e-4, 2.0),
+        st.integers(1, 20),
+    ),
+    st.builds(
+        lambda w, s, t, m: ScheduleConfig(
+            "warmup_cosine", {"warmup_iters": w, "start_factor": s, "T_max": t, "eta_min": m}
+        ),
+        st.integers(1, 20),
+        factors,
+        st.integers(1, 60),
+        st.floats(0.0, 1e-4),
+    ),
 )
+
+
+@st.composite
+def one_cycles(draw: st.DrawFn) -> tuple[ScheduleConfig, int]:
+    """OneCycleLR with total_steps = the epochs it is stepped for, as sweeps use it."""
+    epochs = draw(st.integers(2, 60))
+    pct = draw(st.floats(0.01, 0.99).filter(lambda p: p * epochs != 1.0))
+    params = {"total_steps": epochs, "pct_start": pct}
+    params |= {
+        "div_factor": draw(st.floats(1.0, 100.0)),
+        "final_div_factor": draw(st.floats(1.0, 1e4)),
+    }
+    return ScheduleConfig("onecycle", params), epochs
+
+
+@settings(max_examples=150, deadline=None)
+@given(cycle=one_cycles(), lr0=st.floats(1e-4, 1.0))
+def test_any_one_cycle_matches_torch(cycle: tuple[ScheduleConfig, int], lr0: float) -> None:
+    config, epochs = cycle
+    assert lr_curve(config, lr0, epochs) == pytest.approx(
+        torch_lrs(config, lr0, epochs), rel=1e-9, abs=1e-12
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    factor=st.floats(0.01, 0.99),
+    patience=st.integers(0, 5),
+    threshold=st.sampled_from([0.0, 1e-4, 1e-2, 0.1]),
+    min_lr=st.sampled_from([0.0, 1e-3, 0.05]),
+    lr0=st.floats(1e-3, 1.0),
+    # Accuracies as a validation split gives them: hits / rows, often repeating.
+    hits=st.lists(st.integers(0, 20), min_size=1, max_size=40),
+)
+def test_plateau_tracker_follows_reduce_lr_on_plateau(
+    factor: float, patience: int, threshold: float, min_lr: float, lr0: float, hits: list[int]
+) -> None:
+    config = ScheduleConfig(
+        "plateau",
+        {"factor": factor, "patience": patience, "threshold": threshold, "min_lr": min_lr},
+    )
+    accuracies = [h / 20 for h in hits]
+    expected = torch_lrs(config, lr0, len(hits), accuracies)
+    tracker = PlateauTracker.of(config, lr0)
+    ours = [lr0] + [tracker.step(accuracy) for accuracy in accuracies[:-1]]
+    assert ours == expected  # the same float operations: equal, not close
 
 
 @settings(max_examples=150, deadline=None)

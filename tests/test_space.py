@@ -4,11 +4,19 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sweeps.space import DIMENSIONS, SearchSpace, config_from_params, load_space
-from trainer import SCHEDULES, InvalidInputError
+from conftest import torch_lrs
+from sweeps.space import (
+    DEFAULT_SCHEDULERS,
+    DIMENSIONS,
+    SearchSpace,
+    config_from_params,
+    load_space,
+)
+from trainer import SCHEDULES, InvalidInputError, build
 
 
 def _sample(space: SearchSpace, n: int) -> list[optuna.trial.FrozenTrial]:
@@ -25,11 +33,26 @@ def test_space_is_conditional_on_the_scheduler() -> None:
         assert 1e-3 <= trial.params["lr"] <= 1.0
 
 
-def test_every_kind_is_sampled_and_rebuilds() -> None:
+def test_the_default_space_samples_the_seven_classic_kinds() -> None:
     kinds = set()
     for trial in _sample(SearchSpace(), 80):
         config = config_from_params(trial.params, epochs=50, batch_size=24)
         kinds.add(config.schedule.kind)
+    assert kinds == set(DEFAULT_SCHEDULERS)
+
+
+@pytest.mark.parametrize("epochs", [3, 10, 50])
+def test_a_space_listing_every_kind_samples_each_into_a_torch_scheduler(epochs: int) -> None:
+    kinds = set()
+    for trial in _sample(SearchSpace(schedulers=tuple(SCHEDULES)), 150):
+        config = config_from_params(trial.params, epochs=epochs, batch_size=24)
+        kinds.add(config.schedule.kind)
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+        assert type(build(optimizer, config.schedule)).__name__ == (
+            config.schedule.torch_class_name
+        )
+        # Stepped for every epoch it trains, as the single-trial loop steps it.
+        assert torch_lrs(config.schedule, config.lr, epochs)[0] > 0
     assert kinds == set(SCHEDULES)
 
 

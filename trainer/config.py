@@ -78,8 +78,14 @@ class TrainConfig:
             "version": FORMAT_VERSION,
             "scheduler": {
                 "kind": self.schedule.kind,
+                "params": dict(self.schedule.params),
                 "class": f"torch.optim.lr_scheduler.{self.schedule.torch_class_name}",
-                "kwargs": self.schedule.torch_kwargs(),
+                "kwargs": self.schedule.torch_kwargs(self.lr),
+                **(
+                    {"step": "scheduler.step(val_accuracy) after each epoch's validation"}
+                    if self.schedule.reads_metric
+                    else {}
+                ),
             },
             "optimizer": {
                 "class": "torch.optim.SGD",
@@ -104,18 +110,30 @@ class TrainConfig:
         training = _mapping(doc.get("training"), "training")
         kind = scheduler.get("kind")
         kwargs = dict(_mapping(scheduler.get("kwargs"), "scheduler.kwargs"))
-        if isinstance(kind, str) and kind in SCHEDULES:
-            for name, value in SCHEDULES[kind].fixed_kwargs.items():
-                if kwargs.pop(name, value) != value:
-                    raise InvalidInputError(f"scheduler.kwargs.{name} of {kind} must be {value}")
-        return cls(
-            schedule=ScheduleConfig(str(kind), kwargs),
+        if "params" in scheduler:  # lrsweep's own arguments; kwargs must agree with them
+            params = dict(_mapping(scheduler["params"], "scheduler.params"))
+        else:  # an export from before params were written: kwargs are the params
+            params = kwargs
+            if isinstance(kind, str) and kind in SCHEDULES:
+                for name, value in SCHEDULES[kind].fixed_kwargs.items():
+                    if params.pop(name, value) != value:
+                        raise InvalidInputError(
+                            f"scheduler.kwargs.{name} of {kind} must be {value}"
+                        )
+        config = cls(
+            schedule=ScheduleConfig(str(kind), params),
             lr=optimizer.get("lr"),  # type: ignore[arg-type]
             momentum=optimizer.get("momentum", 0.0),  # type: ignore[arg-type]
             epochs=training.get("epochs", DEFAULT_EPOCHS),  # type: ignore[arg-type]
             batch_size=training.get("batch_size", DEFAULT_BATCH_SIZE),  # type: ignore[arg-type]
             weight_decay=optimizer.get("weight_decay", 0.0),  # type: ignore[arg-type]
         )
+        if "params" in scheduler and kwargs != config.schedule.torch_kwargs(config.lr):
+            raise InvalidInputError(
+                "scheduler.kwargs disagree with scheduler.params and optimizer.lr (edit params; "
+                "kwargs are what torch is given)"
+            )
+        return config
 
 
 def load_config(path: str | os.PathLike[str]) -> TrainConfig:

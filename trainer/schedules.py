@@ -3,13 +3,17 @@
 `build(optimizer, config)` returns the `torch.optim.lr_scheduler` object users step once per
 epoch; `lr_curve(config, lr0, epochs)` is the same schedule as a pure function of the epoch, used
 to draw and compare schedules without an optimizer. Tests hold the two to each other.
+
+`plateau` (ReduceLROnPlateau) is the one schedule that reads the model: it is stepped with the
+epoch's validation accuracy, `scheduler.step(val_accuracy)`, and `PlateauTracker` is its rule as
+plain Python, for the vectorized engine, which steps it per member.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +32,19 @@ class ParamSpec:
     low: float
     high: float = math.inf
     low_open: bool = False
+    increasing_list: bool = False  # a non-empty, strictly increasing list of such values
 
-    def check(self, kind: str, name: str, value: object) -> int | float:
+    def check(self, kind: str, name: str, value: object) -> Any:
         """Return `value` converted to the param's type, or raise InvalidInputError."""
+        if self.increasing_list:
+            if not isinstance(value, list | tuple) or not value:
+                raise InvalidInputError(f"{kind}.{name} must be a non-empty list; got {value!r}")
+            items = tuple(
+                replace(self, increasing_list=False).check(kind, name, item) for item in value
+            )
+            if any(a >= b for a, b in zip(items, items[1:], strict=False)):
+                raise InvalidInputError(f"{kind}.{name} must increase; got {list(items)}")
+            return items
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidInputError(f"{kind}.{name} must be a number; got {value!r}")
         if self.is_int and not float(value).is_integer():
@@ -53,6 +67,7 @@ FACTOR = ParamSpec(is_int=False, low=0.0, high=1.0, low_open=True)
 NONNEGATIVE = ParamSpec(is_int=False, low=0.0)
 POSITIVE = ParamSpec(is_int=False, low=0.0, low_open=True)
 COUNT = ParamSpec(is_int=True, low=1)
+MILESTONES = ParamSpec(is_int=True, low=1, increasing_list=True)
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,7 @@ class ScheduleKind:
     torch_class_name: str
     params: Mapping[str, ParamSpec]
     fixed_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    lr_kwarg: str | None = None  # the torch argument that takes the optimizer's initial lr
 
 
 def inverse_time_factor(alpha: float) -> Callable[[int], float]:
@@ -90,6 +106,48 @@ SCHEDULES: Mapping[str, ScheduleKind] = MappingProxyType(
         "inverse_time": ScheduleKind("LambdaLR", {"alpha": NONNEGATIVE}),
         "cosine": ScheduleKind("CosineAnnealingLR", {"T_max": COUNT, "eta_min": NONNEGATIVE}),
         "polynomial": ScheduleKind("PolynomialLR", {"total_iters": COUNT, "power": POSITIVE}),
+        "multistep": ScheduleKind("MultiStepLR", {"milestones": MILESTONES, "gamma": FACTOR}),
+        "onecycle": ScheduleKind(
+            "OneCycleLR",
+            {
+                "total_steps": COUNT,
+                "pct_start": ParamSpec(is_int=False, low=0.0, high=1.0, low_open=True),
+                "div_factor": ParamSpec(is_int=False, low=1.0),
+                "final_div_factor": ParamSpec(is_int=False, low=1.0),
+            },
+            # Momentum stays the trial's (sampled) SGD momentum, as in the vectorized engine.
+            fixed_kwargs={"anneal_strategy": "cos", "three_phase": False, "cycle_momentum": False},
+            lr_kwarg="max_lr",
+        ),
+        "cosine_warm_restarts": ScheduleKind(
+            "CosineAnnealingWarmRestarts",
+            {"T_0": COUNT, "T_mult": COUNT, "eta_min": NONNEGATIVE},
+        ),
+        "cyclic": ScheduleKind(
+            "CyclicLR",
+            {"max_lr": POSITIVE, "step_size_up": COUNT},
+            fixed_kwargs={"mode": "triangular", "cycle_momentum": False},
+            lr_kwarg="base_lr",
+        ),
+        "warmup_cosine": ScheduleKind(
+            "SequentialLR",
+            {
+                "warmup_iters": COUNT,
+                "start_factor": FACTOR,
+                "T_max": COUNT,
+                "eta_min": NONNEGATIVE,
+            },
+        ),
+        "plateau": ScheduleKind(
+            "ReduceLROnPlateau",
+            {
+                "factor": ParamSpec(is_int=False, low=0.0, high=1.0, low_open=True),
+                "patience": ParamSpec(is_int=True, low=0),
+                "threshold": NONNEGATIVE,
+                "min_lr": NONNEGATIVE,
+            },
+            fixed_kwargs={"mode": "max", "threshold_mode": "rel", "cooldown": 0},
+        ),
     }
 )
 
@@ -125,25 +183,65 @@ class ScheduleConfig:
             name: rule.check(self.kind, name, self.params[name])
             for name, rule in spec.params.items()
         }
+        if self.kind == "onecycle" and checked["pct_start"] * checked["total_steps"] == 1.0:
+            raise InvalidInputError(
+                "onecycle.pct_start * total_steps must not be 1 (a warm-up of no steps: torch "
+                "divides by zero)"
+            )
         object.__setattr__(self, "params", MappingProxyType(checked))
 
     @property
     def torch_class_name(self) -> str:
         return SCHEDULES[self.kind].torch_class_name
 
-    def torch_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of the torch class (inverse_time keeps `alpha` for its lambda)."""
-        return {**SCHEDULES[self.kind].fixed_kwargs, **self.params}
+    @property
+    def reads_metric(self) -> bool:
+        """Stepped with the epoch's validation accuracy, `scheduler.step(val_accuracy)`."""
+        return self.kind == "plateau"
+
+    def torch_kwargs(self, lr: float) -> dict[str, Any]:
+        """Keyword arguments of the torch class for an optimizer starting at `lr`.
+
+        inverse_time keeps `alpha` for its lambda; warmup_cosine's are its two parts' and the
+        milestone between them (`build` assembles the SequentialLR)."""
+        kind = SCHEDULES[self.kind]
+        p = self.params
+        if self.kind == "warmup_cosine":
+            warmup = {"start_factor": p["start_factor"], "end_factor": 1.0}
+            return {
+                "schedulers": [
+                    {"class": "LinearLR", "kwargs": {**warmup, "total_iters": p["warmup_iters"]}},
+                    {
+                        "class": "CosineAnnealingLR",
+                        "kwargs": {"T_max": p["T_max"], "eta_min": p["eta_min"]},
+                    },
+                ],
+                "milestones": [p["warmup_iters"]],
+            }
+        kwargs: dict[str, Any] = {**kind.fixed_kwargs, **p}
+        if "milestones" in kwargs:
+            kwargs["milestones"] = list(kwargs["milestones"])
+        if kind.lr_kwarg is not None:
+            kwargs[kind.lr_kwarg] = lr
+        return kwargs
 
 
 def build(optimizer: Optimizer, config: ScheduleConfig) -> LRScheduler:
-    """The real torch scheduler for `config`, attached to `optimizer`; step it once per epoch."""
+    """The real torch scheduler for `config`, attached to `optimizer`; step it once per epoch
+    (`plateau`: `scheduler.step(val_accuracy)`)."""
     from torch.optim import lr_scheduler  # kept out of import time: the CLI starts faster
 
     torch_class = getattr(lr_scheduler, config.torch_class_name)
+    kwargs = config.torch_kwargs(optimizer.param_groups[0]["lr"])
     if config.kind == "inverse_time":
         return torch_class(optimizer, lr_lambda=inverse_time_factor(config.params["alpha"]))
-    return torch_class(optimizer, **config.torch_kwargs())  # type: ignore[no-any-return]
+    if config.kind == "warmup_cosine":
+        parts = [
+            getattr(lr_scheduler, part["class"])(optimizer, **part["kwargs"])
+            for part in kwargs["schedulers"]
+        ]
+        return torch_class(optimizer, parts, milestones=kwargs["milestones"])  # type: ignore
+    return torch_class(optimizer, **kwargs)  # type: ignore[no-any-return]
 
 
 def lr_curve(config: ScheduleConfig, lr0: float, epochs: int) -> list[float]:
@@ -171,10 +269,91 @@ def lr_curve(config: ScheduleConfig, lr0: float, epochs: int) -> list[float]:
         elif config.kind == "inverse_time":
             lr = lr0 * inverse_time_factor(p["alpha"])(epoch)
         elif config.kind == "cosine":
-            # 3. half a cosine from lr0 down to eta_min over T_max epochs (periodic after).
-            cosine = (1 + math.cos(math.pi * epoch / p["T_max"])) / 2
-            lr = p["eta_min"] + (lr0 - p["eta_min"]) * cosine
-        else:  # polynomial
+            lr = _cosine(lr0, p["eta_min"], epoch, p["T_max"])
+        elif config.kind == "polynomial":
             lr = lr0 * (1.0 - min(epoch, p["total_iters"]) / p["total_iters"]) ** p["power"]
+        elif config.kind == "multistep":
+            # 3. multiply by gamma once per milestone reached this epoch, as MultiStepLR does.
+            drops = p["milestones"].count(epoch)
+            lr = lr0 if epoch == 0 else lrs[-1] * p["gamma"] ** drops if drops else lrs[-1]
+        elif config.kind == "onecycle":
+            lr = _one_cycle(lr0, p, epoch)
+        elif config.kind == "cosine_warm_restarts":
+            cycle_length, position = p["T_0"], epoch
+            while position >= cycle_length:  # 4. restart: each cycle T_mult times longer
+                position -= cycle_length
+                cycle_length *= p["T_mult"]
+            lr = _cosine(lr0, p["eta_min"], position, cycle_length)
+        elif config.kind == "cyclic":
+            # 5. a triangle from lr0 up to max_lr and back, step_size_up epochs each way.
+            total = 2.0 * p["step_size_up"]
+            cycle = math.floor(1 + epoch / total)
+            x = 1.0 + epoch / total - cycle
+            scale = x / 0.5 if x <= 0.5 else (x - 1) / (0.5 - 1)
+            lr = lr0 + (p["max_lr"] - lr0) * scale
+        elif config.kind == "warmup_cosine":
+            # 6. LinearLR up to lr0 over warmup_iters, then a cosine from lr0 (SequentialLR).
+            warmup = p["warmup_iters"]
+            if epoch < warmup:
+                lr = lr0 * (p["start_factor"] + (1.0 - p["start_factor"]) * epoch / warmup)
+            else:
+                lr = _cosine(lr0, p["eta_min"], epoch - warmup, p["T_max"])
+        else:  # plateau: lr0 until the metric stalls (PlateauTracker follows the metric)
+            lr = lr0
         lrs.append(lr)
     return lrs
+
+
+def _cosine(lr0: float, eta_min: float, epoch: int, period: int) -> float:
+    """Half a cosine from lr0 down to eta_min over `period` epochs (periodic after)."""
+    return eta_min + (lr0 - eta_min) * (1 + math.cos(math.pi * epoch / period)) / 2
+
+
+def _one_cycle(max_lr: float, p: Mapping[str, Any], step: int) -> float:
+    """OneCycleLR's two cosine phases: up from max_lr / div_factor to max_lr over pct_start
+    of the steps, then down to that start / final_div_factor (torch's arithmetic)."""
+    initial = max_lr / p["div_factor"]
+    phases = (
+        (float(p["pct_start"] * p["total_steps"]) - 1, initial, max_lr),
+        (p["total_steps"] - 1, max_lr, initial / p["final_div_factor"]),
+    )
+    start_step = 0.0
+    for index, (end_step, start, end) in enumerate(phases):
+        if step <= end_step or index == len(phases) - 1:
+            pct = (step - start_step) / (end_step - start_step)
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        start_step = end_step
+    raise AssertionError("unreachable: the last phase always answers")
+
+
+@dataclass
+class PlateauTracker:
+    """ReduceLROnPlateau(mode="max", threshold_mode="rel", cooldown=0) as plain Python: after
+    more than `patience` epochs without an accuracy above best * (1 + threshold), the lr is
+    multiplied by `factor` (not below min_lr; a change under eps=1e-8 is skipped)."""
+
+    lr: float
+    factor: float
+    patience: int
+    threshold: float
+    min_lr: float
+    best: float = -math.inf
+    bad_epochs: int = 0
+
+    @classmethod
+    def of(cls, config: ScheduleConfig, lr0: float) -> PlateauTracker:
+        p = config.params
+        return cls(lr0, p["factor"], p["patience"], p["threshold"], p["min_lr"])
+
+    def step(self, accuracy: float) -> float:
+        """The lr of the next epoch, given this epoch's validation accuracy."""
+        if accuracy > self.best * (1.0 + self.threshold):
+            self.best, self.bad_epochs = accuracy, 0
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs > self.patience:
+            reduced = max(self.lr * self.factor, self.min_lr)
+            if self.lr - reduced > 1e-8:
+                self.lr = reduced
+            self.bad_epochs = 0
+        return self.lr

@@ -211,12 +211,15 @@ def train(
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(rows)
-        scheduler.step()
         train_loss = float(loss_sum) / n_train
         if not math.isfinite(train_loss):
             return _result(RunStatus.DIVERGED, history, model)
         model.eval()
         val_accuracy, val_loss = evaluate(model, tensors.x_val, tensors.y_val)
+        if config.schedule.reads_metric:
+            scheduler.step(val_accuracy)  # type: ignore[arg-type]
+        else:
+            scheduler.step()
         result = EpochResult(epoch, val_accuracy, train_loss, lr, val_loss)
         history.append(result)
         if on_epoch is not None and on_epoch(result):

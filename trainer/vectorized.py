@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from trainer.config import TrainConfig
-from trainer.schedules import lr_curve
+from trainer.schedules import PlateauTracker, lr_curve
 from trainer.training import (
     EpochResult,
     RunStatus,
@@ -192,6 +192,11 @@ def train_batch(
         raise ValueError(f"a member's fold is outside the batch's {len(folds)} folds")
     device = folds[0].x_train.device
     curves = [lr_curve(m.config.schedule, m.config.lr, epochs) for m in members]
+    plateaus = {
+        index: PlateauTracker.of(m.config.schedule, m.config.lr)
+        for index, m in enumerate(members)
+        if m.config.schedule.reads_metric
+    }
     settings = _MemberSettings(
         lrs=torch.tensor(curves, dtype=torch.float32, device=device),
         momenta=torch.tensor([m.config.momentum for m in members], device=device),
@@ -223,6 +228,10 @@ def train_batch(
                     )
         for member, result in results.items():
             histories[member].append(result)
+            if member in plateaus and epoch + 1 < epochs:  # its next lr follows its accuracy
+                lr = plateaus[member].step(result.validation_accuracy)
+                curves[member][epoch + 1 :] = [lr] * (epochs - epoch - 1)
+                settings.lrs[member, epoch + 1 :] = lr
         stopped = on_epoch(results) if on_epoch is not None else set()
         for member in stopped:
             statuses[member] = RunStatus.STOPPED

@@ -1,0 +1,60 @@
+"""A space file listing the six schedules added after the classic seven sweeps all of them,
+end to end through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from optuna.trial import TrialState
+
+from conftest import run_sweeps, study_trials
+from trainer import ScheduleConfig, TrainConfig, build, load_config
+
+NEW_KINDS = ("multistep", "onecycle", "cosine_warm_restarts", "cyclic", "warmup_cosine", "plateau")
+
+
+def test_a_space_of_the_six_new_kinds_sweeps_each_of_them(data_path: Path, tmp_path: Path) -> None:
+    space = tmp_path / "space.toml"
+    space.write_text(f"schedulers = {json.dumps(list(NEW_KINDS))}\n")
+    result = run_sweeps(
+        *("run", "--data", str(data_path), "--space", str(space), "--trials", "36"),
+        *("--epochs", "8", "--workers", "1", "--quiet", "--top", "1", "--seeds", "1"),
+        *("--folds", "2"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    trials = study_trials(str(tmp_path / "lrsweep.db"), "lrsweep")
+    assert {t.params["scheduler"] for t in trials} == set(NEW_KINDS)
+    for trial in trials:
+        if trial.params["scheduler"] == "plateau" and trial.state == TrialState.COMPLETE:
+            # The lr each fold's model used, epoch by epoch: what its own accuracy led to.
+            used = trial.user_attrs["lr_per_epoch"]
+            assert len(used) == 8 and all(len(folds) == 2 for folds in used)
+            assert used[0] == [trial.params["lr"]] * 2
+            for fold in range(2):
+                lrs = [epoch[fold] for epoch in used]
+                assert lrs == sorted(lrs, reverse=True)  # a plateau only ever lowers it
+    config = load_config(tmp_path / "best.json")
+    document = json.loads((tmp_path / "best.json").read_text())
+    assert config.schedule.kind in NEW_KINDS
+    assert len(document["lr_curve"]) == 8
+    import torch
+
+    optimizer = config.make_optimizer([torch.nn.Parameter(torch.zeros(1))])
+    assert (
+        type(build(optimizer, config.schedule)).__name__
+        == document["scheduler"]["class"].split(".")[-1]
+    )
+
+
+def test_a_plateau_export_says_how_to_step_it() -> None:
+    params = {"factor": 0.5, "patience": 2, "threshold": 1e-3, "min_lr": 0.0}
+    config = TrainConfig(ScheduleConfig("plateau", params), lr=0.1, momentum=0.9)
+    document = config.to_json_dict()
+    assert document["scheduler"]["step"].startswith("scheduler.step(val_accuracy)")
+    assert document["scheduler"]["kwargs"] == {
+        **params, "mode": "max", "threshold_mode": "rel", "cooldown": 0,
+    }  # fmt: skip
+    assert TrainConfig.from_json_dict(document) == config

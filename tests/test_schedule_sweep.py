@@ -40,7 +40,6 @@ def test_a_space_of_the_six_new_kinds_sweeps_each_of_them(data_path: Path, tmp_p
     document = json.loads((tmp_path / "best.json").read_text())
     assert config.schedule.kind in NEW_KINDS
     assert len(document["lr_curve"]) == 8
-    import torch
 
     optimizer = config.make_optimizer([torch.nn.Parameter(torch.zeros(1))])
     assert (

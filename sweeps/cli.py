@@ -276,14 +276,39 @@ def _storage_settings(args: argparse.Namespace) -> Any:
     )
 
 
+def _as_the_study_reads_it(
+    args: argparse.Namespace, source: Any, error: Exception
+) -> Any:
+    """A file unreadable with its last column as the label may be an existing study's, read
+    with the label column the study recorded; otherwise `error` stands."""
+    from storage import StorageError, close_storage
+    from sweeps.study import open_existing
+    from trainer import InvalidInputError
+
+    try:
+        opened = open_existing(_storage_settings(args), args.study)
+    except (InvalidInputError, StorageError):
+        raise error from None
+    try:
+        return opened.settings.load_data(source)
+    finally:
+        close_storage(opened.storage)
+
+
 def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
     """Validate the data, then create the study from the flags or join the existing one."""
     from sweeps.settings import StudySettings
     from sweeps.space import load_space
     from sweeps.study import create_or_join
+    from trainer import InvalidInputError
 
     source = _data_source(args)
-    dataset = source.load()
+    try:
+        dataset = source.load()
+    except InvalidInputError as error:
+        if source.label_column is not None:
+            raise
+        dataset = _as_the_study_reads_it(args, source, error)
     given = {
         "pruner": args.pruner,
         "epochs": args.epochs,

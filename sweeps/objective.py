@@ -2,10 +2,10 @@
 validation loss.
 
 Accuracy on a few hundred rows takes few distinct values and ties constantly; between equal
-accuracies, the lower validation loss (mean BCE: how confidently right the model is, a
-continuous measure) marks the better model. Both go into the one number Optuna sees, so that
-Optuna itself (TPE's ranking, the pruner, `study.best_trial`, `optuna best-trial`, the
-dashboard) orders trials as `sweeps status`, `export` and the report do:
+accuracies, the lower validation loss (mean BCE or cross-entropy: how confidently right the
+model is, a continuous measure) marks the better model. Both go into the one number Optuna
+sees, so that Optuna itself (TPE's ranking, the pruner, `study.best_trial`, `optuna
+best-trial`, the dashboard) orders trials as `sweeps status`, `export` and the report do:
 
     objective = accuracy - 1e-7 * min(loss, 10)
 

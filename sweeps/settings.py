@@ -122,7 +122,11 @@ class StudySettings:
             raise InvalidInputError(
                 f"{exc} (reading it as this study does: label column {recorded.label_column!r})"
             ) from exc
-        if dataset.sha256 == self.data_sha256:
+        same_schema = recorded is None or (
+            (recorded.classes, recorded.feature_names)
+            == (dataset.schema.classes, dataset.schema.feature_names)
+        )
+        if dataset.sha256 == self.data_sha256 and same_schema:
             return dataset
         hint = ""
         if recorded is not None and recorded.label_column != dataset.schema.label_column:

@@ -26,7 +26,16 @@ import optuna
 
 from trainer import SCHEDULES, InvalidInputError, ScheduleConfig, TrainConfig
 from trainer.documents import read_document
-from trainer.schedules import COUNT, FACTOR, NONNEGATIVE, POSITIVE, ParamSpec
+from trainer.schedules import (
+    AT_LEAST_1,
+    COUNT,
+    FACTOR,
+    NONNEGATIVE,
+    OPEN_UNIT,
+    POSITIVE,
+    UNIT,
+    ParamSpec,
+)
 
 SCHEDULER_PARAM = "scheduler"
 
@@ -55,10 +64,6 @@ class Dimension:
     opt_in: bool = False
 
 
-_UNIT = ParamSpec(is_int=False, low=0.0, high=1.0)
-_PCT = ParamSpec(is_int=False, low=0.0, high=1.0, low_open=True)
-_AT_LEAST_1 = ParamSpec(is_int=False, low=1.0)
-
 DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
     {
         "lr": Dimension(POSITIVE, Range(1e-3, 1.0, log=True)),
@@ -72,7 +77,7 @@ DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
         "linear.total_iters": Dimension(COUNT, Range(5, 50)),
         "inverse_time.alpha": Dimension(NONNEGATIVE, Range(1e-4, 1.0, log=True)),
         "cosine.T_max": Dimension(COUNT, Range(10, 50)),
-        "cosine.eta_min_factor": Dimension(_UNIT, Range(0.0, 0.1)),
+        "cosine.eta_min_factor": Dimension(UNIT, Range(0.0, 0.1)),
         "polynomial.total_iters": Dimension(COUNT, Range(10, 50)),
         "polynomial.power": Dimension(POSITIVE, Range(0.5, 3.0)),
         # The kinds below are searched when a space file lists them; lr is their initial lr
@@ -80,18 +85,18 @@ DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
         "multistep.first_milestone": Dimension(COUNT, Range(5, 25)),
         "multistep.milestone_gap": Dimension(COUNT, Range(5, 25)),
         "multistep.gamma": Dimension(FACTOR, Range(0.05, 0.9)),
-        "onecycle.pct_start": Dimension(_PCT, Range(0.1, 0.5)),
-        "onecycle.div_factor": Dimension(_AT_LEAST_1, Range(5.0, 50.0, log=True)),
-        "onecycle.final_div_factor": Dimension(_AT_LEAST_1, Range(10.0, 1e4, log=True)),
+        "onecycle.pct_start": Dimension(OPEN_UNIT, Range(0.1, 0.5)),
+        "onecycle.div_factor": Dimension(AT_LEAST_1, Range(5.0, 50.0, log=True)),
+        "onecycle.final_div_factor": Dimension(AT_LEAST_1, Range(10.0, 1e4, log=True)),
         "cosine_warm_restarts.T_0": Dimension(COUNT, Range(5, 25)),
         "cosine_warm_restarts.T_mult": Dimension(COUNT, Range(1, 2)),
-        "cosine_warm_restarts.eta_min_factor": Dimension(_UNIT, Range(0.0, 0.1)),
-        "cyclic.max_lr_factor": Dimension(_AT_LEAST_1, Range(2.0, 10.0, log=True)),
+        "cosine_warm_restarts.eta_min_factor": Dimension(UNIT, Range(0.0, 0.1)),
+        "cyclic.max_lr_factor": Dimension(AT_LEAST_1, Range(2.0, 10.0, log=True)),
         "cyclic.step_size_up": Dimension(COUNT, Range(2, 15)),
         "warmup_cosine.warmup_iters": Dimension(COUNT, Range(1, 10)),
         "warmup_cosine.start_factor": Dimension(FACTOR, Range(0.01, 0.5, log=True)),
-        "warmup_cosine.eta_min_factor": Dimension(_UNIT, Range(0.0, 0.1)),
-        "plateau.factor": Dimension(_PCT, Range(0.1, 0.7)),
+        "warmup_cosine.eta_min_factor": Dimension(UNIT, Range(0.0, 0.1)),
+        "plateau.factor": Dimension(OPEN_UNIT, Range(0.1, 0.7)),
         "plateau.patience": Dimension(ParamSpec(is_int=True, low=0), Range(1, 8)),
         "plateau.threshold": Dimension(NONNEGATIVE, Range(1e-4, 1e-2, log=True)),
     }

@@ -35,6 +35,12 @@ def summarize(opened: OpenStudy) -> dict[str, Any]:
             "epochs": opened.settings.epochs,
             "folds": opened.settings.folds,
             "schedulers": list(opened.settings.space.schedulers),
+            "data": opened.settings.data_schema
+            and {
+                "features": len(opened.settings.data_schema["feature_names"]),
+                "classes": opened.settings.data_schema["classes"],
+                "label_column": opened.settings.data_schema["label_column"],
+            },
         },
         "choice": _choice(
             opened.study.user_attrs.get(SELECTION_ATTR), by_state["COMPLETE"] + by_state["PRUNED"]
@@ -75,6 +81,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"pruner {_call(summary['settings']['pruner'])}, {summary['settings']['epochs']} epochs, "
         f"schedulers {', '.join(summary['settings']['schedulers'])}",
     ]
+    data = summary["settings"]["data"]
+    if data:
+        lines.append(
+            f"data: {data['features']} features, classes {', '.join(data['classes'])} "
+            f"(label column {data['label_column']!r})"
+        )
     best = summary["best"]
     if best is None:
         lines.append("best: no completed trial yet")

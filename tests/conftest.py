@@ -49,9 +49,6 @@ def data_path() -> Path:
     return path
 
 
-SKLEARN_DATASETS = ("wine", "breast_cancer", "digits")
-
-
 def write_sklearn_csv(name: str, path: Path) -> Path:
     """A data set that ships inside scikit-learn (no download) as a CSV with a header: its
     feature names, then `target` (class numbers, or their names for breast cancer)."""

@@ -165,3 +165,43 @@ def test_a_test_file_with_a_class_the_model_never_saw_is_refused(
 
 def _status(folder: Path) -> str:
     return run_sweeps("status", "--study", "lrsweep", "--json", cwd=folder).stdout
+
+
+def test_a_worker_joining_without_label_column_reads_the_file_as_the_study_does(
+    sklearn_csv: Callable[[str], Path], tmp_path: Path
+) -> None:
+    frame = pd.read_csv(sklearn_csv("wine"))
+    first = tmp_path / "first.csv"
+    frame[["target", *frame.columns[:-1]]].to_csv(first, index=False)
+    common = ("--study", "w", "--epochs", "3", "--folds", "1", "--quiet")
+    created = run_sweeps(
+        "worker", *common, "--data", str(first), "--label-column", "target", "--trials", "4",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    joined = run_sweeps("worker", *common, "--data", str(first), "--trials", "8", cwd=tmp_path)
+    assert joined.returncode == 0, joined.stderr
+    summary = run_sweeps("status", "--study", "w", cwd=tmp_path).stdout
+    assert "8 trials" in summary
+    assert "data: 13 features, classes 0, 1, 2 (label column 'target')" in summary
+
+
+def test_renamed_classes_are_other_data(data_path: Path, tmp_path: Path) -> None:
+    """Same values, other class names: the digest alone would not tell; the schema does."""
+    renamed = tmp_path / "renamed.csv"
+    names = {"g": "good", "b": "bad"}
+    lines = [line.rsplit(",", 1) for line in data_path.read_text().splitlines()]
+    renamed.write_text("\n".join(f"{row},{names[label]}" for row, label in lines) + "\n")
+    common = ("--study", "r", "--epochs", "2", "--folds", "1", "--quiet", "--trials", "2")
+    assert run_sweeps("worker", *common, "--data", str(data_path), cwd=tmp_path).returncode == 0
+    refused = run_sweeps("worker", *common, "--data", str(renamed), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "classes b, g" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_header_with_an_empty_name_is_refused(
+    sklearn_csv: Callable[[str], Path], tmp_path: Path
+) -> None:
+    pd.read_csv(sklearn_csv("wine")).to_csv(tmp_path / "indexed.csv")  # pandas' row index too
+    with pytest.raises(InvalidInputError, match="header has an empty name for column 1"):
+        load_dataset(tmp_path / "indexed.csv")

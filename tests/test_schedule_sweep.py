@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from optuna.trial import TrialState
 
 from conftest import run_sweeps, study_trials
-from trainer import ScheduleConfig, TrainConfig, build, load_config
+from sweeps.export import write_document
+from trainer import InvalidInputError, ScheduleConfig, TrainConfig, build, load_config
 
 NEW_KINDS = ("multistep", "onecycle", "cosine_warm_restarts", "cyclic", "warmup_cosine", "plateau")
 
@@ -57,3 +59,46 @@ def test_a_plateau_export_says_how_to_step_it() -> None:
         **params, "mode": "max", "threshold_mode": "rel", "cooldown": 0,
     }  # fmt: skip
     assert TrainConfig.from_json_dict(document) == config
+
+
+EXAMPLES = {
+    "multistep": {"milestones": [10, 25], "gamma": 0.4},
+    "onecycle": {"total_steps": 50, "pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4},
+    "cosine_warm_restarts": {"T_0": 7, "T_mult": 2, "eta_min": 0.001},
+    "cyclic": {"max_lr": 0.9, "step_size_up": 6},
+    "warmup_cosine": {"warmup_iters": 5, "start_factor": 0.1, "T_max": 45, "eta_min": 0.0},
+    "plateau": {"factor": 0.5, "patience": 2, "threshold": 1e-3, "min_lr": 0.01},
+}
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+@pytest.mark.parametrize("kind", NEW_KINDS)
+def test_each_new_kind_round_trips_through_an_export_file(
+    kind: str, suffix: str, tmp_path: Path
+) -> None:
+    config = TrainConfig(ScheduleConfig(kind, EXAMPLES[kind]), lr=0.1, momentum=0.5)
+    path = tmp_path / f"best{suffix}"
+    write_document(config.to_json_dict(), path)
+    assert load_config(path) == config
+    # Editing params alone (kwargs deleted) is how a hand edit is done.
+    document = config.to_json_dict()
+    del document["scheduler"]["kwargs"]
+    document["optimizer"]["lr"] = 0.05
+    assert TrainConfig.from_json_dict(document).lr == 0.05
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "message"),
+    [
+        ("plateau", {"factor": 1.0}, "plateau.factor must be a number in \\(0, 1\\)"),
+        ("onecycle", {"pct_start": 1.0}, "onecycle.pct_start must be a number in \\(0, 1\\)"),
+        ("onecycle", {"total_steps": 40}, "onecycle.total_steps \\(40\\) must be >= epochs"),
+        ("multistep", {"milestones": [5, 5]}, "milestones must increase"),
+        ("multistep", {"milestones": []}, "must be a non-empty list"),
+    ],
+)
+def test_arguments_torch_would_refuse_are_refused_first(
+    kind: str, change: dict, message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        TrainConfig(ScheduleConfig(kind, {**EXAMPLES[kind], **change}), lr=0.1, epochs=50)

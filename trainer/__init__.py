@@ -1,4 +1,5 @@
-"""Train the ionosphere MLP under one learning-rate schedule; build and load schedules.
+"""Train the built-in MLP (ionosphere's by default) under one learning-rate schedule; build and
+load schedules.
 
 Configs, schedules and data load without importing torch (the CLI starts faster); the training
 names import it on first use.

@@ -59,6 +59,13 @@ class TrainConfig:
             f"weight_decay must be >= 0; got {self.weight_decay!r}",
         )
         _require(_is_count(self.epochs), f"epochs must be an integer >= 1; got {self.epochs!r}")
+        if self.schedule.kind == "onecycle":  # OneCycleLR refuses a step past total_steps
+            steps = self.schedule.params["total_steps"]
+            _require(
+                steps >= self.epochs,
+                f"onecycle.total_steps ({steps}) must be >= epochs ({self.epochs}): it is "
+                "stepped once per epoch",
+            )
         _require(
             _is_count(self.batch_size),
             f"batch_size must be an integer >= 1; got {self.batch_size!r}",
@@ -109,11 +116,12 @@ class TrainConfig:
         optimizer = _mapping(doc.get("optimizer"), "optimizer")
         training = _mapping(doc.get("training"), "training")
         kind = scheduler.get("kind")
-        kwargs = dict(_mapping(scheduler.get("kwargs"), "scheduler.kwargs"))
+        given_kwargs = scheduler.get("kwargs", None if "params" in scheduler else {})
+        kwargs = None if given_kwargs is None else dict(_mapping(given_kwargs, "scheduler.kwargs"))
         if "params" in scheduler:  # lrsweep's own arguments; kwargs must agree with them
             params = dict(_mapping(scheduler["params"], "scheduler.params"))
         else:  # an export from before params were written: kwargs are the params
-            params = kwargs
+            params = dict(kwargs or {})
             if isinstance(kind, str) and kind in SCHEDULES:
                 for name, value in SCHEDULES[kind].fixed_kwargs.items():
                     if params.pop(name, value) != value:
@@ -128,10 +136,10 @@ class TrainConfig:
             batch_size=training.get("batch_size", DEFAULT_BATCH_SIZE),  # type: ignore[arg-type]
             weight_decay=optimizer.get("weight_decay", 0.0),  # type: ignore[arg-type]
         )
-        if "params" in scheduler and kwargs != config.schedule.torch_kwargs(config.lr):
+        if "params" in scheduler and kwargs not in (None, config.schedule.torch_kwargs(config.lr)):
             raise InvalidInputError(
-                "scheduler.kwargs disagree with scheduler.params and optimizer.lr (edit params; "
-                "kwargs are what torch is given)"
+                "scheduler.kwargs disagree with scheduler.params and optimizer.lr: edit params "
+                "and delete kwargs (they are rebuilt from params)"
             )
         return config
 

@@ -211,6 +211,11 @@ class _CsvTable:
             else tuple(f"column {i + 1}" for i in range(cells.shape[1]))
         )
         self.cells = cells.iloc[1:] if self.has_header else cells
+        if self.has_header and "" in self.names:
+            raise self.fail(
+                f"header has an empty name for column {self.names.index('') + 1} (a row index "
+                "written with the data? pandas: to_csv(index=False))"
+            )
 
     def _where(self, row: int, column: int) -> str:
         """A cell's place as an editor shows it: the file's line and the column's name."""
@@ -326,10 +331,11 @@ def check_validation_fraction(dataset: Dataset, validation_fraction: float) -> N
             f"class with {smallest}"
         )
     held_out = math.ceil(validation_fraction * len(dataset))
-    if not 0.0 < validation_fraction < 1.0 or not 2 <= held_out <= len(dataset) - 2:
+    classes = len(np.unique(dataset.labels))  # each side of the split needs every class
+    if not 0.0 < validation_fraction < 1.0 or not classes <= held_out <= len(dataset) - classes:
         raise InvalidInputError(
-            f"validation fraction must hold out between 2 and {len(dataset) - 2} of the "
-            f"{len(dataset)} rows; got {validation_fraction}"
+            f"validation fraction must hold out between {classes} and "
+            f"{len(dataset) - classes} of the {len(dataset)} rows; got {validation_fraction}"
         )
 
 

@@ -32,6 +32,7 @@ class ParamSpec:
     low: float
     high: float = math.inf
     low_open: bool = False
+    high_open: bool = False
     increasing_list: bool = False  # a non-empty, strictly increasing list of such values
 
     def check(self, kind: str, name: str, value: object) -> Any:
@@ -51,13 +52,14 @@ class ParamSpec:
             raise InvalidInputError(f"{kind}.{name} must be an integer; got {value!r}")
         number = int(value) if self.is_int else float(value)
         too_low = number <= self.low if self.low_open else number < self.low
-        if not math.isfinite(number) or too_low or number > self.high:
+        too_high = number >= self.high if self.high_open else number > self.high
+        if not math.isfinite(number) or too_low or too_high:
             raise InvalidInputError(f"{kind}.{name} must be {self.describe()}; got {value!r}")
         return number
 
     def describe(self) -> str:
         left = "(" if self.low_open else "["
-        right = ")" if math.isinf(self.high) else "]"
+        right = ")" if math.isinf(self.high) or self.high_open else "]"
         high = "inf" if math.isinf(self.high) else f"{self.high:g}"
         kind = "an integer" if self.is_int else "a number"
         return f"{kind} in {left}{self.low:g}, {high}{right}"
@@ -67,6 +69,9 @@ FACTOR = ParamSpec(is_int=False, low=0.0, high=1.0, low_open=True)
 NONNEGATIVE = ParamSpec(is_int=False, low=0.0)
 POSITIVE = ParamSpec(is_int=False, low=0.0, low_open=True)
 COUNT = ParamSpec(is_int=True, low=1)
+UNIT = ParamSpec(is_int=False, low=0.0, high=1.0)
+OPEN_UNIT = ParamSpec(is_int=False, low=0.0, high=1.0, low_open=True, high_open=True)
+AT_LEAST_1 = ParamSpec(is_int=False, low=1.0)
 MILESTONES = ParamSpec(is_int=True, low=1, increasing_list=True)
 
 
@@ -111,9 +116,9 @@ SCHEDULES: Mapping[str, ScheduleKind] = MappingProxyType(
             "OneCycleLR",
             {
                 "total_steps": COUNT,
-                "pct_start": ParamSpec(is_int=False, low=0.0, high=1.0, low_open=True),
-                "div_factor": ParamSpec(is_int=False, low=1.0),
-                "final_div_factor": ParamSpec(is_int=False, low=1.0),
+                "pct_start": OPEN_UNIT,
+                "div_factor": AT_LEAST_1,
+                "final_div_factor": AT_LEAST_1,
             },
             # Momentum stays the trial's (sampled) SGD momentum, as in the vectorized engine.
             fixed_kwargs={"anneal_strategy": "cos", "three_phase": False, "cycle_momentum": False},
@@ -141,7 +146,7 @@ SCHEDULES: Mapping[str, ScheduleKind] = MappingProxyType(
         "plateau": ScheduleKind(
             "ReduceLROnPlateau",
             {
-                "factor": ParamSpec(is_int=False, low=0.0, high=1.0, low_open=True),
+                "factor": OPEN_UNIT,
                 "patience": ParamSpec(is_int=True, low=0),
                 "threshold": NONNEGATIVE,
                 "min_lr": NONNEGATIVE,

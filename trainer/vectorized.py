@@ -61,7 +61,7 @@ class _Stack:
     ([H, O outputs]), b2 [O] (ionosphere: F = H = 34, O = 1).
 
     With members as columns every parameter is a contiguous block of rows, so layer 1 of all A
-    members is one [B, 34] x [34, 34*A] matmul, its gradient is one matmul written in place, and
+    members is one [B, F] x [F, H*A] matmul, its gradient is one matmul written in place, and
     an SGD step is two or three elementwise ops over the whole stack.
     """
 

@@ -167,7 +167,7 @@ class ScheduleConfig:
     """
 
     kind: str
-    params: Mapping[str, int | float] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         spec = SCHEDULES.get(self.kind)

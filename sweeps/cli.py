@@ -276,9 +276,7 @@ def _storage_settings(args: argparse.Namespace) -> Any:
     )
 
 
-def _as_the_study_reads_it(
-    args: argparse.Namespace, source: Any, error: Exception
-) -> Any:
+def _as_the_study_reads_it(args: argparse.Namespace, source: Any, error: Exception) -> Any:
     """A file unreadable with its last column as the label may be an existing study's, read
     with the label column the study recorded; otherwise `error` stands."""
     from storage import StorageError, close_storage

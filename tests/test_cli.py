@@ -398,11 +398,11 @@ BAD_INPUTS = {
     # The launcher finds the bad data after starting its workers: they exit without a word.
     "launch-bad-csv": (
         lambda t, d: ["launch", "--study", "x", "--workers", "2", "--data", str(_bad_csv(t, d))],
-        "label 'maybe'",
+        "classes with a single row (e.g. 'maybe')",
     ),
     "bad-csv": (
         lambda t, d: ["worker", "--study", "x", "--trials", "1", "--data", str(_bad_csv(t, d))],
-        "label 'maybe'",
+        "classes with a single row (e.g. 'maybe')",
     ),
     "unknown-scheduler": (
         lambda t, d: [
@@ -424,7 +424,7 @@ BAD_INPUTS = {
             *("--study", "x", "--data"),
             str(_edited_csv(t, d, 4, lambda line: "abc," + line.split(",", 1)[1])),
         ],
-        "row 5 column 1: feature 'abc' is not a finite number",
+        "line 5 column 1: feature 'abc' is not a finite number",
     ),
     "nan-cell": (
         lambda t, d: [
@@ -432,15 +432,15 @@ BAD_INPUTS = {
             *("--study", "x", "--data"),
             str(_edited_csv(t, d, 9, lambda line: "1,nan," + line.split(",", 2)[2])),
         ],
-        "row 10 column 2: feature nan is not a finite number",
+        "line 10 column 2: feature 'nan' is not a finite number",
     ),
-    "wrong-column-count": (
+    "short-row": (
         lambda t, d: [
             "worker",
-            *("--study", "x", "--data"),
-            str(_edited_csv(t, d, -1, lambda line: ",".join(line.split(",")[-10:]))),
+            *("--study", "x", "--trials", "1", "--data"),
+            str(_edited_csv(t, d, 6, lambda line: ",".join(line.split(",")[:20]))),
         ],
-        "has 10 columns; expected 35",
+        "line 7 column 21: feature '' is empty",
     ),
     "one-class": (
         lambda t, d: [

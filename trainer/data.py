@@ -200,7 +200,7 @@ class _CsvTable:
 
     def __init__(self, frame: pd.DataFrame, path: Path) -> None:
         self.path = path
-        cells = frame.apply(lambda column: column.str.strip())
+        cells = frame.fillna("").apply(lambda column: column.str.strip())  # short rows: empty
         numeric = cells.apply(pd.to_numeric, errors="coerce").notna().to_numpy()
         # A header: no cell of the first row is a number, and some column below it is all
         # numbers (a first data row with one bad cell still has numbers: it is validated).

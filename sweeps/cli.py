@@ -82,6 +82,12 @@ def _server_options(parser: argparse.ArgumentParser, *, port: int, host_note: st
 def _creation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("new study (ignored when joining unless they conflict)")
     group.add_argument("--space", help="search-space file (.toml/.yaml) overriding ranges")
+    group.add_argument(
+        "--model",
+        metavar="MODULE:FUNCTION",
+        help="your model: FUNCTION(n_features, n_outputs) -> nn.Module (imports MODULE: your "
+        "code runs; default the built-in MLP)",
+    )
     group.add_argument("--pruner", help="median (default), hyperband, successive_halving, none")
     group.add_argument("--epochs", type=int, help="epochs per trial (default 50)")
     group.add_argument(
@@ -299,6 +305,7 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
     from sweeps.space import load_space
     from sweeps.study import create_or_join
     from trainer import InvalidInputError
+    from trainer.models import ModelSpec
 
     source = _data_source(args)
     try:
@@ -307,12 +314,15 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
         if source.label_column is not None:
             raise
         dataset = _as_the_study_reads_it(args, source, error)
+    if args.model:  # a bad --model is refused before any study exists
+        ModelSpec(args.model).build(0, dataset.schema.n_features, dataset.schema.n_outputs, "cpu")
     given = {
         "pruner": args.pruner,
         "epochs": args.epochs,
         "folds": args.folds,
         "validation_fraction": args.validation_fraction,
         "space": load_space(args.space) if args.space else None,
+        "model": args.model and ModelSpec(args.model).target,
     }
     explicit = {name: value for name, value in given.items() if value is not None}
     # A validation fraction asks for one split; otherwise new studies cross-validate.
@@ -549,11 +559,12 @@ def _export_path(out: str | None, fmt: str | None) -> Path:
 def _cmd_train(args: argparse.Namespace) -> int:
     from sweeps.retrain import retrain
     from trainer import load_config
-    from trainer.config import recorded_schema
+    from trainer.config import recorded_model, recorded_schema
 
     _require_positive("--seeds", args.seeds)
     report = retrain(
         load_config(args.config),
+        model_spec=recorded_model(args.config),
         data=_data_source(args).as_recorded(recorded_schema(args.config)),
         test_csv=args.test_csv,
         seeds=args.seeds,

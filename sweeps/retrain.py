@@ -15,6 +15,7 @@ from typing import Any
 from sweeps.objective import objective
 from trainer import InvalidInputError, TrainConfig, validation_rows
 from trainer.data import DataSource
+from trainer.models import ModelSpec
 from trainer.training import RunStatus, Tensors, resolve_device, split_tensors
 from trainer.vectorized import BatchMember, train_batch
 
@@ -76,7 +77,10 @@ class SeedScores:
 
 
 def score_over_seeds(
-    configs: Sequence[TrainConfig], folds: Sequence[Tensors], seeds: int
+    configs: Sequence[TrainConfig],
+    folds: Sequence[Tensors],
+    seeds: int,
+    model_spec: ModelSpec | None = None,
 ) -> list[SeedScores]:
     """Train every config once per seed 0..seeds-1 on every fold; the seed sets both the
     initial weights and the mini-batch order. A seed's score is the mean over folds, and a
@@ -88,7 +92,7 @@ def score_over_seeds(
         members = [
             BatchMember(config, seed, fold) for config in configs for fold in range(n_folds)
         ]
-        results = train_batch(members, folds, order_seed=seed)
+        results = train_batch(members, folds, order_seed=seed, model_spec=model_spec)
         for index in range(len(configs)):
             runs = results[index * n_folds : (index + 1) * n_folds]
             if any(run.status == RunStatus.DIVERGED or not run.history for run in runs):
@@ -128,10 +132,12 @@ def retrain(
     test_csv: str | None,
     seeds: int,
     device: str | None = None,
+    model_spec: ModelSpec | None = None,
 ) -> dict[str, Any]:
-    """`sweeps train`: one config over `seeds` seeds, as a JSON-ready report."""
+    """`sweeps train`: one config over `seeds` seeds (of the built-in MLP, or `model_spec`),
+    as a JSON-ready report."""
     tensors, evaluated_on = evaluation_tensors(data, test_csv, device)
-    (scores,) = score_over_seeds([config], [tensors], seeds)
+    (scores,) = score_over_seeds([config], [tensors], seeds, model_spec)
     return {
         "config": config.to_json_dict(),
         "evaluated_on": evaluated_on,

@@ -37,7 +37,8 @@ def rank_top_trials(
     folds = fold_tensors(
         reevaluation_folds(opened.settings, dataset), dataset, str(resolve_device(device))
     )
-    scores = score_over_seeds([trial_config(opened, trial) for trial in top], folds, seeds)
+    configs = [trial_config(opened, trial) for trial in top]
+    scores = score_over_seeds(configs, folds, seeds, opened.settings.model_spec)
     candidates = [Candidate(trial, score) for trial, score in zip(top, scores, strict=True)]
     return sorted(candidates, key=lambda candidate: -candidate.scores.mean_objective)
 

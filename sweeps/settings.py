@@ -25,6 +25,7 @@ from trainer.data import (
     check_validation_fraction,
     stratified_folds,
 )
+from trainer.models import ModelSpec
 
 SETTINGS_ATTR = "lrsweep.settings"
 PRUNER_CLASSES = {
@@ -71,6 +72,7 @@ class StudySettings:
             study never mixes two objectives.
         data_schema: the data's features, classes and label column (`DataSchema.to_dict`),
             recorded at creation; None in studies made before it (ionosphere).
+        model: the user's model as `module:function` (None: the built-in MLP).
     """
 
     data_sha256: str
@@ -86,6 +88,7 @@ class StudySettings:
     pruner_spec: Mapping[str, Any] | None = None
     tie_break: bool = False
     data_schema: Mapping[str, Any] | None = None
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
@@ -104,6 +107,10 @@ class StudySettings:
     def train_config(self, params: Mapping[str, Any]) -> TrainConfig:
         """What a trial of this study with these parameters trains."""
         return config_from_params(params, epochs=self.epochs, batch_size=self.batch_size)
+
+    @property
+    def model_spec(self) -> ModelSpec | None:
+        return None if self.model is None else ModelSpec(self.model)
 
     @property
     def schema(self) -> DataSchema | None:

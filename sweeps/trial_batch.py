@@ -164,7 +164,13 @@ def run_trial_batch(
     ]
     with heartbeat(store, [c.trial_id for c in claimed]) as beat:
         try:
-            train_batch(members, folds, order_seed=claimed[0].number, on_epoch=after_epoch)
+            train_batch(
+                members,
+                folds,
+                order_seed=claimed[0].number,
+                on_epoch=after_epoch,
+                model_spec=opened.settings.model_spec,
+            )
         except BaseException:
             # A signal, a broken heartbeat or an error: trials that ended in epochs not yet
             # written keep their results if one write still lands; the rest are handed back.

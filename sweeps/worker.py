@@ -65,6 +65,9 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     """Run batches of `opened.study` until the target or the time limit; see module docstring."""
     settings = opened.settings
     dataset = settings.load_data(options.data)
+    if settings.model_spec is not None:  # the study's model must import and build here too
+        schema = dataset.schema
+        settings.model_spec.build(0, schema.n_features, schema.n_outputs, "cpu")
     device = resolve_device(options.device)
     torch.set_num_threads(options.threads)
     folds = fold_tensors(settings, dataset, str(device))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from trainer.data import DataSchema
 from trainer.documents import read_document
 from trainer.errors import InvalidInputError
+from trainer.models import ModelSpec
 from trainer.schedules import SCHEDULES, ScheduleConfig
 
 if TYPE_CHECKING:
@@ -170,6 +171,18 @@ def recorded_schema(path: str | os.PathLike[str]) -> DataSchema | None:
         return DataSchema.from_dict(dict(data))
     except (KeyError, TypeError) as exc:
         raise InvalidInputError(f"config {path}: its data section is malformed ({exc})") from exc
+
+
+def recorded_model(path: str | os.PathLike[str]) -> ModelSpec | None:
+    """The user's model an export names (`model.factory`); None for the built-in MLP."""
+    document = read_document(path, "config", (".json", ".yaml", ".yml"))
+    model = document.get("model") if isinstance(document, Mapping) else None
+    factory = model.get("factory") if isinstance(model, Mapping) else None
+    if factory in (None, "builtin:mlp"):
+        return None
+    if not isinstance(factory, str):
+        raise InvalidInputError(f"config {path}: model.factory must be module:function")
+    return ModelSpec(factory)
 
 
 def _mapping(value: object, name: str) -> Mapping[str, Any]:

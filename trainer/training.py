@@ -24,6 +24,7 @@ from torch import nn
 from trainer.config import TrainConfig
 from trainer.data import Dataset
 from trainer.errors import InvalidInputError
+from trainer.models import ModelSpec
 from trainer.schedules import build
 
 
@@ -116,6 +117,14 @@ def build_model(seed: int, n_features: int, n_outputs: int, device: torch.device
     return model.to(device)
 
 
+def make_model(model_spec: ModelSpec | None, seed: int, tensors: Tensors) -> nn.Module:
+    """The model a trial trains on `tensors`: the built-in MLP, or the user's."""
+    shape = (tensors.n_features, tensors.n_outputs)
+    if model_spec is None:
+        return build_model(seed, *shape, tensors.x_train.device)
+    return model_spec.build(seed, *shape, tensors.x_train.device)
+
+
 def classification_loss(
     logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
@@ -189,11 +198,12 @@ def train(
     seed: int,
     order_seed: int | None = None,
     on_epoch: EpochCallback | None = None,
+    model_spec: ModelSpec | None = None,
 ) -> TrainResult:
-    """Train one model from seeded initial weights (`seed`) and mini-batch order (`order_seed`,
-    default `seed`); see the module docstring."""
+    """Train one model (the built-in MLP, or `model_spec`'s) from seeded initial weights
+    (`seed`) and mini-batch order (`order_seed`, default `seed`); see the module docstring."""
     device = tensors.x_train.device
-    model = build_model(seed, tensors.n_features, tensors.n_outputs, device)
+    model = make_model(model_spec, seed, tensors)
     optimizer = config.make_optimizer(model.parameters())
     scheduler = build(optimizer, config.schedule)
     batch_order = torch.Generator().manual_seed(seed if order_seed is None else order_seed)

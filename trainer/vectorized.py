@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from trainer.config import TrainConfig
+from trainer.models import ModelSpec
+from trainer.module_stack import ModuleStack
 from trainer.schedules import PlateauTracker, lr_curve
 from trainer.training import (
     EpochResult,
@@ -107,6 +109,11 @@ class _Stack:
         b1_end = w1_end + self.hidden
         return w1_end, b1_end, b1_end + self.hidden * self.outputs
 
+    def train(self) -> None:
+        """No mode to set: the built-in MLP has no dropout or normalisation."""
+
+    eval = train
+
     def views(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """w1 [in, hidden*A], b1 [1, hidden*A], w2 [hidden, out, A], b2 [out, A] of a [P, A]
         tensor."""
@@ -141,6 +148,21 @@ class _Stack:
         self.theta, self.buffer = self.theta[:, index], self.buffer[:, index]
         self.grad = torch.empty_like(self.theta)
 
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, F] rows shared by all members -> logits [B, O, A]."""
+        return self.forward(features)[1]
+
+    def sgd_step(self, x: torch.Tensor, y: torch.Tensor, step: _Step) -> torch.Tensor:
+        """One mini-batch of SGD for every member; returns each member's summed loss [A]."""
+        hidden, logits = self.forward(x)
+        loss = classification_loss(logits, y, reduction="none").sum(dim=0)
+        self.backward(x, hidden, _loss_gradient(logits, y).div_(len(x)))
+        if step.decaying:  # as SGD's weight_decay: grad + decay * weight
+            self.grad.addcmul_(self.theta, step.decay)
+        self.buffer.mul_(step.momentum).add_(self.grad)
+        self.theta.addcmul_(self.buffer, step.neg_lr)
+        return loss
+
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, F] rows shared by all members -> hidden activations [B, H, A], logits
         [B, O, A]."""
@@ -174,8 +196,11 @@ def train_batch(
     *,
     order_seed: int,
     on_epoch: BatchCallback | None = None,
+    model_spec: ModelSpec | None = None,
 ) -> list[TrainResult]:
     """Train all members together; see the module docstring. Results are in member order.
+    A user's model (`model_spec`) trains through `ModuleStack` (torch.func) instead of the
+    hand-written built-in MLP.
 
     Members of one fold see the same mini-batch order (seeded by `fold_order_seed`), so every
     step's inputs are shared and layer 1 is one large matmul per fold; member k computes what
@@ -207,7 +232,12 @@ def train_batch(
     groups = []
     for fold, tensors in enumerate(folds):
         indices = [i for i, m in enumerate(members) if m.fold == fold]
-        stack = _Stack.of(indices, [members[i].seed for i in indices], tensors)
+        seeds = [members[i].seed for i in indices]
+        stack = (
+            _Stack.of(indices, seeds, tensors)
+            if model_spec is None
+            else ModuleStack.of(indices, seeds, tensors, model_spec)
+        )
         order = torch.Generator().manual_seed(fold_order_seed(order_seed, fold))
         groups.append(_FoldGroup(tensors, stack, order))
     histories: list[list[EpochResult]] = [[] for _ in members]
@@ -247,6 +277,16 @@ def train_batch(
 
 
 @dataclass(frozen=True)
+class _Step:
+    """One epoch's SGD settings of the members still running, each [1, A]."""
+
+    neg_lr: torch.Tensor
+    momentum: torch.Tensor
+    decay: torch.Tensor
+    decaying: bool
+
+
+@dataclass(frozen=True)
 class _MemberSettings:
     """Per-member optimizer settings on the device (rows = member index), and what all share."""
 
@@ -262,7 +302,7 @@ class _FoldGroup:
     """The members that train on one fold: its data, their stacked weights, its batch order."""
 
     tensors: Tensors
-    stack: _Stack
+    stack: _Stack | ModuleStack
     batch_order: torch.Generator
 
     def train_epoch(
@@ -274,29 +314,29 @@ class _FoldGroup:
         n_train = len(tensors.y_train)
         order = torch.randperm(n_train, generator=self.batch_order).to(tensors.x_train.device)
         features, labels = tensors.x_train[order], tensors.y_train[order]
-        neg_lr = settings.lrs[stack.columns, epoch].neg().unsqueeze(0)  # [1, A]
-        momentum = settings.momenta[stack.columns].unsqueeze(0)
-        decay = settings.decays[stack.columns].unsqueeze(0)
+        step = _Step(
+            neg_lr=settings.lrs[stack.columns, epoch].neg().unsqueeze(0),  # [1, A]
+            momentum=settings.momenta[stack.columns].unsqueeze(0),
+            decay=settings.decays[stack.columns].unsqueeze(0),
+            decaying=settings.decaying,
+        )
         loss_sum = torch.zeros(len(stack.members), device=features.device)
+        stack.train()
         for start in range(0, n_train, settings.batch_size):
             x = features[start : start + settings.batch_size]
             y = _per_member(labels[start : start + settings.batch_size], len(stack.members))
-            hidden, logits = stack.forward(x)
-            loss_sum += classification_loss(logits, y, reduction="none").sum(dim=0)
-            stack.backward(x, hidden, _loss_gradient(logits, y).div_(len(x)))
-            if settings.decaying:  # as SGD's weight_decay: grad + decay * weight
-                stack.grad.addcmul_(stack.theta, decay)
-            stack.buffer.mul_(momentum).add_(stack.grad)
-            stack.theta.addcmul_(stack.buffer, neg_lr)
-        _, val_logits = stack.forward(tensors.x_val)
-        targets = _per_member(tensors.y_val, len(stack.members))
-        numbers = torch.stack(
-            [
-                correct(val_logits, targets).float(),  # exact hit counts
-                loss_sum / n_train,
-                classification_loss(val_logits, targets, reduction="none").mean(dim=0),
-            ]
-        ).T.tolist()  # the epoch's one read from the device
+            loss_sum += stack.sgd_step(x, y, step)
+        stack.eval()
+        with torch.no_grad():
+            val_logits = stack.logits(tensors.x_val)
+            targets = _per_member(tensors.y_val, len(stack.members))
+            numbers = torch.stack(
+                [
+                    correct(val_logits, targets).float(),  # exact hit counts
+                    loss_sum / n_train,
+                    classification_loss(val_logits, targets, reduction="none").mean(dim=0),
+                ]
+            ).T.tolist()  # the epoch's one read from the device
         n_val = len(tensors.y_val)
         return {
             member: (hits / n_val, train_loss, val_loss) if math.isfinite(train_loss) else None

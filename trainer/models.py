@@ -1,0 +1,79 @@
+"""A user's own model, named as `module:function`: the function takes (n_features, n_outputs)
+and returns an `nn.Module` giving [batch, n_outputs] logits.
+
+Importing the module runs the user's code, as any training script does; only the module the
+user named is imported (with the working directory on the path, as `python -m` has it).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from trainer.errors import InvalidInputError
+
+if TYPE_CHECKING:  # torch loads with the first model built: configs and the CLI start faster
+    import torch
+    from torch import nn
+
+ModelFactory = Callable[[int, int], "nn.Module"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """`module:function` naming a model factory; checked when first loaded."""
+
+    target: str
+
+    def __post_init__(self) -> None:
+        module, _, function = self.target.partition(":")
+        if not module or not function.isidentifier():
+            raise InvalidInputError(f"--model must be module:function; got {self.target!r}")
+
+    def factory(self) -> ModelFactory:
+        return _import_factory(self.target)
+
+    def build(
+        self, seed: int, n_features: int, n_outputs: int, device: torch.device | str
+    ) -> nn.Module:
+        """The model with initial weights drawn under `seed`, without touching the global RNG."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            try:
+                model = self.factory()(n_features, n_outputs)
+            except Exception as exc:  # the user's code: any error is theirs to read
+                raise InvalidInputError(
+                    f"--model {self.target}({n_features}, {n_outputs}) failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+        if not isinstance(model, torch.nn.Module):
+            raise InvalidInputError(
+                f"--model {self.target} returned {type(model).__name__}, not a torch.nn.Module"
+            )
+        return model.to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def _import_factory(target: str) -> ModelFactory:
+    module_name, _, function_name = target.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or whatever the user's module raised
+        raise InvalidInputError(
+            f"--model {target}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    factory = getattr(module, function_name, None)
+    if not callable(factory):
+        raise InvalidInputError(
+            f"--model {target}: {module_name} has no function {function_name!r}"
+        )
+    return factory  # type: ignore[no-any-return]

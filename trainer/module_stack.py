@@ -1,0 +1,139 @@
+"""K copies of a user's model trained as one: parameters stacked with `torch.func`.
+
+Each member is the user's `nn.Module` built under its own seed; their parameters and buffers are
+stacked ([A, ...] per tensor) and one forward runs them all with `vmap(functional_call)`. A model
+vmap cannot run (data-dependent control flow, in-place buffer updates, random ops) runs its
+members one after another on the same stacked tensors instead, which the process says once. SGD
+with momentum and weight decay is applied per member, as `torch.optim.SGD` would.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from trainer.models import ModelSpec
+from trainer.training import Tensors, classification_loss, make_model
+
+if TYPE_CHECKING:
+    from trainer.vectorized import _Step
+
+_SAID_ONE_AT_A_TIME: set[str] = set()
+
+
+@dataclass
+class ModuleStack:
+    """The members still running (columns of the batch) and their stacked state."""
+
+    members: list[int]
+    columns: torch.Tensor
+    base: nn.Module  # the module's structure, on the meta device: weights come from `params`
+    params: dict[str, torch.Tensor]  # [A, ...] each, leaves that require grad
+    buffers: dict[str, torch.Tensor]
+    velocity: dict[str, torch.Tensor]  # SGD momentum buffers
+    vmapped: bool
+
+    @classmethod
+    def of(
+        cls, indices: Sequence[int], seeds: Sequence[int], tensors: Tensors, spec: ModelSpec
+    ) -> ModuleStack:
+        device = tensors.x_train.device
+        models = [make_model(spec, seed, tensors) for seed in seeds]
+        if not models:
+            models = [make_model(spec, 0, tensors)]  # for the structure; no member uses it
+        params, buffers = stack_module_state(models)  # type: ignore[arg-type]
+        if not indices:
+            params = {name: value[:0] for name, value in params.items()}
+            buffers = {name: value[:0] for name, value in buffers.items()}
+        stack = cls(
+            members=list(indices),
+            columns=torch.tensor(list(indices), dtype=torch.long, device=device),
+            base=copy.deepcopy(models[0]).to("meta"),
+            params=params,
+            buffers=buffers,
+            velocity={name: torch.zeros_like(value) for name, value in params.items()},
+            vmapped=True,
+        )
+        if indices:
+            stack.vmapped = stack._runs_under_vmap(tensors.x_train[:2], spec)
+        return stack
+
+    def _runs_under_vmap(self, sample: torch.Tensor, spec: ModelSpec) -> bool:
+        try:
+            with torch.no_grad():
+                self.logits(sample)
+        except Exception as exc:  # vmap refuses many things; each means "one at a time"
+            if spec.target not in _SAID_ONE_AT_A_TIME:
+                _SAID_ONE_AT_A_TIME.add(spec.target)
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                print(
+                    f"note: --model {spec.target} cannot run under torch.func.vmap "
+                    f"({type(exc).__name__}: {reason[:120]}); its trials train one at a time",
+                    file=sys.stderr,
+                )
+            return False
+        return True
+
+    def train(self) -> None:
+        self.base.train()
+
+    def eval(self) -> None:
+        self.base.eval()
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, F] rows shared by all members -> logits [B, O, A]."""
+
+        def one(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> torch.Tensor:
+            return functional_call(self.base, (params, buffers), (features,))  # type: ignore
+
+        if self.vmapped:
+            stacked = vmap(one)(self.params, self.buffers)
+        else:
+            stacked = torch.stack(
+                [
+                    one(
+                        {name: value[i] for name, value in self.params.items()},
+                        {name: value[i] for name, value in self.buffers.items()},
+                    )
+                    for i in range(len(self.members))
+                ]
+            )
+        return stacked.permute(1, 2, 0)  # [A, B, O] -> [B, O, A]
+
+    def sgd_step(self, x: torch.Tensor, y: torch.Tensor, step: _Step) -> torch.Tensor:
+        """One mini-batch of SGD for every member; returns each member's summed loss [A]."""
+        losses = classification_loss(self.logits(x), y, reduction="none")  # [B, A]
+        grads = torch.autograd.grad(losses.mean(dim=0).sum(), list(self.params.values()))
+        with torch.no_grad():
+            for (name, param), grad in zip(self.params.items(), grads, strict=True):
+                shape = (-1,) + (1,) * (param.dim() - 1)  # a [A] setting against [A, ...]
+                if step.decaying:
+                    grad = grad + step.decay.view(shape) * param
+                self.velocity[name].mul_(step.momentum.view(shape)).add_(grad)
+                param.add_(self.velocity[name] * step.neg_lr.view(shape))
+        return losses.detach().sum(dim=0)
+
+    def weights_of(self, positions: Sequence[int]) -> list[tuple[torch.Tensor, ...]]:
+        """Final weights of the members at `positions`, CPU, in `parameters()` order."""
+        return [
+            tuple(value[position].detach().cpu().clone() for value in self.params.values())
+            for position in positions
+        ]
+
+    def keep(self, positions: Sequence[int]) -> None:
+        """Drop every member not at `positions` (positions in the current stack)."""
+        index = torch.tensor(list(positions), dtype=torch.long, device=self.columns.device)
+        self.members = [self.members[p] for p in positions]
+        self.columns = self.columns[index]
+        self.params = {
+            name: value.detach()[index].requires_grad_() for name, value in self.params.items()
+        }
+        self.buffers = {name: value[index] for name, value in self.buffers.items()}
+        self.velocity = {name: value[index] for name, value in self.velocity.items()}

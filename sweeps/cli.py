@@ -314,15 +314,15 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
         if source.label_column is not None:
             raise
         dataset = _as_the_study_reads_it(args, source, error)
-    if args.model:  # a bad --model is refused before any study exists
-        ModelSpec(args.model).build(0, dataset.schema.n_features, dataset.schema.n_outputs, "cpu")
+    if args.model is not None:  # a bad --model is refused before any study exists
+        ModelSpec(args.model).check(dataset.features[:2], dataset.schema.n_outputs)
     given = {
         "pruner": args.pruner,
         "epochs": args.epochs,
         "folds": args.folds,
         "validation_fraction": args.validation_fraction,
         "space": load_space(args.space) if args.space else None,
-        "model": args.model and ModelSpec(args.model).target,
+        "model": args.model,
     }
     explicit = {name: value for name, value in given.items() if value is not None}
     # A validation fraction asks for one split; otherwise new studies cross-validate.

@@ -65,13 +65,12 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     """Run batches of `opened.study` until the target or the time limit; see module docstring."""
     settings = opened.settings
     dataset = settings.load_data(options.data)
-    if settings.model_spec is not None:  # the study's model must import and build here too
-        schema = dataset.schema
-        settings.model_spec.build(0, schema.n_features, schema.n_outputs, "cpu")
+    if settings.model_spec is not None:  # the study's model must import and run here too
+        settings.model_spec.check(dataset.features[:2], dataset.schema.n_outputs)
     device = resolve_device(options.device)
     torch.set_num_threads(options.threads)
     folds = fold_tensors(settings, dataset, str(device))
-    store = opened.store
+    store = retrying(lambda: opened.store, "opening the study")  # it reads the study id
     history = StudyHistory(opened.study.pruner, options.sampler_history)
     trials_per_batch = options.trials_per_batch_for(device)
     deadline = None if options.timeout_s is None else time.monotonic() + options.timeout_s

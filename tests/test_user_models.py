@@ -21,6 +21,7 @@ from trainer import (
     validation_rows,
 )
 from trainer.models import ModelSpec
+from trainer.module_stack import ModuleStack
 from trainer.vectorized import BatchMember, train_batch
 
 KINDS = [
@@ -37,7 +38,7 @@ def _repo_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)  # `tests.user_models` imports from the repository root
 
 
-@pytest.mark.parametrize("name", ["tanh_net", "branching"])
+@pytest.mark.parametrize("name", ["tanh_net", "branching", "batchnorm_net", "frozen_first_layer"])
 @pytest.mark.parametrize("dataset", ["ionosphere", "wine"])
 def test_a_user_model_in_a_batch_equals_it_trained_alone(
     name: str,
@@ -65,11 +66,14 @@ def test_a_user_model_in_a_batch_equals_it_trained_alone(
         )
         for ours, theirs in zip(result.weights, alone.weights, strict=True):
             torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4)  # float32 sums
-    said = capfd.readouterr().err
-    if name == "branching":  # data-dependent control flow: vmap refuses, said once per process
-        assert said.count("cannot run under torch.func.vmap") <= 1
-    else:
-        assert "cannot run under torch.func.vmap" not in said
+    # Only data-dependent control flow keeps vmap out: its members run one after another.
+    stack = ModuleStack.of([0], [0], tensors, spec)
+    assert stack.vmapped is (name != "branching")
+    if name != "branching":
+        assert "cannot run under torch.func.vmap" not in capfd.readouterr().err
+    if name == "frozen_first_layer":  # untouched by SGD, as torch.optim.SGD leaves it
+        initial = spec.build(members[0].seed, tensors.n_features, tensors.n_outputs, "cpu")
+        torch.testing.assert_close(batched[0].weights[0], initial[0].weight.detach())
 
 
 NETS = """
@@ -86,6 +90,10 @@ def wide(n_features, n_outputs):
 
 def broken(n_features, n_outputs):
     return "not a module"
+
+
+def flat(n_features, n_outputs):
+    return nn.Sequential(nn.Linear(n_features, n_outputs), nn.Flatten(0))
 """
 
 
@@ -120,6 +128,7 @@ def test_a_user_model_sweeps_exports_and_retrains(
         ("nope.nets:build", "cannot import 'nope.nets': ModuleNotFoundError"),
         ("mypkg.nets:missing", "mypkg.nets has no function 'missing'"),
         ("mypkg.nets:broken", "returned str, not a torch.nn.Module"),
+        ("mypkg.nets:flat", "gave logits of shape (6,); expected (2, 3)"),
         ("no-colon", "--model must be module:function"),
     ):
         refused = run_sweeps(

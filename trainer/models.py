@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainer.errors import InvalidInputError
 
@@ -59,12 +59,39 @@ class ModelSpec:
             )
         return model.to(device)
 
+    def check(self, sample: Any, n_outputs: int) -> None:
+        """Build the model and run it on a few rows (`sample`, [R, F]): it must give float32
+        logits [R, n_outputs]. Done before a study is created or a worker starts training."""
+        import torch
+
+        features = torch.as_tensor(sample, dtype=torch.float32)
+        model = self.build(0, features.shape[1], n_outputs, "cpu")
+        try:
+            with torch.no_grad():
+                logits = model(features)
+        except Exception as exc:  # the user's forward
+            raise InvalidInputError(
+                f"--model {self.target}: its forward failed on {len(features)} rows of the data: "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+            ) from exc
+        expected = (len(features), n_outputs)
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
+            raise InvalidInputError(
+                f"--model {self.target} gave logits of shape {shape}; expected {expected} "
+                "([rows, n_outputs])"
+            )
+        if logits.dtype != torch.float32:
+            raise InvalidInputError(
+                f"--model {self.target} gave {logits.dtype} logits; expected float32"
+            )
+
 
 @functools.lru_cache(maxsize=8)
 def _import_factory(target: str) -> ModelFactory:
     module_name, _, function_name = target.partition(":")
     if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        sys.path.append(os.getcwd())  # last: nothing there shadows lrsweep's own imports
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the user's module raised

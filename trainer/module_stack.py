@@ -66,6 +66,8 @@ class ModuleStack:
         return stack
 
     def _runs_under_vmap(self, sample: torch.Tensor, spec: ModelSpec) -> bool:
+        """Try one forward; the buffers it touches (BatchNorm's statistics) are put back."""
+        buffers = {name: value.clone() for name, value in self.buffers.items()}
         try:
             with torch.no_grad():
                 self.logits(sample)
@@ -79,6 +81,8 @@ class ModuleStack:
                     file=sys.stderr,
                 )
             return False
+        finally:
+            self.buffers = buffers
         return True
 
     def train(self) -> None:
@@ -94,13 +98,15 @@ class ModuleStack:
             return functional_call(self.base, (params, buffers), (features,))  # type: ignore
 
         if self.vmapped:
-            stacked = vmap(one)(self.params, self.buffers)
+            stacked = vmap(one, randomness="different")(self.params, self.buffers)
         else:
+            params = {name: value.unbind(0) for name, value in self.params.items()}
+            buffers = {name: value.unbind(0) for name, value in self.buffers.items()}
             stacked = torch.stack(
                 [
                     one(
-                        {name: value[i] for name, value in self.params.items()},
-                        {name: value[i] for name, value in self.buffers.items()},
+                        {name: value[i] for name, value in params.items()},
+                        {name: value[i] for name, value in buffers.items()},
                     )
                     for i in range(len(self.members))
                 ]
@@ -110,9 +116,11 @@ class ModuleStack:
     def sgd_step(self, x: torch.Tensor, y: torch.Tensor, step: _Step) -> torch.Tensor:
         """One mini-batch of SGD for every member; returns each member's summed loss [A]."""
         losses = classification_loss(self.logits(x), y, reduction="none")  # [B, A]
-        grads = torch.autograd.grad(losses.mean(dim=0).sum(), list(self.params.values()))
+        # Frozen parameters (requires_grad False) are left alone, as torch.optim.SGD leaves them.
+        trainable = {name: value for name, value in self.params.items() if value.requires_grad}
+        grads = torch.autograd.grad(losses.mean(dim=0).sum(), list(trainable.values()))
         with torch.no_grad():
-            for (name, param), grad in zip(self.params.items(), grads, strict=True):
+            for (name, param), grad in zip(trainable.items(), grads, strict=True):
                 shape = (-1,) + (1,) * (param.dim() - 1)  # a [A] setting against [A, ...]
                 if step.decaying:
                     grad = grad + step.decay.view(shape) * param
@@ -133,7 +141,8 @@ class ModuleStack:
         self.members = [self.members[p] for p in positions]
         self.columns = self.columns[index]
         self.params = {
-            name: value.detach()[index].requires_grad_() for name, value in self.params.items()
+            name: value.detach()[index].requires_grad_(value.requires_grad)
+            for name, value in self.params.items()
         }
         self.buffers = {name: value[index] for name, value in self.buffers.items()}
         self.velocity = {name: value[index] for name, value in self.velocity.items()}

@@ -33,3 +33,17 @@ def branching(n_features: int, n_outputs: int) -> nn.Module:
 
 def not_a_module(n_features: int, n_outputs: int) -> object:
     return "a string"
+
+
+def batchnorm_net(n_features: int, n_outputs: int) -> nn.Module:
+    """Running statistics: buffers updated in place every training step."""
+    return nn.Sequential(
+        nn.Linear(n_features, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, n_outputs)
+    )
+
+
+def frozen_first_layer(n_features: int, n_outputs: int) -> nn.Module:
+    """A fixed random projection: parameters that do not train (requires_grad False)."""
+    model = nn.Sequential(nn.Linear(n_features, 16), nn.ReLU(), nn.Linear(16, n_outputs))
+    model[0].requires_grad_(False)
+    return model

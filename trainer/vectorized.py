@@ -181,11 +181,11 @@ class _Stack:
         torch.sum(dlogits, dim=0, out=b2_grad)
         if self.outputs == 1:
             torch.sum(hidden * dlogits, dim=0, out=w2_grad[:, 0])
-            dhidden = w2[:, 0] * dlogits
+            dpre = ((hidden > 0) * w2[:, 0]).mul_(dlogits)  # the tutorial's shape: no einsum
         else:
             w2_grad.copy_(torch.einsum("bha,boa->hoa", hidden, dlogits))
-            dhidden = torch.einsum("hoa,boa->bha", w2, dlogits).contiguous()
-        dpre = dhidden.mul_(hidden > 0).view(len(features), -1)
+            dpre = torch.einsum("hoa,boa->bha", w2, dlogits).mul_(hidden > 0)
+        dpre = dpre.reshape(len(features), -1)
         torch.mm(features.T, dpre, out=w1_grad)
         torch.sum(dpre, dim=0, keepdim=True, out=b1_grad)
 

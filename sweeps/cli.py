@@ -558,14 +558,14 @@ def _export_path(out: str | None, fmt: str | None) -> Path:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from sweeps.retrain import retrain
-    from trainer import load_config
-    from trainer.config import recorded_model, recorded_schema
+    from trainer.config import load_export
 
     _require_positive("--seeds", args.seeds)
+    exported = load_export(args.config)
     report = retrain(
-        load_config(args.config),
-        model_spec=recorded_model(args.config),
-        data=_data_source(args).as_recorded(recorded_schema(args.config)),
+        exported.config,
+        model_spec=exported.model,
+        data=_data_source(args).as_recorded(exported.schema),
         test_csv=args.test_csv,
         seeds=args.seeds,
         device=args.device,

@@ -153,35 +153,51 @@ def load_config(path: str | os.PathLike[str]) -> TrainConfig:
         >>> optimizer = cfg.make_optimizer(model.parameters())      # doctest: +SKIP
         >>> scheduler = trainer.build(optimizer, cfg.schedule)      # doctest: +SKIP
     """
+    return load_export(path).config
+
+
+@dataclass(frozen=True)
+class Export:
+    """An exported (or hand-written) config file: the recipe, and what the sweep recorded
+    beside it, so `sweeps train` reads the CSV and builds the model as the sweep did.
+
+    Args:
+        config: the training recipe.
+        schema: the `data` section (None in a hand-written file).
+        model: the user's model from `model.factory` (None: the built-in MLP).
+    """
+
+    config: TrainConfig
+    schema: DataSchema | None
+    model: ModelSpec | None
+
+
+def load_export(path: str | os.PathLike[str]) -> Export:
+    """Read and validate a config file (JSON or YAML), once; problems name the file."""
     document = read_document(path, "config", (".json", ".yaml", ".yml"))
     try:
-        return TrainConfig.from_json_dict(document)
+        config = TrainConfig.from_json_dict(document)
+        doc = _mapping(document, "config")
+        return Export(config, _recorded_schema(doc.get("data")), _recorded_model(doc.get("model")))
     except InvalidInputError as exc:
         raise InvalidInputError(f"config {path}: {exc}") from exc
 
 
-def recorded_schema(path: str | os.PathLike[str]) -> DataSchema | None:
-    """The data schema an export recorded (its `data` section), so `sweeps train` reads a CSV
-    as the sweep did; None for a hand-written config."""
-    document = read_document(path, "config", (".json", ".yaml", ".yml"))
-    data = document.get("data") if isinstance(document, Mapping) else None
-    if not isinstance(data, Mapping):
+def _recorded_schema(data: object) -> DataSchema | None:
+    if data is None:
         return None
     try:
-        return DataSchema.from_dict(dict(data))
+        return DataSchema.from_dict(dict(_mapping(data, "data")))
     except (KeyError, TypeError) as exc:
-        raise InvalidInputError(f"config {path}: its data section is malformed ({exc})") from exc
+        raise InvalidInputError(f"its data section is malformed ({exc})") from exc
 
 
-def recorded_model(path: str | os.PathLike[str]) -> ModelSpec | None:
-    """The user's model an export names (`model.factory`); None for the built-in MLP."""
-    document = read_document(path, "config", (".json", ".yaml", ".yml"))
-    model = document.get("model") if isinstance(document, Mapping) else None
-    factory = model.get("factory") if isinstance(model, Mapping) else None
+def _recorded_model(model: object) -> ModelSpec | None:
+    factory = _mapping(model, "model").get("factory") if model is not None else None
     if factory in (None, "builtin:mlp"):
         return None
     if not isinstance(factory, str):
-        raise InvalidInputError(f"config {path}: model.factory must be module:function")
+        raise InvalidInputError("model.factory must be module:function")
     return ModelSpec(factory)
 
 

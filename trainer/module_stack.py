@@ -2,9 +2,10 @@
 
 Each member is the user's `nn.Module` built under its own seed; their parameters and buffers are
 stacked ([A, ...] per tensor) and one forward runs them all with `vmap(functional_call)`. A model
-vmap cannot run (data-dependent control flow, in-place buffer updates, random ops) runs its
-members one after another on the same stacked tensors instead, which the process says once. SGD
-with momentum and weight decay is applied per member, as `torch.optim.SGD` would.
+vmap cannot run (data-dependent control flow, such as `if x.sum() > 0`) runs its members one after
+another on the same stacked tensors instead, which the process says once. BatchNorm statistics are
+stacked per member; random ops (dropout) draw differently per member. SGD with momentum and
+weight decay is applied per member, as `torch.optim.SGD` would, and frozen parameters stay so.
 """
 
 from __future__ import annotations
@@ -44,14 +45,10 @@ class ModuleStack:
     def of(
         cls, indices: Sequence[int], seeds: Sequence[int], tensors: Tensors, spec: ModelSpec
     ) -> ModuleStack:
+        """Members at `indices` (at least one), each built under its seed."""
         device = tensors.x_train.device
         models = [make_model(spec, seed, tensors) for seed in seeds]
-        if not models:
-            models = [make_model(spec, 0, tensors)]  # for the structure; no member uses it
         params, buffers = stack_module_state(models)  # type: ignore[arg-type]
-        if not indices:
-            params = {name: value[:0] for name, value in params.items()}
-            buffers = {name: value[:0] for name, value in buffers.items()}
         stack = cls(
             members=list(indices),
             columns=torch.tensor(list(indices), dtype=torch.long, device=device),
@@ -61,8 +58,7 @@ class ModuleStack:
             velocity={name: torch.zeros_like(value) for name, value in params.items()},
             vmapped=True,
         )
-        if indices:
-            stack.vmapped = stack._runs_under_vmap(tensors.x_train[:2], spec)
+        stack.vmapped = stack._runs_under_vmap(tensors.x_train[:2], spec)
         return stack
 
     def _runs_under_vmap(self, sample: torch.Tensor, spec: ModelSpec) -> bool:

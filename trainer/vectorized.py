@@ -83,19 +83,15 @@ class _Stack:
         seeds: Sequence[int],
         tensors: Tensors,
     ) -> _Stack:
-        """Members at `indices` with the initial weights of their seeds, as `nn.Linear`s."""
+        """Members at `indices` (at least one) with the initial weights of their seeds, as
+        `nn.Linear`s."""
         inputs, outputs, device = tensors.n_features, tensors.n_outputs, tensors.x_train.device
         hidden = inputs  # the shapes `initial_weights` draws
         columns = [
             torch.cat([w1.T.reshape(-1), b1, w2.T.reshape(-1), b2])
             for w1, b1, w2, b2 in (initial_weights(seed, inputs, outputs) for seed in seeds)
         ]
-        rows = inputs * hidden + hidden + hidden * outputs + outputs  # w1, b1, w2, b2
-        theta = (
-            torch.stack(columns, dim=1).to(device)
-            if columns
-            else torch.empty(rows, 0, device=device)
-        )
+        theta = torch.stack(columns, dim=1).to(device)
         member_index = torch.tensor(list(indices), dtype=torch.long, device=device)
         return cls(
             list(indices), member_index, theta, torch.empty_like(theta), torch.zeros_like(theta),
@@ -232,6 +228,8 @@ def train_batch(
     groups = []
     for fold, tensors in enumerate(folds):
         indices = [i for i, m in enumerate(members) if m.fold == fold]
+        if not indices:
+            continue  # a fold no member of this batch trains on
         seeds = [members[i].seed for i in indices]
         stack = (
             _Stack.of(indices, seeds, tensors)

@@ -118,12 +118,19 @@ def _data_options(parser: argparse.ArgumentParser, data_help: str = "") -> None:
         help="the label's column: a header name or a 0-based position, -1 the last (default: "
         "the study's, else the last)",
     )
+    parser.add_argument(
+        "--header",
+        choices=["yes", "no"],
+        help="whether the first row is a header (default: the study's, else read from the file "
+        "as a person would: README, Your data)",
+    )
 
 
 def _data_source(args: argparse.Namespace) -> Any:
     from trainer.data import DataSource
 
-    return DataSource(args.data, args.label_column)
+    header = None if args.header is None else args.header == "yes"
+    return DataSource(args.data, args.label_column, header=header)
 
 
 def _worker_options(parser: argparse.ArgumentParser) -> None:
@@ -328,7 +335,6 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
     # A validation fraction asks for one split; otherwise new studies cross-validate.
     folds = 1 if args.validation_fraction is not None else DEFAULT_FOLDS
     requested = StudySettings(data_sha256=dataset.sha256, **{"folds": folds, **explicit})
-    requested.check_against(dataset)
     opened = create_or_join(
         _storage_settings(args),
         args.study,
@@ -370,6 +376,7 @@ def _child_worker_args(args: argparse.Namespace, *, quiet: bool) -> list[str]:
         "--timeout": args.timeout,
         "--data": args.data and str(Path(args.data).resolve()),
         "--label-column": args.label_column,
+        "--header": args.header,
         "--device": args.device,
         "--heartbeat-interval": args.heartbeat_interval,
         "--grace-period": args.grace_period,
@@ -508,18 +515,18 @@ def _export_robust_choice(args: argparse.Namespace, opened: Any, out: Path) -> N
     from sweeps.export import export_document, write_document
     from sweeps.selection import rank_top_trials, record_selection, selection_record
 
-    candidates = rank_top_trials(
+    ranking = rank_top_trials(
         opened, top_k=args.top, seeds=args.seeds, data=_data_source(args), device=args.device
     )
-    chosen = candidates[0]
+    chosen = ranking.chosen
     document = export_document(opened, chosen.trial)
-    record = selection_record(opened, candidates, args.seeds)
+    record = selection_record(opened, ranking)
     record_selection(opened, record)
     write_document({**document, "selection": record}, out)
     print(
         f"exported trial {chosen.trial.number} (study accuracy {chosen.trial.value:.4f}; "
-        f"{chosen.scores.mean:.4f} +/- {chosen.scores.std:.4f} over {args.seeds} seeds, "
-        f"best mean of the top {len(candidates)}) to {out}"
+        f"{chosen.scores.mean:.4f} +/- {chosen.scores.std:.4f} over {args.seeds} seeds on "
+        f"{ranking.folds} folds, best mean of the top {len(ranking.candidates)}) to {out}"
     )
 
 

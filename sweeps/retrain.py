@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeps.objective import objective
-from trainer import InvalidInputError, TrainConfig, validation_rows
+from trainer import TrainConfig, validation_rows
 from trainer.data import DataSource
 from trainer.models import ModelSpec
 from trainer.training import RunStatus, Tensors, resolve_device, split_tensors
@@ -108,19 +108,15 @@ def evaluation_tensors(
     data: DataSource, test_csv: str | None, device: str | None
 ) -> tuple[Tensors, str]:
     """With `test_csv`: all of `data` to train, the test file to score (read with the same
-    label column and classes). Without: the study's default train/validation split of `data`.
+    label column and classes, its columns matched to the training data's by name). Without:
+    the study's default train/validation split of `data`.
     Returns the tensors and what is scored."""
     train_set = data.load()
     torch_device = resolve_device(device)
     if test_csv is not None:
         schema = train_set.schema
         test_set = DataSource(test_csv, schema.label_column, schema.classes).load()
-        if test_set.schema.n_features != schema.n_features:
-            raise InvalidInputError(
-                f"test file {test_csv} has {test_set.schema.n_features} features; the training "
-                f"data has {schema.n_features}"
-            )
-        return Tensors.from_arrays(train_set, test_set, torch_device), test_csv
+        return Tensors.from_arrays(train_set, test_set.aligned_to(schema), torch_device), test_csv
     tensors = split_tensors(train_set, validation_rows(train_set), str(torch_device))
     return tensors, "validation split"
 

@@ -17,7 +17,7 @@ from sweeps.export import top_trials, trial_config
 from sweeps.retrain import SeedScores, score_over_seeds
 from sweeps.settings import StudySettings
 from sweeps.study import OpenStudy, fold_tensors
-from trainer.data import Dataset, DataSource, stratified_folds
+from trainer.data import Dataset, DataSource, smallest_class, stratified_folds
 from trainer.training import resolve_device
 
 
@@ -27,20 +27,33 @@ class Candidate:
     scores: SeedScores
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """The candidates, best mean objective first, and what they were retrained on."""
+
+    candidates: list[Candidate]
+    seeds: int
+    folds: int
+
+    @property
+    def chosen(self) -> Candidate:
+        return self.candidates[0]
+
+
 def rank_top_trials(
     opened: OpenStudy, *, top_k: int, seeds: int, data: DataSource, device: str | None
-) -> list[Candidate]:
+) -> Ranking:
     """The top K trials retrained over `seeds` seeds on `reevaluation_folds`, best mean
     objective first (mean accuracy, ties broken by loss; then the study's order)."""
     top = top_trials(opened, top_k)
     dataset = opened.settings.load_data(data)
-    folds = fold_tensors(
-        reevaluation_folds(opened.settings, dataset), dataset, str(resolve_device(device))
-    )
+    settings = reevaluation_folds(opened.settings, dataset)
+    folds = fold_tensors(settings, dataset, str(resolve_device(device)))
     configs = [trial_config(opened, trial) for trial in top]
     scores = score_over_seeds(configs, folds, seeds, opened.settings.model_spec)
     candidates = [Candidate(trial, score) for trial, score in zip(top, scores, strict=True)]
-    return sorted(candidates, key=lambda candidate: -candidate.scores.mean_objective)
+    ranked = sorted(candidates, key=lambda candidate: -candidate.scores.mean_objective)
+    return Ranking(ranked, seeds, settings.folds)
 
 
 SELECTION_ATTR = "lrsweep.selection"
@@ -48,21 +61,27 @@ REEVALUATION_FOLDS = 5  # for a study of one split; a cross-validated study keep
 
 
 def reevaluation_folds(settings: StudySettings, dataset: Dataset) -> StudySettings:
-    """The study's settings with its rows split into folds anew, for re-ranking candidates."""
-    count = settings.folds if settings.folds > 1 else REEVALUATION_FOLDS
+    """The study's settings with its rows split into folds anew, for re-ranking candidates. A
+    study of one split is re-ranked on 5 folds, or as many as its smallest class has rows."""
+    count = settings.folds
+    if count == 1:
+        count = min(REEVALUATION_FOLDS, smallest_class(dataset))
     rows = stratified_folds(dataset, count, settings.split_seed + 1)
     return replace(settings, folds=count, fold_rows=rows)
 
 
-def selection_record(opened: OpenStudy, candidates: list[Candidate], seeds: int) -> dict[str, Any]:
+def selection_record(opened: OpenStudy, ranking: Ranking) -> dict[str, Any]:
     """What the export records about the choice: every candidate's mean and spread, the
-    chosen trial and the study's raw best (its single-run best trial)."""
+    chosen trial, the study's raw best (its single-run best trial) and the folds used."""
+    candidates = ranking.candidates
     return {
-        "method": f"best mean validation accuracy over seeds 0-{seeds - 1} on re-drawn stratified "
-        f"folds, among the study's top {len(candidates)} trials",
-        "chosen_trial": candidates[0].trial.number,
+        "method": f"best mean validation accuracy over seeds 0-{ranking.seeds - 1} on "
+        f"{ranking.folds} re-drawn stratified folds, among the study's top {len(candidates)} "
+        "trials",
+        "chosen_trial": ranking.chosen.trial.number,
         "raw_best_trial": min(candidates, key=_study_rank).trial.number,
         "finished_trials": _finished_count(opened),
+        "folds": ranking.folds,
         "candidates": [
             {
                 "trial_number": candidate.trial.number,

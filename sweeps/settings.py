@@ -21,8 +21,6 @@ from trainer.data import (
     DEFAULT_VALIDATION_FRACTION,
     DataSchema,
     DataSource,
-    check_folds,
-    check_validation_fraction,
     stratified_folds,
 )
 from trainer.models import ModelSpec
@@ -126,8 +124,10 @@ class StudySettings:
         except InvalidInputError as exc:
             if recorded is None or source.label_column is not None:
                 raise
+            header = {True: ", first row a header", False: ", no header row", None: ""}
             raise InvalidInputError(
-                f"{exc} (reading it as this study does: label column {recorded.label_column!r})"
+                f"{exc} (reading it as this study does: label column {recorded.label_column!r}"
+                f"{header[recorded.has_header]})"
             ) from exc
         same_schema = recorded is None or (
             (recorded.classes, recorded.feature_names)
@@ -163,14 +163,10 @@ class StudySettings:
             }
         )
 
-    def check_against(self, dataset: Dataset) -> None:
-        """Refuse settings this data cannot honour, before a study is created or joined."""
-        check_validation_fraction(dataset, self.validation_fraction)
-        check_folds(dataset, self.folds)
-
     def fixed_at_creation(self, dataset: Dataset) -> StudySettings:
         """These settings as a new study stores them: the validation rows drawn from `dataset`
-        and the pruner's full spec."""
+        and the pruner's full spec. Settings the data cannot honour (more folds than the
+        smallest class has rows, a fraction that leaves a class out) are refused here."""
         rows = validation_rows(dataset, self.validation_fraction, self.split_seed)
         folds = () if self.folds == 1 else stratified_folds(dataset, self.folds, self.split_seed)
         return replace(

@@ -175,6 +175,17 @@ class SearchSpace:
                 bounds.suggest(trial, name, DIMENSIONS[name].rule.is_int)
         return config_from_params(trial.params, epochs=epochs, batch_size=batch_size)
 
+    def why_outside(self, params: Mapping[str, Any]) -> str | None:
+        """Why a fixed set of parameters (a baseline) cannot be a trial of this space, or None
+        when it can."""
+        if params[SCHEDULER_PARAM] not in self.schedulers:
+            return f"scheduler {params[SCHEDULER_PARAM]!r} is not in the search space"
+        for name, value in params.items():
+            bounds = self.ranges.get(name)
+            if bounds is not None and not bounds.low <= value <= bounds.high:
+                return f"{name} {value:g} is outside the space's {bounds.low:g} to {bounds.high:g}"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schedulers": list(self.schedulers),

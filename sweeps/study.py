@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from storage import StorageError, StorageSettings, TrialStore, open_storage, open_trial_store
 from storage.outage import retrying
@@ -70,6 +73,31 @@ def make_sampler(seed: int | None) -> BatchTPESampler:
         return BatchTPESampler(seed=seed, **TPE_ARGUMENTS)
 
 
+@dataclass(frozen=True)
+class NewStudy:
+    """Everything a new study writes, prepared and checked before anything is: its settings
+    as stored (the validation rows drawn from the data) and the baselines that fit its space."""
+
+    settings: StudySettings
+    baselines: tuple[FrozenTrial, ...]
+    skipped_baselines: tuple[str, ...]  # one line each: which tutorial baseline, and why
+
+    @classmethod
+    def prepare(
+        cls, requested: StudySettings, dataset: Dataset, enqueue_baselines: bool
+    ) -> NewStudy:
+        """Raises InvalidInputError for settings this data cannot honour."""
+        settings = requested.fixed_at_creation(dataset)
+        baselines, skipped = [], []
+        for params in BASELINES if enqueue_baselines else ():
+            reason = settings.space.why_outside(params)
+            if reason is None:
+                baselines.append(proposals.fixed(settings, params))
+            else:
+                skipped.append(f"tutorial baseline {params['scheduler']} skipped: {reason}")
+        return cls(settings, tuple(baselines), tuple(skipped))
+
+
 def create_or_join(
     storage_settings: StorageSettings,
     study_name: str,
@@ -82,14 +110,20 @@ def create_or_join(
 ) -> OpenStudy:
     """Create the study with `requested` settings, or join it with its stored ones.
 
+    `requested` is checked against the data only when the study is created (a worker joining
+    takes the study's settings, whatever its own defaults), and before anything is written.
     Joining with an explicitly given setting (named in `explicit`) that differs from the stored
     one is refused rather than silently ignored. A database that cannot be reached at all is a
     StorageError at once; one that goes away after the connection was made is waited for.
     """
+    prepare = functools.cache(lambda: NewStudy.prepare(requested, dataset, enqueue_baselines))
+    database_file = sqlite_path(storage_settings.url)
+    if database_file is not None and not database_file.exists():
+        prepare()  # no study can be there yet: refuse before the file is made
     storage = open_storage(storage_settings)
     return retrying(
         lambda: _create_or_join(
-            storage, study_name, requested, dataset, explicit, sampler_seed, enqueue_baselines
+            storage, study_name, prepare, requested, explicit=explicit, sampler_seed=sampler_seed
         ),
         "joining the study",
     )
@@ -98,36 +132,39 @@ def create_or_join(
 def _create_or_join(
     storage: optuna.storages.BaseStorage,
     study_name: str,
+    prepare: Callable[[], NewStudy],
     requested: StudySettings,
-    dataset: Dataset,
+    *,
     explicit: frozenset[str],
     sampler_seed: int | None,
-    enqueue_baselines: bool,
 ) -> OpenStudy:
-    sampler = make_sampler(sampler_seed)
+    def joined() -> OpenStudy:
+        return join(storage, study_name, sampler_seed, requested=requested, explicit=explicit)
+
+    try:
+        storage.get_study_id_from_name(study_name)
+    except KeyError:
+        new = prepare()
+    else:
+        return joined()
     try:
         study = optuna.create_study(
             storage=storage,
             study_name=study_name,
             direction="maximize",
-            sampler=sampler,
-            pruner=requested.build_pruner(),
+            sampler=make_sampler(sampler_seed),
+            pruner=new.settings.build_pruner(),
         )
     except optuna.exceptions.DuplicatedStudyError:
-        return join(storage, study_name, sampler_seed, requested=requested, explicit=explicit)
-    requested = requested.fixed_at_creation(dataset)
-    requested.save(study)
-    opened = OpenStudy(study, requested, storage)
-    if enqueue_baselines:
-        # Under the claim lock, like every other trial creation: numbers never collide with a
-        # joining worker's claim.
-        opened.store.enqueue(
-            [
-                proposals.fixed(requested, params)
-                for params in BASELINES
-                if params["scheduler"] in requested.space.schedulers
-            ]
-        )
+        return joined()
+    new.settings.save(study)
+    opened = OpenStudy(study, new.settings, storage)
+    # Under the claim lock, like every other trial creation: numbers never collide with a
+    # joining worker's claim.
+    if new.baselines:
+        opened.store.enqueue(list(new.baselines))
+    for line in new.skipped_baselines:
+        print(f"note: {line}", file=sys.stderr)
     return opened
 
 

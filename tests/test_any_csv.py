@@ -118,8 +118,8 @@ def test_wine_sweeps_exports_and_retrains_as_three_classes(
     )
     assert ionosphere.returncode == 2
     assert ionosphere.stderr.strip().splitlines() == [
-        f"error: data file {data_path} has no header row; give --label-column as a 0-based "
-        "position (reading it as this study does: label column 'target')"
+        f"error: data file {data_path} header names column '1' twice (reading it as this "
+        "study does: label column 'target', first row a header)"
     ]
     cancer = str(sklearn_csv("breast_cancer"))
     other = run_sweeps(

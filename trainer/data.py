@@ -41,6 +41,7 @@ class DataSchema:
     feature_names: tuple[str, ...]
     classes: tuple[str, ...]
     label_column: str  # the header's name, or the 0-based position in a file without one
+    has_header: bool | None = None  # None: recorded before it was (auto-detected then)
 
     @property
     def n_features(self) -> int:
@@ -56,6 +57,7 @@ class DataSchema:
             "feature_names": list(self.feature_names),
             "classes": list(self.classes),
             "label_column": self.label_column,
+            "has_header": self.has_header,
         }
 
     @classmethod
@@ -64,6 +66,7 @@ class DataSchema:
             feature_names=tuple(document["feature_names"]),  # type: ignore[arg-type]
             classes=tuple(document["classes"]),  # type: ignore[arg-type]
             label_column=str(document["label_column"]),
+            has_header=document.get("has_header"),  # type: ignore[arg-type]
         )
 
 
@@ -88,6 +91,39 @@ class Dataset:
         return Dataset(
             self.features[rows], self.labels[rows], self.source, self.sha256, self.schema
         )
+
+    def aligned_to(self, schema: DataSchema) -> Dataset:
+        """This (test) file's features in the order of `schema`'s (its training data's):
+        matched by name when both files have headers, else by position. A missing or extra
+        column is refused, not scored by position."""
+        mine = self.schema
+        if not (mine.has_header and schema.has_header):
+            if mine.n_features != schema.n_features:
+                raise InvalidInputError(
+                    f"test file {self.source} has {mine.n_features} features; the training "
+                    f"data has {schema.n_features}"
+                )
+            return self
+        missing = [name for name in schema.feature_names if name not in mine.feature_names]
+        extra = [name for name in mine.feature_names if name not in schema.feature_names]
+        if missing or extra:
+            raise InvalidInputError(
+                f"test file {self.source} has other columns than the training data: missing "
+                f"{_names(missing)}; extra {_names(extra)}"
+            )
+        order = [mine.feature_names.index(name) for name in schema.feature_names]
+        features = self.features[:, order]
+        return Dataset(
+            features,
+            self.labels,
+            self.source,
+            content_digest(features, self.labels),
+            dataclasses.replace(mine, feature_names=schema.feature_names),
+        )
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(map(repr, names)) or "none"
 
 
 def cache_path() -> Path:
@@ -138,39 +174,49 @@ class DataSource:
             one a study or export recorded, else the last column).
         classes: the class names labels index into (None: the file's own, sorted); a test
             file is read with its training data's classes, so index k means the same class.
+        header: whether the first row is a header (None: decided from the file, `_CsvTable`).
     """
 
     path: str | None = None
     label_column: str | None = None
     classes: tuple[str, ...] | None = None
+    header: bool | None = None
 
     def load(self) -> Dataset:
         """The validated data set, loaded once per process."""
-        return cached_dataset(self.path, self.label_column, self.classes)
+        return cached_dataset(self.path, self.label_column, self.classes, self.header)
 
     def as_recorded(self, schema: DataSchema | None) -> DataSource:
-        """This source reading its label column where `schema` (a study's or an export's)
-        says, unless one was given."""
-        if schema is None or self.label_column is not None:
+        """This source reading its label column and header as `schema` (a study's or an
+        export's) says, unless given."""
+        if schema is None:
             return self
-        return dataclasses.replace(self, label_column=schema.label_column)
+        return dataclasses.replace(
+            self,
+            label_column=schema.label_column if self.label_column is None else self.label_column,
+            header=schema.has_header if self.header is None else self.header,
+        )
 
 
 @functools.lru_cache(maxsize=4)
 def cached_dataset(
-    path: str | None, label_column: str | None = None, classes: tuple[str, ...] | None = None
+    path: str | None,
+    label_column: str | None = None,
+    classes: tuple[str, ...] | None = None,
+    header: bool | None = None,
 ) -> Dataset:
     """Load and validate a data file once per process."""
-    return load_dataset(path, label_column, classes)
+    return load_dataset(path, label_column, classes, header)
 
 
 def load_dataset(
     path: str | os.PathLike[str] | None = None,
     label_column: str | None = None,
     classes: tuple[str, ...] | None = None,
+    header: bool | None = None,
 ) -> Dataset:
     """Read and validate a CSV; raise InvalidInputError naming the file and the problem.
-    `label_column` and `classes` are as in `DataSource`."""
+    `label_column`, `classes` and `header` are as in `DataSource`."""
     csv_path = resolve_data_path(path)
     try:
         raw = csv_path.read_bytes()
@@ -185,7 +231,7 @@ def load_dataset(
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         first_line = str(exc).splitlines()[0]
         raise InvalidInputError(f"data file {csv_path} is not a valid CSV: {first_line}") from exc
-    return _CsvTable(frame, csv_path).dataset(label_column, classes)
+    return _CsvTable(frame, csv_path, header).dataset(label_column, classes)
 
 
 def content_digest(features: np.ndarray, labels: np.ndarray) -> str:
@@ -198,13 +244,10 @@ def content_digest(features: np.ndarray, labels: np.ndarray) -> str:
 class _CsvTable:
     """A CSV read as text cells, its header row (if any) told apart from its data rows."""
 
-    def __init__(self, frame: pd.DataFrame, path: Path) -> None:
+    def __init__(self, frame: pd.DataFrame, path: Path, header: bool | None = None) -> None:
         self.path = path
         cells = frame.fillna("").apply(lambda column: column.str.strip())  # short rows: empty
-        numeric = cells.apply(pd.to_numeric, errors="coerce").notna().to_numpy()
-        # A header: no cell of the first row is a number, and some column below it is all
-        # numbers (a first data row with one bad cell still has numbers: it is validated).
-        self.has_header = len(cells) > 1 and not numeric[0].any() and numeric[1:].all(0).any()
+        self.has_header = _reads_as_header(cells) if header is None else header
         self.names = (
             tuple(cells.iloc[0])
             if self.has_header
@@ -216,6 +259,9 @@ class _CsvTable:
                 f"header has an empty name for column {self.names.index('') + 1} (a row index "
                 "written with the data? pandas: to_csv(index=False))"
             )
+        repeated = [name for k, name in enumerate(self.names) if name in self.names[:k]]
+        if self.has_header and repeated:
+            raise self.fail(f"header names column {repeated[0]!r} twice")
 
     def _where(self, row: int, column: int) -> str:
         """A cell's place as an editor shows it: the file's line and the column's name."""
@@ -251,6 +297,8 @@ class _CsvTable:
         if len(self.cells) < MIN_ROWS:
             raise self.fail(f"has only {len(self.cells)} rows; need {MIN_ROWS}+")
         label_at = self.label_position(label_column)
+        if label_column is None:
+            self._refuse_a_feature_as_default_label(label_at)
         feature_at = [i for i in range(len(self.names)) if i != label_at]
         text = self.cells.iloc[:, feature_at]
         values = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
@@ -267,6 +315,7 @@ class _CsvTable:
             feature_names=tuple(self.names[i] for i in feature_at),
             classes=classes,
             label_column=self.names[label_at] if self.has_header else str(label_at),
+            has_header=self.has_header,
         )
         features = values.astype(np.float32)
         return Dataset(features, labels, str(self.path), content_digest(features, labels), schema)
@@ -281,7 +330,7 @@ class _CsvTable:
         if len(empty):
             raise self.fail(f"{self._where(int(empty[0]), label_at)}: the label is empty")
         numbers = pd.to_numeric(text, errors="coerce")
-        integers = bool(numbers.notna().all() and (numbers % 1 == 0).all())
+        integers = _all_integers(numbers)
         if integers:
             text = numbers.astype("int64").astype(str)
         if known is not None:
@@ -306,11 +355,69 @@ class _CsvTable:
             raise self.fail(f"has only one class ({classes[0]!r}); need two or more")
         rare = [classes[k] for k, i in enumerate(order) if counts[i] < 2]
         if rare:
+            first_row_alone = not self.has_header and text.iat[0] in rare
             raise self.fail(
                 f"has {len(rare)} classes with a single row (e.g. {rare[0]!r}) among "
                 f"{len(classes)}; each class needs 2+ rows: is the label column right?"
+                + (" If the first row is a header, say --header yes" if first_row_alone else "")
             )
         return classes
+
+    def _refuse_a_feature_as_default_label(self, label_at: int) -> None:
+        """The last column is the label by default, but not one that reads as a feature:
+        non-integer numbers, or more distinct values than the square root of the rows (a
+        class per few rows). Naming the column explicitly takes it as it is."""
+        text = self.cells.iloc[:, label_at]
+        numbers = pd.to_numeric(text, errors="coerce")
+        distinct = text.nunique()
+        if numbers.notna().all() and not _all_integers(numbers):
+            problem = "holds non-integer numbers"
+        elif distinct > math.sqrt(len(text)):
+            problem = f"has {distinct} distinct values in {len(text)} rows"
+        else:
+            return
+        likely = [k for k in range(len(self.names)) if k != label_at and self._label_like(k)]
+        hint = (
+            f": --label-column {self._column_ref(likely[0])} looks like one "
+            f"({self.cells.iloc[:, likely[0]].nunique()} values)"
+            if likely
+            else ""
+        )
+        raise self.fail(
+            f"has as its last column ({self._column_ref(label_at)}) one that {problem}, like a "
+            f"feature; name the label column{hint}"
+        )
+
+    def _label_like(self, column: int) -> bool:
+        """Few distinct values, all integers or all text: what a class column looks like."""
+        text = self.cells.iloc[:, column]
+        numbers = pd.to_numeric(text, errors="coerce")
+        one_kind = bool(numbers.isna().all()) or _all_integers(numbers)
+        return one_kind and 2 <= text.nunique() <= math.sqrt(len(text))
+
+    def _column_ref(self, column: int) -> str:
+        """How --label-column names a column: its header name, else its 0-based position."""
+        return self.names[column] if self.has_header else str(column)
+
+
+def _all_integers(numbers: pd.Series) -> bool:
+    """Whether a column parsed by `pd.to_numeric(errors="coerce")` is integers throughout."""
+    return bool(numbers.notna().all() and (numbers % 1 == 0).all())
+
+
+def _reads_as_header(cells: pd.DataFrame) -> bool:
+    """Whether the first row is a header, as a person reading the file decides: it is when
+    more of its cells above all-number columns are words than numbers (a data row with one
+    bad cell is still data, and is validated as such), or when it is the positions 0, 1, ...
+    that pandas writes for a frame without column names. `--header` decides the rest: numbers
+    only (`1990,1991,...`), which a data row could also be."""
+    if len(cells) < 2:
+        return False
+    numeric = cells.apply(pd.to_numeric, errors="coerce").notna().to_numpy()
+    first, numbers_below = numeric[0], numeric[1:].all(0)
+    if (~first & numbers_below).sum() > (first & numbers_below).sum():
+        return True
+    return list(cells.iloc[0]) == [str(position) for position in range(cells.shape[1])]
 
 
 @dataclass(frozen=True)
@@ -324,7 +431,7 @@ class Split:
 def check_validation_fraction(dataset: Dataset, validation_fraction: float) -> None:
     """Refuse a fraction that leaves fewer than one row per class on either side of a split
     (what a stratified split needs), before anything is written."""
-    smallest = _smallest_class(dataset)
+    smallest = smallest_class(dataset)
     if smallest < 2:
         raise InvalidInputError(
             f"a stratified split needs at least 2 rows of each class; {dataset.source} has a "
@@ -339,13 +446,14 @@ def check_validation_fraction(dataset: Dataset, validation_fraction: float) -> N
         )
 
 
-def _smallest_class(dataset: Dataset) -> int:
+def smallest_class(dataset: Dataset) -> int:
+    """Rows of the rarest class: at most that many stratified folds can each hold every class."""
     return int(np.unique(dataset.labels, return_counts=True)[1].min())
 
 
 def check_folds(dataset: Dataset, folds: int) -> None:
     """Refuse a fold count a stratified split cannot honour (each fold needs every class)."""
-    smallest = _smallest_class(dataset)
+    smallest = smallest_class(dataset)
     if folds != 1 and not 2 <= folds <= smallest:
         raise InvalidInputError(
             f"--folds must be 1, or between 2 and {smallest} (the smallest class's rows); "

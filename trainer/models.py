@@ -60,19 +60,19 @@ class ModelSpec:
         return model.to(device)
 
     def check(self, sample: Any, n_outputs: int) -> None:
-        """Build the model and run it on a few rows (`sample`, [R, F]): it must give float32
-        logits [R, n_outputs]. Done before a study is created or a worker starts training."""
+        """Build the model and train it one step on a few rows (`sample`, [R, F]): it must give
+        float32 logits [R, n_outputs] that a backward pass reaches a parameter from. Done
+        before a study is created or a worker starts training."""
         import torch
 
         features = torch.as_tensor(sample, dtype=torch.float32)
         model = self.build(0, features.shape[1], n_outputs, "cpu")
         try:
-            with torch.no_grad():
-                logits = model(features)
+            logits = model(features)
         except Exception as exc:  # the user's forward
             raise InvalidInputError(
                 f"--model {self.target}: its forward failed on {len(features)} rows of the data: "
-                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+                f"{type(exc).__name__}: {_first_line(exc)}"
             ) from exc
         expected = (len(features), n_outputs)
         if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
@@ -85,6 +85,18 @@ class ModelSpec:
             raise InvalidInputError(
                 f"--model {self.target} gave {logits.dtype} logits; expected float32"
             )
+        try:
+            logits.sum().backward()
+        except RuntimeError as exc:  # e.g. logits cut from the graph: nothing would train
+            raise InvalidInputError(
+                f"--model {self.target}: a backward pass from its logits fails, so SGD could "
+                f"not train it: {_first_line(exc)}"
+            ) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 @functools.lru_cache(maxsize=8)

@@ -112,11 +112,16 @@ class ModuleStack:
     def sgd_step(self, x: torch.Tensor, y: torch.Tensor, step: _Step) -> torch.Tensor:
         """One mini-batch of SGD for every member; returns each member's summed loss [A]."""
         losses = classification_loss(self.logits(x), y, reduction="none")  # [B, A]
-        # Frozen parameters (requires_grad False) are left alone, as torch.optim.SGD leaves them.
+        # Frozen parameters (requires_grad False) and those the forward never used (no
+        # gradient) are left alone, as torch.optim.SGD skips a parameter whose grad is None.
         trainable = {name: value for name, value in self.params.items() if value.requires_grad}
-        grads = torch.autograd.grad(losses.mean(dim=0).sum(), list(trainable.values()))
+        grads = torch.autograd.grad(
+            losses.mean(dim=0).sum(), list(trainable.values()), allow_unused=True
+        )
         with torch.no_grad():
             for (name, param), grad in zip(trainable.items(), grads, strict=True):
+                if grad is None:
+                    continue
                 shape = (-1,) + (1,) * (param.dim() - 1)  # a [A] setting against [A, ...]
                 if step.decaying:
                     grad = grad + step.decay.view(shape) * param

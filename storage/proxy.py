@@ -13,18 +13,28 @@ reaches the database as an attribute) and whose value is a JSON document:
   SQL; a repeated request starts nothing more);
 - `lrsweep:enqueue` on the study, `{templates: [{params, distributions, user_attrs}]}`:
   `SqlTrialStore.enqueue`;
-- `lrsweep:epoch` on any trial, `{values, system_attrs, finished: [{trial_id, state, value,
-  user_attrs}]}`: `SqlTrialStore.write_epoch`;
+- `lrsweep:epoch` on the batch's first trial, `{values, system_attrs, finished: [{trial_id,
+  state, value, user_attrs}]}`: `SqlTrialStore.write_epoch`, whose answer (`EpochWrite`: the
+  trials finished, and those failed meanwhile by another worker) the worker reads back as the
+  system attribute `lrsweep:epoch_answer` of that trial (`get_trial`, kept by the proxy in
+  memory until read), so a lost trial is noticed at every write, as over SQL;
 - `lrsweep:heartbeat` on any trial, `[trial_id, ...]`: `SqlTrialStore.record_heartbeats`;
 - `lrsweep:hand_back` on the study, `{trial_ids, reason}`: `SqlTrialStore.hand_back`.
 
 A worker learns what a request did by reading trials back with Optuna's own calls: the RUNNING
-trials carrying its claim id, and the state of each trial an epoch was to finish. Dead workers'
-trials are failed and re-queued by the proxy itself (`sweeps.proxy`), every heartbeat interval.
+trials carrying its claim id, and an epoch write's answer. Dead workers' trials are failed and
+re-queued by the proxy itself (`sweeps.proxy`), every heartbeat interval.
+
+Messages: gRPC refuses a request over 4 MiB by default, and a 4096-trial claim over every
+schedule kind is about 4.2 MiB, the final write of 4096 plateau trials (5 folds x 50 epochs of
+lrs) about 18 MiB. The proxy accepts requests up to `MAX_MESSAGE_BYTES` (`GRPC_OPTIONS`); a
+worker's channel (Optuna's) already sends and receives messages of any size.
 """
 
 from __future__ import annotations
 
+import copy
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -44,7 +54,15 @@ ENQUEUE_KEY = "lrsweep:enqueue"
 EPOCH_KEY = "lrsweep:epoch"
 HEARTBEAT_KEY = "lrsweep:heartbeat"
 HAND_BACK_KEY = "lrsweep:hand_back"
+EPOCH_ANSWER_KEY = "lrsweep:epoch_answer"
 CONNECT_TIMEOUT_S = 10.0
+# The largest request the proxy takes (gRPC's default is 4 MiB): protobuf's own limit is
+# 2 GiB, and a batch's final write grows with trials x folds x epochs.
+MAX_MESSAGE_BYTES = 1 << 30
+GRPC_OPTIONS = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+)
 
 
 class ProxyClient(optuna.storages.GrpcStorageProxy):
@@ -106,7 +124,7 @@ class ProxiedTrialStore(TrialStore):
             "claim": claim_id,
             "cap": cap,
             "user_attrs": dict(user_attrs),
-            "proposals": [_template_json(t) for t in proposals],
+            "proposals": [template_json(t) for t in proposals],
         }
         self._client.set_study_system_attr(self.study_id, CLAIM_KEY, request)
         running = self._client.get_all_trials(
@@ -115,7 +133,7 @@ class ProxiedTrialStore(TrialStore):
         return [trial for trial in running if trial.system_attrs.get(CLAIM_KEY) == claim_id]
 
     def enqueue(self, templates: Sequence[FrozenTrial]) -> None:
-        request = {"templates": [_template_json(t) for t in templates]}
+        request = {"templates": [template_json(t) for t in templates]}
         self._client.set_study_system_attr(self.study_id, ENQUEUE_KEY, request)
 
     def write_epoch(
@@ -142,9 +160,8 @@ class ProxiedTrialStore(TrialStore):
             ],
         }
         self._client.set_trial_system_attr(ids[0], EPOCH_KEY, request)
-        states = {o.trial_id: self._client.get_trial(o.trial_id).state for o in finished}
-        done = frozenset(o.trial_id for o in finished if states[o.trial_id] == o.state)
-        return EpochWrite(done, frozenset(states) - done)
+        answer = self._client.get_trial(ids[0]).system_attrs[EPOCH_ANSWER_KEY]
+        return EpochWrite(frozenset(answer["finished"]), frozenset(answer["lost"]))
 
     def fail_stale_trials(self, study: optuna.Study) -> None:
         """The proxy does this for every study (`sweeps.proxy`)."""
@@ -176,6 +193,19 @@ class ProxyBackend(_CachedStorage):
     def __init__(self, database: optuna.storages.RDBStorage) -> None:
         super().__init__(database)
         self.database = database
+        self._epoch_answers: dict[int, dict[str, list[int]]] = {}  # by the write's first trial
+        self._answers_lock = threading.Lock()
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        """The trial; with the answer of the epoch write last sent to it, once."""
+        trial = super().get_trial(trial_id)
+        with self._answers_lock:
+            answer = self._epoch_answers.pop(trial_id, None)
+        if answer is None:
+            return trial
+        trial = copy.copy(trial)  # the cached trial stays as stored
+        trial.system_attrs = {**trial.system_attrs, EPOCH_ANSWER_KEY: answer}
+        return trial
 
     def trial_store(self, study_name: str) -> SqlTrialStore:
         return SqlTrialStore(self.database, study_name)
@@ -199,7 +229,7 @@ class ProxyBackend(_CachedStorage):
         if key == HEARTBEAT_KEY:
             bulk.record_heartbeats(self.database, [int(t) for t in value])
         elif key == EPOCH_KEY:
-            bulk.write_epoch(
+            written = bulk.write_epoch(
                 self.database,
                 [(int(t), int(step), float(v)) for t, step, v in value["values"]],
                 [(int(t), str(k), v) for t, k, v in value["system_attrs"]],
@@ -208,11 +238,14 @@ class ProxyBackend(_CachedStorage):
                     for o in value["finished"]
                 ],
             )
+            answer = {"finished": sorted(written.finished), "lost": sorted(written.lost)}
+            with self._answers_lock:
+                self._epoch_answers[trial_id] = answer
         else:
             super().set_trial_system_attr(trial_id, key, value)
 
 
-def _template_json(template: FrozenTrial) -> dict[str, Any]:
+def template_json(template: FrozenTrial) -> dict[str, Any]:
     return {
         "params": template.params,
         "distributions": {

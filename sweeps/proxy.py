@@ -7,14 +7,14 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import optuna
 
 from storage import StorageError, StorageSettings, open_storage
 from storage.outage import is_transient
-from storage.proxy import ProxyBackend
+from storage.proxy import GRPC_OPTIONS, ProxyBackend
 from storage.urls import proxy_address
 
 
@@ -39,11 +39,21 @@ def serve_proxy(storage_settings: StorageSettings, host: str, port: int, threads
         file=sys.stderr,
         flush=True,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.run_grpc_proxy_server(
-            backend, host=host, port=port, thread_pool=ThreadPoolExecutor(max_workers=threads)
-        )
+    server = _grpc_server(backend, host, port, threads)
+    server.start()
+    server.wait_for_termination()
+
+
+def _grpc_server(backend: ProxyBackend, host: str, port: int, threads: int) -> grpc.Server:
+    """Optuna's gRPC proxy service (what `optuna.storages.run_grpc_proxy_server` serves), on a
+    server that takes requests as large as `storage.proxy.GRPC_OPTIONS` allows."""
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=GRPC_OPTIONS)
+    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(backend), server)
+    server.add_insecure_port(f"{host}:{port}")
+    return server
 
 
 def _fail_stale_trials_forever(backend: ProxyBackend, interval_s: int) -> None:

@@ -3,6 +3,7 @@ exact trial count, stored epochs, heartbeats and dead-worker recovery as workers
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -32,7 +33,14 @@ from conftest import (
 )
 from conftest import wait_for_running as wait_for_running_in
 from storage import resolve_storage_url
-from storage.proxy import ProxiedTrialStore, connect_proxy
+from storage.bulk import Finished
+from storage.proxy import ProxiedTrialStore, connect_proxy, template_json
+from storage.trial_store import SqlTrialStore
+from sweeps.proposals import propose
+from sweeps.settings import StudySettings
+from sweeps.space import SearchSpace
+from sweeps.trial_attrs import LR_USED_ATTR
+from trainer import SCHEDULES
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -211,3 +219,87 @@ def test_no_proxy_at_the_address_is_one_clear_line(tmp_path: Path, data_path: Pa
     assert result.stderr.strip() == (
         f"error: no storage proxy answering at {url} (start one with `sweeps proxy`)"
     )
+
+
+def _proxied_store(proxy_url: str, study: str) -> ProxiedTrialStore:
+    host, port = proxy_url.removeprefix("grpc://").split(":")
+    return ProxiedTrialStore(connect_proxy(host, int(port), heartbeat_interval=1), study)
+
+
+def test_a_4096_trial_batch_over_every_schedule_claims_and_finishes_through_the_proxy(
+    proxy_url: str, postgres_server_url: str
+) -> None:
+    """Requests past gRPC's default 4 MiB: the claim of 4096 trials over all schedule kinds,
+    and their final write with every fold's lr of every epoch (what plateau trials record)."""
+    study, trials, folds, epochs = unique_study(), 4096, 5, 50
+    with opened_storage(postgres_server_url) as storage:
+        optuna.create_study(storage=storage, study_name=study, direction="maximize")
+    settings = StudySettings("digest", space=SearchSpace(schedulers=tuple(SCHEDULES)))
+    proposals = propose(settings, optuna.samplers.RandomSampler(seed=0), study, [], trials)
+    assert {p.params["scheduler"] for p in proposals} == set(SCHEDULES)
+    claim_bytes = len(json.dumps([template_json(p) for p in proposals]))
+    assert claim_bytes > 4 << 20
+    store = _proxied_store(proxy_url, study)
+    claimed = store.claim(proposals, None, {"worker": "big"}, "claim-big")
+    assert len(claimed) == trials
+    lrs = [[0.1 * 0.5 ** (epoch // 10)] * folds for epoch in range(epochs)]
+    finished = [
+        Finished(t._trial_id, TrialState.COMPLETE, 0.9, {LR_USED_ATTR: lrs}) for t in claimed
+    ]
+    assert len(json.dumps([o.user_attrs for o in finished])) > 16 << 20
+    written = store.write_epoch([(t._trial_id, 0, 0.9) for t in claimed], finished=finished)
+    assert written.finished == {t._trial_id for t in claimed} and not written.lost
+    stored = study_trials(postgres_server_url, study)
+    assert {t.state for t in stored} == {TrialState.COMPLETE} and len(stored) == trials
+    assert stored[-1].user_attrs[LR_USED_ATTR] == lrs
+
+
+@pytest.mark.parametrize("through", ["sql", "proxy"])
+def test_a_trial_failed_meanwhile_is_noticed_at_the_next_write_over_sql_and_the_proxy(
+    through: str, proxy_url: str, postgres_server_url: str
+) -> None:
+    study = unique_study()
+    with opened_storage(postgres_server_url) as storage:
+        optuna.create_study(storage=storage, study_name=study, direction="maximize")
+        store = (
+            SqlTrialStore(storage, study) if through == "sql" else _proxied_store(proxy_url, study)
+        )
+        proposal = optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params={"lr": 0.1},
+            distributions={"lr": FloatDistribution(0.01, 1.0)},
+        )
+        kept, failed = (t._trial_id for t in store.claim([proposal] * 2, None, {}, "c"))
+        storage.set_trial_state_values(failed, TrialState.FAIL)  # as another worker's check
+        # An epoch that finishes nothing still says which trials were lost.
+        written = store.write_epoch([(kept, 0, 0.5), (failed, 0, 0.5)])
+        assert written.lost == {failed} and not written.finished
+        assert store.write_epoch([(kept, 1, 0.6)]).lost == frozenset()
+
+
+def test_workers_on_sql_and_behind_the_proxy_share_one_study_exactly(
+    proxy_url: str, postgres_server_url: str, data_path: Path, tmp_path: Path
+) -> None:
+    # Batches of 2 trials: neither worker can finish 20 of them before the other has started.
+    study, target, epochs = unique_study(), 40, 10
+    workers = [
+        start_worker(
+            url,
+            study,
+            data_path,
+            tmp_path,
+            *("--trials", str(target), "--epochs", str(epochs), "--seed", str(seed)),
+            *("--trials-per-batch", "2", "--folds", "1", *FAST_HEARTBEAT),
+        )  # fmt: skip
+        for seed, url in enumerate((postgres_server_url, proxy_url))
+    ]
+    ran = []
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr
+        ran.append(int(stderr.rsplit("worker done: ", 1)[1].split()[0]))
+    assert sum(ran) == target and all(ran), ran  # both took part, neither ran one twice
+    trials = study_trials(postgres_server_url, study)
+    assert sorted(t.number for t in trials) == list(range(target))
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert len({t.user_attrs["worker"] for t in trials}) == 2

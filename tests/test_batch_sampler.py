@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
+import statistics
 
 import optuna
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +17,7 @@ from sweeps.batch_sampler import DRAW_CHUNK, BatchTPESampler
 from sweeps.history import sampler_mirror
 from sweeps.proposals import propose
 from sweeps.settings import StudySettings
-from sweeps.study import make_sampler
+from sweeps.study import TPE_ARGUMENTS, make_sampler
 
 SETTINGS = StudySettings(data_sha256="0" * 64)
 
@@ -91,7 +93,7 @@ def test_a_chunk_of_proposals_is_tpe_s_choice_within_each_block_of_candidates() 
     assert drawn == expected and len({d["lr"] for d in drawn}) == DRAW_CHUNK
 
 
-def test_the_service_sampler_fits_once_per_search_space_and_spreads_the_batch() -> None:
+def test_the_service_sampler_fits_once_per_search_space() -> None:
     history = _history(60, seed=3)
     sampler = make_sampler(seed=3)
     fits: list[int] = []
@@ -106,7 +108,29 @@ def test_the_service_sampler_fits_once_per_search_space_and_spreads_the_batch() 
     names = {name for t in batch for name in t.params}
     # One relative fit, then at most one per conditional parameter (Optuna: one per ask each).
     assert 1 <= len(fits) <= len(names)
-    assert len({tuple(sorted(t.params.items())) for t in batch}) == len(batch)
     first = len(fits)
     later = propose(SETTINGS, sampler, "s", history, 48)  # a new batch fits afresh
     assert len(fits) > first and [t.params for t in later] != [t.params for t in batch]
+
+
+def _diversity(batch: list[FrozenTrial]) -> tuple[int, float]:
+    """Scheduler kinds a batch covers, and the spread (population sd) of its log10 lr."""
+    kinds = {t.params["scheduler"] for t in batch}
+    return len(kinds), statistics.pstdev(math.log10(t.params["lr"]) for t in batch)
+
+
+def test_a_batch_spreads_nearly_as_far_as_sequential_constant_liar_tpe() -> None:
+    """A batch of 48 drawn i.i.d. from one fit against 48 asks of Optuna's TPE whose earlier
+    asks stay running (its constant liars push each ask away from the last), on the same
+    histories. Measured on these seeds: 4.0 kinds and a log-lr spread of 0.62 for the batch,
+    4.8 and 0.81 sequentially; the batch is held to at most 1.5 kinds and 30% spread less."""
+    ours, theirs = [], []
+    for seed in range(6):
+        history = _history(60, seed)
+        ours.append(_diversity(propose(SETTINGS, make_sampler(seed), "s", history, 48)))
+        sequential = TPESampler(seed=seed, **TPE_ARGUMENTS)
+        theirs.append(_diversity(propose(SETTINGS, sequential, "s", history, 48)))
+    kinds, spread = (statistics.fmean(column) for column in zip(*ours, strict=True))
+    their_kinds, their_spread = (statistics.fmean(column) for column in zip(*theirs, strict=True))
+    assert kinds >= their_kinds - 1.5, (ours, theirs)
+    assert spread >= 0.7 * their_spread, (ours, theirs)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -199,7 +200,12 @@ def test_workers_wait_out_a_locked_sqlite_file(data_path: Path, tmp_path: Path) 
     wait_for_running(storage_url, study)
     blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None, timeout=60)
     blocker.execute("BEGIN EXCLUSIVE")
+    locked_at = datetime.now(UTC).replace(tzinfo=None)  # as the storage writes its times
+    held = {
+        row[0] for row in blocker.execute("SELECT trial_id FROM trials WHERE state = 'RUNNING'")
+    }
     time.sleep(8)
+    released_at = datetime.now(UTC).replace(tzinfo=None)
     blocker.execute("COMMIT")
     blocker.close()
     for worker in workers:
@@ -208,6 +214,11 @@ def test_workers_wait_out_a_locked_sqlite_file(data_path: Path, tmp_path: Path) 
     trials = study_trials(storage_url, study)
     assert len(trials) == target
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    # Nothing finished while the file was locked, and the trials running when it was locked
+    # finished after it was released: their writes waited for the lock, then landed.
+    completed = {t._trial_id: t.datetime_complete for t in trials}
+    assert held and all(completed[trial_id] >= released_at for trial_id in held)
+    assert not [t for t in completed.values() if t and locked_at < t < released_at]
 
 
 def test_a_worker_started_ignoring_sigint_keeps_ignoring_it(

@@ -64,6 +64,14 @@ def test_a_user_model_in_a_batch_equals_it_trained_alone(
         assert [r.train_loss for r in result.history] == pytest.approx(
             [r.train_loss for r in alone.history], rel=1e-4, abs=1e-6
         )
+        # Validation runs in eval mode: BatchNorm's running statistics, stacked per member,
+        # must have followed the same updates as the model's own.
+        assert [r.validation_loss for r in result.history] == pytest.approx(
+            [r.validation_loss for r in alone.history], rel=1e-4, abs=1e-6
+        )
+        assert [r.validation_accuracy for r in result.history] == pytest.approx(
+            [r.validation_accuracy for r in alone.history], abs=1.5 / len(tensors.y_val)
+        )
         for ours, theirs in zip(result.weights, alone.weights, strict=True):
             torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4)  # float32 sums
     # Only data-dependent control flow keeps vmap out: its members run one after another.

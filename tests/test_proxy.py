@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -48,12 +49,16 @@ FAST_HEARTBEAT = ("--heartbeat-interval", "1", "--grace-period", "3")
 
 
 @pytest.fixture
-def proxy_url(postgres_server_url: str, tmp_path: Path) -> Iterator[str]:
-    """A running `sweeps proxy` on loopback in front of the test database."""
+def proxy_url(
+    postgres_server_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A running `sweeps proxy` on loopback in front of the test database (its heartbeat flags
+    FAST_HEARTBEAT, or the test's through indirect parametrization)."""
+    heartbeat = getattr(request, "param", FAST_HEARTBEAT)
     port = free_port()
     log = (tmp_path / "proxy.log").open("w")
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "sweeps", "proxy", "--port", str(port), *FAST_HEARTBEAT],
+        [sys.executable, "-m", "sweeps", "proxy", "--port", str(port), *heartbeat],
         env={**os.environ, "LRSWEEP_STORAGE": postgres_server_url},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -226,6 +231,9 @@ def _proxied_store(proxy_url: str, study: str) -> ProxiedTrialStore:
     return ProxiedTrialStore(connect_proxy(host, int(port), heartbeat_interval=1), study)
 
 
+# Preparing 20 MiB of results takes seconds: a proxy failing trials silent for 3 s would fail
+# these as stale first.
+@pytest.mark.parametrize("proxy_url", [("--grace-period", "300")], indirect=True)
 def test_a_4096_trial_batch_over_every_schedule_claims_and_finishes_through_the_proxy(
     proxy_url: str, postgres_server_url: str
 ) -> None:
@@ -242,16 +250,25 @@ def test_a_4096_trial_batch_over_every_schedule_claims_and_finishes_through_the_
     store = _proxied_store(proxy_url, study)
     claimed = store.claim(proposals, None, {"worker": "big"}, "claim-big")
     assert len(claimed) == trials
-    lrs = [[0.1 * 0.5 ** (epoch // 10)] * folds for epoch in range(epochs)]
+    rng = random.Random(0)
+    lrs = {  # as plateau trials record them: [epoch][fold], halved now and then
+        t._trial_id: [
+            [lr0 * 0.5 ** (epoch // rng.randint(5, 20)) for lr0 in start]
+            for epoch in range(epochs)
+        ]
+        for t in claimed
+        for start in [[rng.uniform(1e-3, 1.0) for _ in range(folds)]]
+    }
     finished = [
-        Finished(t._trial_id, TrialState.COMPLETE, 0.9, {LR_USED_ATTR: lrs}) for t in claimed
+        Finished(t._trial_id, TrialState.COMPLETE, 0.9, {LR_USED_ATTR: lrs[t._trial_id]})
+        for t in claimed
     ]
     assert len(json.dumps([o.user_attrs for o in finished])) > 16 << 20
     written = store.write_epoch([(t._trial_id, 0, 0.9) for t in claimed], finished=finished)
     assert written.finished == {t._trial_id for t in claimed} and not written.lost
     stored = study_trials(postgres_server_url, study)
     assert {t.state for t in stored} == {TrialState.COMPLETE} and len(stored) == trials
-    assert stored[-1].user_attrs[LR_USED_ATTR] == lrs
+    assert all(t.user_attrs[LR_USED_ATTR] == lrs[t._trial_id] for t in stored)
 
 
 @pytest.mark.parametrize("through", ["sql", "proxy"])

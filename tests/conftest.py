@@ -122,6 +122,22 @@ def run_sweeps(
     return Completed(process.returncode, process.stdout, process.stderr)
 
 
+def assert_refused(result: Completed, message: str) -> None:
+    """Bad input as users must see it: exit 2, one `error:` line holding `message`, no
+    traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0], result.stderr
+
+
+def space_file(folder: Path, text: str, name: str = "space.toml") -> Path:
+    """A search-space file (TOML, or YAML by its name) with `text`."""
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
 def start_worker(
     storage_url: str, study: str, data: Path, cwd: Path, *args: str
 ) -> subprocess.Popen[str]:

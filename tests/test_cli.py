@@ -10,7 +10,15 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import opened_storage, run_sweeps, study_trials, torch_lrs, unique_study
+from conftest import (
+    assert_refused,
+    opened_storage,
+    run_sweeps,
+    space_file,
+    study_trials,
+    torch_lrs,
+    unique_study,
+)
 from sweeps.settings import StudySettings
 from trainer import load_config, load_dataset
 from trainer.data import stratified_folds
@@ -236,8 +244,7 @@ def test_export_top_zero_is_refused(finished_study: Path) -> None:
 def test_export_from_study_without_completed_trial_is_an_error(
     tmp_path: Path, data_path: Path
 ) -> None:
-    space = tmp_path / "space.toml"
-    space.write_text('schedulers = ["constant"]\n[ranges]\nlr = [5000.0, 10000.0]\n')
+    space = space_file(tmp_path, 'schedulers = ["constant"]\n[ranges]\nlr = [5000.0, 10000.0]\n')
     made = run_sweeps(
         "worker",
         "--study",
@@ -295,9 +302,7 @@ def _bad_config(tmp_path: Path) -> Path:
 
 
 def _unknown_scheduler_space(tmp_path: Path) -> Path:
-    space = tmp_path / "space.toml"
-    space.write_text('schedulers = ["warmup"]\n')
-    return space
+    return space_file(tmp_path, 'schedulers = ["warmup"]\n')
 
 
 def _storage_with_other_study(tmp_path: Path) -> Path:
@@ -310,9 +315,7 @@ def _storage_with_other_study(tmp_path: Path) -> Path:
 
 
 def _space(tmp_path: Path, text: str) -> Path:
-    space = tmp_path / "space.yaml"
-    space.write_text(text)
-    return space
+    return space_file(tmp_path, text, "space.yaml")
 
 
 def _empty_csv(tmp_path: Path) -> Path:
@@ -501,10 +504,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     args = make_args(tmp_path, data_path)
     before = set(tmp_path.iterdir())
     result = run_sweeps(*args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert message in lines[0]
+    assert_refused(result, message)
     assert "Traceback" not in result.stderr and "topsecret" not in result.stderr
     assert set(tmp_path.iterdir()) == before
 
@@ -589,8 +589,9 @@ def test_password_never_appears_in_output_or_files(
 def test_a_space_file_with_weight_decay_sweeps_it_and_exports_it(
     tmp_path: Path, data_path: Path
 ) -> None:
-    space = tmp_path / "space.toml"
-    space.write_text("[ranges]\nweight_decay = {low = 1e-4, high = 1e-2, log = true}\n")
+    space = space_file(
+        tmp_path, "[ranges]\nweight_decay = {low = 1e-4, high = 1e-2, log = true}\n"
+    )
     common = ("--study", "wd", "--storage", str(tmp_path / "wd.db"))
     worker = run_sweeps(
         "worker", *common, "--data", str(data_path), "--space", str(space), "--trials", "3",

@@ -11,7 +11,14 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import opened_storage, run_sweeps, study_trials
+from conftest import (
+    Completed,
+    assert_refused,
+    opened_storage,
+    run_sweeps,
+    space_file,
+    study_trials,
+)
 from trainer import ScheduleConfig, TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -19,20 +26,10 @@ pytestmark = pytest.mark.slow
 QUICK_RUN = ("--trials", "4", "--epochs", "3", "--workers", "1", "--quiet", "--top", "2")
 
 
-def assert_refused(result: object, message: str) -> None:
-    """Exit 2, one `error:` line holding `message`, no traceback."""
-    stderr = result.stderr  # type: ignore[attr-defined]
-    assert result.returncode == 2, stderr  # type: ignore[attr-defined]
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    assert message in lines[0], stderr
-
-
 def test_a_space_that_excludes_the_baselines_skips_them_and_says_so(
     tmp_path: Path, data_path: Path
 ) -> None:
-    space = tmp_path / "narrow.toml"
-    space.write_text("[ranges]\nlr = {low = 0.2, high = 0.5}\n")
+    space = space_file(tmp_path, "[ranges]\nlr = {low = 0.2, high = 0.5}\n")
     result = run_sweeps(
         "run", "--data", str(data_path), "--space", str(space), *QUICK_RUN, "--seeds", "1",
         cwd=tmp_path,
@@ -48,8 +45,9 @@ def test_a_space_that_excludes_the_baselines_skips_them_and_says_so(
 
 
 def test_a_baseline_inside_the_space_still_runs_first(tmp_path: Path, data_path: Path) -> None:
-    space = tmp_path / "space.toml"
-    space.write_text('schedulers = ["step", "cosine"]\n[ranges]\nmomentum = [0.85, 0.95]\n')
+    space = space_file(
+        tmp_path, 'schedulers = ["step", "cosine"]\n[ranges]\nmomentum = [0.85, 0.95]\n'
+    )
     result = run_sweeps(
         "worker", "--study", "s", "--data", str(data_path), "--space", str(space),
         "--baselines", "--trials", "3", "--epochs", "2", "--quiet", cwd=tmp_path,
@@ -174,7 +172,7 @@ def test_a_model_whose_backward_fails_is_refused_before_any_study(
     assert set(tmp_path.iterdir()) == before
 
 
-def _train(tmp_path: Path, data: Path, *extra: str) -> object:
+def _train(tmp_path: Path, data: Path, *extra: str) -> Completed:
     config = tmp_path / "config.json"
     config.write_text(
         json.dumps(TrainConfig(ScheduleConfig("constant", {}), lr=0.01, epochs=2).to_json_dict())
@@ -197,8 +195,8 @@ def test_a_test_file_is_matched_to_the_training_columns_by_name(
         _train(tmp_path, tmp_path / "train.csv", "--test-csv", str(tmp_path / name))
         for name in ("same.csv", "reversed.csv")
     ]
-    assert [r.returncode for r in reports] == [0, 0], reports[1].stderr  # type: ignore[attr-defined]
-    same, reordered = (json.loads(r.stdout)["mean_accuracy"] for r in reports)  # type: ignore[attr-defined]
+    assert [r.returncode for r in reports] == [0, 0], reports[1].stderr
+    same, reordered = (json.loads(r.stdout)["mean_accuracy"] for r in reports)
     assert reordered == same
     cancer.drop(columns=[columns[3]]).assign(extra=1.0).to_csv(
         tmp_path / "renamed.csv", index=False
@@ -215,8 +213,8 @@ def test_a_header_of_numbers_is_read_as_a_header(tmp_path: Path, data_path: Path
     years.to_csv(tmp_path / "years.csv", index=False)
     for name in ("numbered.csv", "years.csv"):
         result = _train(tmp_path, tmp_path / name)
-        assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
-        report = json.loads(result.stdout)  # type: ignore[attr-defined]
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
         assert report["train_rows"] + report["test_rows"] == 351
 
 
@@ -229,8 +227,8 @@ def test_a_header_no_rule_can_tell_is_said_with_header_yes(
     frame.to_csv(tmp_path / "years.csv", index=False)
     assert_refused(_train(tmp_path, tmp_path / "years.csv"), "--header yes")
     result = _train(tmp_path, tmp_path / "years.csv", "--header", "yes")
-    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
-    report = json.loads(result.stdout)  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
     assert report["train_rows"] + report["test_rows"] == 351
 
 
@@ -262,4 +260,4 @@ def test_a_label_first_file_without_label_column_is_refused_with_a_hint(
     counts.to_csv(tmp_path / "count_last.csv", index=False, header=False)
     assert_refused(_train(tmp_path, tmp_path / "count_last.csv"), "distinct values in 351 rows")
     named = _train(tmp_path, tmp_path / "label_first.csv", "--label-column", "0")
-    assert named.returncode == 0, named.stderr  # type: ignore[attr-defined]
+    assert named.returncode == 0, named.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_sweeps
+from conftest import REPO, assert_refused, run_sweeps
 from trainer import (
     ScheduleConfig,
     TrainConfig,
@@ -143,6 +143,4 @@ def test_a_user_model_sweeps_exports_and_retrains(
             *("worker", "--study", "fresh", "--data", wine, "--model", target, "--trials", "2"),
             cwd=tmp_path,
         )
-        assert refused.returncode == 2, refused.stderr
-        lines = refused.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], refused.stderr
+        assert_refused(refused, message)

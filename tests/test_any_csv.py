@@ -205,3 +205,55 @@ def test_a_header_with_an_empty_name_is_refused(
     pd.read_csv(sklearn_csv("wine")).to_csv(tmp_path / "indexed.csv")  # pandas' row index too
     with pytest.raises(InvalidInputError, match="header has an empty name for column 1"):
         load_dataset(tmp_path / "indexed.csv")
+
+
+def _ionosphere_frame(data_path: Path) -> pd.DataFrame:
+    return pd.read_csv(data_path, header=None)
+
+
+def test_text_labels_are_never_taken_for_a_feature(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(500, 4)), columns=["a", "b", "c", "d"])
+    frame["letter"] = [chr(ord("A") + i % 26) for i in range(500)]  # 26 classes in 500 rows
+    frame.to_csv(tmp_path / "letters.csv", index=False)
+    assert len(load_dataset(tmp_path / "letters.csv").schema.classes) == 26
+
+
+def test_a_label_named_column_that_is_not_last_is_not_passed_over(
+    sklearn_csv: Callable[[str], Path], tmp_path: Path
+) -> None:
+    frame = pd.read_csv(sklearn_csv("digits"))
+    frame[["target", *frame.columns[:-1]]].to_csv(tmp_path / "first.csv", index=False)
+    with pytest.raises(InvalidInputError, match="--label-column target looks like one"):
+        load_dataset(tmp_path / "first.csv")
+    assert load_dataset(tmp_path / "first.csv", "target").schema.classes == tuple("0123456789")
+
+
+def test_pandas_unnamed_columns_with_a_named_label_are_a_header(
+    data_path: Path, tmp_path: Path
+) -> None:
+    frame = _ionosphere_frame(data_path)
+    labels = (frame[34] == "g").astype(int)
+    pd.concat([frame.drop(columns=[34]), labels], axis=1).to_csv(tmp_path / "xy.csv", index=False)
+    loaded = load_dataset(tmp_path / "xy.csv")  # header 0,1,...,33,0
+    assert len(loaded) == 351 and loaded.schema.has_header
+
+
+@pytest.mark.parametrize(
+    ("first_row", "message"),
+    [
+        ("?,NA,0.5,", "line 1 column 1: feature '?' is not a finite number"),
+        ("x1,1,2,", "line 1 column 1: feature 'x1' is not a finite number"),
+    ],
+)
+def test_a_first_row_with_gaps_or_one_name_is_data_refused_with_a_header_hint(
+    first_row: str, message: str, data_path: Path, tmp_path: Path
+) -> None:
+    lines = data_path.read_text().splitlines()
+    cells = first_row.split(",")
+    edited = ",".join(cells[:3] + lines[0].split(",")[3:])
+    (tmp_path / "gaps.csv").write_text("\n".join([edited, *lines[1:]]))
+    with pytest.raises(InvalidInputError) as refused:
+        load_dataset(tmp_path / "gaps.csv")
+    assert message in str(refused.value)
+    assert str(refused.value).endswith("(if the first row is a header, say --header yes)")

@@ -24,6 +24,11 @@ from trainer.errors import InvalidInputError
 from trainer.stratify import kfold_assignment, shuffle_split_validation
 
 DATA_ENV_VAR = "IONOSPHERE_CSV"
+# Header names that say "the label" (lower case): a last column that is not one, while another
+# column is, is not taken as the label without --label-column.
+LABEL_NAMES = frozenset({"target", "label", "labels", "class", "y", "outcome", "category"})
+# Cells that stand for a missing value: a first row of them is data with gaps, not a header.
+MISSING_MARKERS = frozenset({"", "?", "na", "n/a", "nan", "null", "none", "-"})
 DEFAULT_VALIDATION_FRACTION = 0.3
 DEFAULT_SPLIT_SEED = 0
 OPENML_DATA_ID = 59
@@ -309,6 +314,7 @@ class _CsvTable:
             raise self.fail(
                 f"{self._where(row, feature_at[column])}: feature "
                 f"{cell!r} is {'empty' if not cell else 'not a finite number'}"
+                + self._header_hint(row)
             )
         labels, classes = self._labels(label_at, classes)
         schema = DataSchema(
@@ -355,45 +361,54 @@ class _CsvTable:
             raise self.fail(f"has only one class ({classes[0]!r}); need two or more")
         rare = [classes[k] for k, i in enumerate(order) if counts[i] < 2]
         if rare:
-            first_row_alone = not self.has_header and text.iat[0] in rare
             raise self.fail(
                 f"has {len(rare)} classes with a single row (e.g. {rare[0]!r}) among "
                 f"{len(classes)}; each class needs 2+ rows: is the label column right?"
-                + (" If the first row is a header, say --header yes" if first_row_alone else "")
+                + self._header_hint(0 if text.iat[0] in rare else -1)
             )
         return classes
 
     def _refuse_a_feature_as_default_label(self, label_at: int) -> None:
-        """The last column is the label by default, but not one that reads as a feature:
-        non-integer numbers, or more distinct values than the square root of the rows (a
-        class per few rows). Naming the column explicitly takes it as it is."""
+        """The last column is the label by default, but not one that reads as a feature while
+        another column reads as the label. A feature-like last column holds non-integer
+        numbers, or integers with more distinct values than the square root of the rows (a
+        class per few rows); a label-like column is named like one (`target`, `label`,
+        `class`, `y`, ...) or holds text, which no feature may. Naming the label column takes
+        it as it is."""
         text = self.cells.iloc[:, label_at]
         numbers = pd.to_numeric(text, errors="coerce")
-        distinct = text.nunique()
-        if numbers.notna().all() and not _all_integers(numbers):
-            problem = "holds non-integer numbers"
-        elif distinct > math.sqrt(len(text)):
-            problem = f"has {distinct} distinct values in {len(text)} rows"
+        others = [k for k in range(len(self.names)) if k != label_at]
+        named = [k for k in others if self.has_header and self.names[k].lower() in LABEL_NAMES]
+        texts = [
+            k for k in others if pd.to_numeric(self.cells.iloc[:, k], errors="coerce").isna().all()
+        ]
+        if numbers.isna().any():
+            return  # text: a label, never a feature
+        if not _all_integers(numbers):
+            problem = "holds non-integer numbers, like a feature"
+        elif text.nunique() > math.sqrt(len(text)):
+            problem = f"has {text.nunique()} distinct values in {len(text)} rows, like a feature"
+        elif named or texts:
+            problem = "holds numbers"
         else:
             return
-        likely = [k for k in range(len(self.names)) if k != label_at and self._label_like(k)]
+        likely = named + texts
         hint = (
             f": --label-column {self._column_ref(likely[0])} looks like one "
             f"({self.cells.iloc[:, likely[0]].nunique()} values)"
             if likely
-            else ""
+            else " (--label-column NAME|INDEX)"
         )
         raise self.fail(
-            f"has as its last column ({self._column_ref(label_at)}) one that {problem}, like a "
-            f"feature; name the label column{hint}"
+            f"has as its last column ({self._column_ref(label_at)}) one that {problem}; name "
+            f"the label column{hint}"
         )
 
-    def _label_like(self, column: int) -> bool:
-        """Few distinct values, all integers or all text: what a class column looks like."""
-        text = self.cells.iloc[:, column]
-        numbers = pd.to_numeric(text, errors="coerce")
-        one_kind = bool(numbers.isna().all()) or _all_integers(numbers)
-        return one_kind and 2 <= text.nunique() <= math.sqrt(len(text))
+    def _header_hint(self, row: int) -> str:
+        """For a problem on the first data row of a file read without a header."""
+        if row != 0 or self.has_header:
+            return ""
+        return " (if the first row is a header, say --header yes)"
 
     def _column_ref(self, column: int) -> str:
         """How --label-column names a column: its header name, else its 0-based position."""
@@ -407,17 +422,21 @@ def _all_integers(numbers: pd.Series) -> bool:
 
 def _reads_as_header(cells: pd.DataFrame) -> bool:
     """Whether the first row is a header, as a person reading the file decides: it is when
-    more of its cells above all-number columns are words than numbers (a data row with one
-    bad cell is still data, and is validated as such), or when it is the positions 0, 1, ...
-    that pandas writes for a frame without column names. `--header` decides the rest: numbers
-    only (`1990,1991,...`), which a data row could also be."""
+    more of its cells above all-number columns are names than numbers (a missing-value mark
+    such as `?` or `NA` is no name: a data row with gaps stays data, validated as such), or
+    when its cells before the last are the positions 0, 1, ... that pandas writes for a frame
+    without column names (the last, the label's, may be named anything: `concat([X, y])`).
+    `--header` decides the rest: numbers only (`1990,1991,...`), which a data row could also
+    be."""
     if len(cells) < 2:
         return False
+    top = cells.iloc[0]
     numeric = cells.apply(pd.to_numeric, errors="coerce").notna().to_numpy()
-    first, numbers_below = numeric[0], numeric[1:].all(0)
-    if (~first & numbers_below).sum() > (first & numbers_below).sum():
+    numbers_below = numeric[1:].all(0)
+    named = ~numeric[0] & ~top.str.lower().isin(MISSING_MARKERS).to_numpy()
+    if (named & numbers_below).sum() > (numeric[0] & numbers_below).sum():
         return True
-    return list(cells.iloc[0]) == [str(position) for position in range(cells.shape[1])]
+    return list(top.iloc[:-1]) == [str(position) for position in range(cells.shape[1] - 1)]
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,13 @@ def _repo_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)  # `tests.user_models` imports from the repository root
 
 
-@pytest.mark.parametrize("name", ["tanh_net", "branching", "batchnorm_net", "frozen_first_layer"])
+ONE_AT_A_TIME = ("branching", "gated")  # data-dependent control flow: no vmap
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["tanh_net", "branching", "batchnorm_net", "frozen_first_layer", "spare_head", "gated"],
+)
 @pytest.mark.parametrize("dataset", ["ionosphere", "wine"])
 def test_a_user_model_in_a_batch_equals_it_trained_alone(
     name: str,
@@ -76,12 +82,14 @@ def test_a_user_model_in_a_batch_equals_it_trained_alone(
             torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4)  # float32 sums
     # Only data-dependent control flow keeps vmap out: its members run one after another.
     stack = ModuleStack.of([0], [0], tensors, spec)
-    assert stack.vmapped is (name != "branching")
-    if name != "branching":
+    assert stack.vmapped is (name not in ONE_AT_A_TIME)
+    if name not in ONE_AT_A_TIME:
         assert "cannot run under torch.func.vmap" not in capfd.readouterr().err
-    if name == "frozen_first_layer":  # untouched by SGD, as torch.optim.SGD leaves it
+    untouched = {"frozen_first_layer": 0, "spare_head": 4}  # a weight SGD leaves alone
+    if name in untouched:  # as torch.optim.SGD leaves a frozen or unused parameter
         initial = spec.build(members[0].seed, tensors.n_features, tensors.n_outputs, "cpu")
-        torch.testing.assert_close(batched[0].weights[0], initial[0].weight.detach())
+        weight = list(initial.parameters())[untouched[name]].detach()
+        torch.testing.assert_close(batched[0].weights[untouched[name]], weight)
 
 
 NETS = """

@@ -110,24 +110,56 @@ class ModuleStack:
         return stacked.permute(1, 2, 0)  # [A, B, O] -> [B, O, A]
 
     def sgd_step(self, x: torch.Tensor, y: torch.Tensor, step: _Step) -> torch.Tensor:
-        """One mini-batch of SGD for every member; returns each member's summed loss [A]."""
+        """One mini-batch of SGD for every member; returns each member's summed loss [A].
+
+        Frozen parameters (requires_grad False) and those a member's forward never used (no
+        gradient) are left alone, as torch.optim.SGD skips a parameter whose grad is None.
+        Under vmap every member runs one program, so a parameter is used by all or by none;
+        one at a time, each member's gradient is its own."""
+        if not self.vmapped:
+            return self._sgd_step_one_at_a_time(x, y, step)
         losses = classification_loss(self.logits(x), y, reduction="none")  # [B, A]
-        # Frozen parameters (requires_grad False) and those the forward never used (no
-        # gradient) are left alone, as torch.optim.SGD skips a parameter whose grad is None.
         trainable = {name: value for name, value in self.params.items() if value.requires_grad}
         grads = torch.autograd.grad(
             losses.mean(dim=0).sum(), list(trainable.values()), allow_unused=True
         )
         with torch.no_grad():
             for (name, param), grad in zip(trainable.items(), grads, strict=True):
-                if grad is None:
-                    continue
-                shape = (-1,) + (1,) * (param.dim() - 1)  # a [A] setting against [A, ...]
-                if step.decaying:
-                    grad = grad + step.decay.view(shape) * param
-                self.velocity[name].mul_(step.momentum.view(shape)).add_(grad)
-                param.add_(self.velocity[name] * step.neg_lr.view(shape))
+                if grad is not None:
+                    shape = (-1,) + (1,) * (param.dim() - 1)  # a [A] setting against [A, ...]
+                    settings = (
+                        step.decay.view(shape),
+                        step.momentum.view(shape),
+                        step.neg_lr.view(shape),
+                    )
+                    _sgd_update(param, self.velocity[name], grad, settings, step.decaying)
         return losses.detach().sum(dim=0)
+
+    def _sgd_step_one_at_a_time(
+        self, x: torch.Tensor, y: torch.Tensor, step: _Step
+    ) -> torch.Tensor:
+        """`sgd_step` with each member's own leaves: `y` is [B, A], one column per member."""
+        trainable = [name for name, value in self.params.items() if value.requires_grad]
+        losses = []
+        for i in range(len(self.members)):
+            leaves = {
+                name: value[i].detach().requires_grad_(value.requires_grad)
+                for name, value in self.params.items()
+            }
+            buffers = {name: value[i] for name, value in self.buffers.items()}
+            logits = functional_call(self.base, (leaves, buffers), (x,))  # type: ignore
+            loss = classification_loss(logits.unsqueeze(-1), y[:, i : i + 1], reduction="none")
+            grads = torch.autograd.grad(
+                loss.mean(), [leaves[name] for name in trainable], allow_unused=True
+            )
+            with torch.no_grad():
+                for name, grad in zip(trainable, grads, strict=True):
+                    if grad is not None:
+                        settings = (step.decay[0, i], step.momentum[0, i], step.neg_lr[0, i])
+                        member = (self.params[name][i], self.velocity[name][i])
+                        _sgd_update(*member, grad, settings, step.decaying)
+            losses.append(loss.detach().sum())
+        return torch.stack(losses)
 
     def weights_of(self, positions: Sequence[int]) -> list[tuple[torch.Tensor, ...]]:
         """Final weights of the members at `positions`, CPU, in `parameters()` order."""
@@ -147,3 +179,19 @@ class ModuleStack:
         }
         self.buffers = {name: value[index] for name, value in self.buffers.items()}
         self.velocity = {name: value[index] for name, value in self.velocity.items()}
+
+
+def _sgd_update(
+    param: torch.Tensor,
+    velocity: torch.Tensor,
+    grad: torch.Tensor,
+    settings: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    decaying: bool,
+) -> None:
+    """torch.optim.SGD's update in place, with (weight decay, momentum, -lr) broadcast against
+    `param`: the decayed gradient joins the momentum buffer, which steps the weights."""
+    decay, momentum, neg_lr = settings
+    if decaying:
+        grad = grad + decay * param
+    velocity.mul_(momentum).add_(grad)
+    param.add_(velocity * neg_lr)

@@ -47,3 +47,40 @@ def frozen_first_layer(n_features: int, n_outputs: int) -> nn.Module:
     model = nn.Sequential(nn.Linear(n_features, 16), nn.ReLU(), nn.Linear(16, n_outputs))
     model[0].requires_grad_(False)
     return model
+
+
+class _SpareHead(nn.Module):
+    """A head the forward never uses: it gets no gradient, so SGD leaves it alone."""
+
+    def __init__(self, n_features: int, n_outputs: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(n_features, 16), nn.Tanh(), nn.Linear(16, n_outputs))
+        self.spare = nn.Linear(n_features, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def spare_head(n_features: int, n_outputs: int) -> nn.Module:
+    return _SpareHead(n_features, n_outputs)
+
+
+class _Gated(nn.Module):
+    """A branch each model uses or not by a coin drawn when it is built: a model whose coin
+    says no gives `extra` no gradient (and vmap cannot trace the decision)."""
+
+    def __init__(self, n_features: int, n_outputs: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(n_features, 16), nn.Tanh(), nn.Linear(16, n_outputs))
+        self.extra = nn.Sequential(nn.Linear(n_features, 8), nn.Tanh(), nn.Linear(8, n_outputs))
+        self.register_buffer("coin", torch.rand(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if self.coin > 0.5:
+            out = out + self.extra(x)
+        return out
+
+
+def gated(n_features: int, n_outputs: int) -> nn.Module:
+    return _Gated(n_features, n_outputs)

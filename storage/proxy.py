@@ -17,7 +17,8 @@ reaches the database as an attribute) and whose value is a JSON document:
   state, value, user_attrs}]}`: `SqlTrialStore.write_epoch`, whose answer (`EpochWrite`: the
   trials finished, and those failed meanwhile by another worker) the worker reads back as the
   system attribute `lrsweep:epoch_answer` of that trial (`get_trial`, kept by the proxy in
-  memory until read), so a lost trial is noticed at every write, as over SQL;
+  memory until read; without it, e.g. after a proxy restart, from the trials' states), so a
+  lost trial is noticed at every write, as over SQL;
 - `lrsweep:heartbeat` on any trial, `[trial_id, ...]`: `SqlTrialStore.record_heartbeats`;
 - `lrsweep:hand_back` on the study, `{trial_ids, reason}`: `SqlTrialStore.hand_back`.
 
@@ -36,7 +37,7 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -55,6 +56,7 @@ EPOCH_KEY = "lrsweep:epoch"
 HEARTBEAT_KEY = "lrsweep:heartbeat"
 HAND_BACK_KEY = "lrsweep:hand_back"
 EPOCH_ANSWER_KEY = "lrsweep:epoch_answer"
+MAX_EPOCH_ANSWERS = 100_000
 CONNECT_TIMEOUT_S = 10.0
 # The largest request the proxy takes (gRPC's default is 4 MiB): protobuf's own limit is
 # 2 GiB, and a batch's final write grows with trials x folds x epochs.
@@ -160,8 +162,15 @@ class ProxiedTrialStore(TrialStore):
             ],
         }
         self._client.set_trial_system_attr(ids[0], EPOCH_KEY, request)
-        answer = self._client.get_trial(ids[0]).system_attrs[EPOCH_ANSWER_KEY]
-        return EpochWrite(frozenset(answer["finished"]), frozenset(answer["lost"]))
+        answer = self._client.get_trial(ids[0]).system_attrs.get(EPOCH_ANSWER_KEY)
+        if answer is not None:
+            return EpochWrite(frozenset(answer["finished"]), frozenset(answer["lost"]))
+        # No answer kept (the proxy restarted, or another proxy took the write): the same
+        # answer from the trials' states, as `bulk.write_epoch` computes it.
+        states = {t._trial_id: t.state for t in self.trials_by_id(set(ids))}
+        done = frozenset(o.trial_id for o in finished if states[o.trial_id] == o.state)
+        running = {i for i, state in states.items() if state == TrialState.RUNNING}
+        return EpochWrite(done, frozenset(states) - running - done)
 
     def fail_stale_trials(self, study: optuna.Study) -> None:
         """The proxy does this for every study (`sweeps.proxy`)."""
@@ -193,7 +202,9 @@ class ProxyBackend(_CachedStorage):
     def __init__(self, database: optuna.storages.RDBStorage) -> None:
         super().__init__(database)
         self.database = database
-        self._epoch_answers: dict[int, dict[str, list[int]]] = {}  # by the write's first trial
+        # By the write's first trial, until read; the oldest dropped past MAX_EPOCH_ANSWERS
+        # (a worker that died before reading its answer).
+        self._epoch_answers: OrderedDict[int, dict[str, list[int]]] = OrderedDict()
         self._answers_lock = threading.Lock()
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
@@ -241,6 +252,8 @@ class ProxyBackend(_CachedStorage):
             answer = {"finished": sorted(written.finished), "lost": sorted(written.lost)}
             with self._answers_lock:
                 self._epoch_answers[trial_id] = answer
+                if len(self._epoch_answers) > MAX_EPOCH_ANSWERS:
+                    self._epoch_answers.popitem(last=False)
         else:
             super().set_trial_system_attr(trial_id, key, value)
 

@@ -3,6 +3,7 @@ exact trial count, stored epochs, heartbeats and dead-worker recovery as workers
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -35,7 +36,7 @@ from conftest import (
 from conftest import wait_for_running as wait_for_running_in
 from storage import resolve_storage_url
 from storage.bulk import Finished
-from storage.proxy import ProxiedTrialStore, connect_proxy, template_json
+from storage.proxy import EPOCH_ANSWER_KEY, ProxiedTrialStore, connect_proxy, template_json
 from storage.trial_store import SqlTrialStore
 from sweeps.proposals import propose
 from sweeps.settings import StudySettings
@@ -271,9 +272,22 @@ def test_a_4096_trial_batch_over_every_schedule_claims_and_finishes_through_the_
     assert all(t.user_attrs[LR_USED_ATTR] == lrs[t._trial_id] for t in stored)
 
 
-@pytest.mark.parametrize("through", ["sql", "proxy"])
+def _without_epoch_answers(store: ProxiedTrialStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy's answers never reach `store` (as after a proxy restart)."""
+    client = store._client
+    get_trial = client.get_trial
+
+    def forgetful(trial_id: int) -> optuna.trial.FrozenTrial:
+        trial = copy.copy(get_trial(trial_id))
+        trial.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != EPOCH_ANSWER_KEY}
+        return trial
+
+    monkeypatch.setattr(client, "get_trial", forgetful)
+
+
+@pytest.mark.parametrize("through", ["sql", "proxy", "proxy without answers"])
 def test_a_trial_failed_meanwhile_is_noticed_at_the_next_write_over_sql_and_the_proxy(
-    through: str, proxy_url: str, postgres_server_url: str
+    through: str, proxy_url: str, postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     study = unique_study()
     with opened_storage(postgres_server_url) as storage:
@@ -281,6 +295,8 @@ def test_a_trial_failed_meanwhile_is_noticed_at_the_next_write_over_sql_and_the_
         store = (
             SqlTrialStore(storage, study) if through == "sql" else _proxied_store(proxy_url, study)
         )
+        if through == "proxy without answers":
+            _without_epoch_answers(store, monkeypatch)  # type: ignore[arg-type]
         proposal = optuna.trial.create_trial(
             state=TrialState.RUNNING,
             params={"lr": 0.1},
@@ -292,24 +308,36 @@ def test_a_trial_failed_meanwhile_is_noticed_at_the_next_write_over_sql_and_the_
         written = store.write_epoch([(kept, 0, 0.5), (failed, 0, 0.5)])
         assert written.lost == {failed} and not written.finished
         assert store.write_epoch([(kept, 1, 0.6)]).lost == frozenset()
+        done = store.write_epoch(
+            [(kept, 2, 0.7)], finished=[Finished(kept, TrialState.COMPLETE, 0.7, {})]
+        )
+        assert done.finished == {kept} and not done.lost
 
 
+SLOW_TO_DECLARE_DEAD = ("--heartbeat-interval", "1", "--grace-period", "300")
+
+
+@pytest.mark.parametrize("proxy_url", [SLOW_TO_DECLARE_DEAD], indirect=True)
 def test_workers_on_sql_and_behind_the_proxy_share_one_study_exactly(
     proxy_url: str, postgres_server_url: str, data_path: Path, tmp_path: Path
 ) -> None:
-    # Batches of 2 trials: neither worker can finish 20 of them before the other has started.
+    """The worker on SQL is held while it holds trials until the one behind the proxy has
+    claimed some, so both take part; nobody is declared dead meanwhile (grace 300 s)."""
     study, target, epochs = unique_study(), 40, 10
-    workers = [
-        start_worker(
-            url,
-            study,
-            data_path,
-            tmp_path,
+
+    def worker(url: str, seed: int) -> subprocess.Popen[str]:
+        return start_worker(
+            url, study, data_path, tmp_path,
             *("--trials", str(target), "--epochs", str(epochs), "--seed", str(seed)),
-            *("--trials-per-batch", "2", "--folds", "1", *FAST_HEARTBEAT),
+            *("--trials-per-batch", "2", "--folds", "1", *SLOW_TO_DECLARE_DEAD),
         )  # fmt: skip
-        for seed, url in enumerate((postgres_server_url, proxy_url))
-    ]
+
+    on_sql = worker(postgres_server_url, 0)
+    freeze_while_running(postgres_server_url, study, on_sql)
+    behind_proxy = worker(proxy_url, 1)
+    wait_for_running_in(postgres_server_url, study, workers=2)
+    on_sql.send_signal(signal.SIGCONT)
+    workers = [on_sql, behind_proxy]
     ran = []
     for worker in workers:
         _, stderr = worker.communicate(timeout=300)

@@ -1,4 +1,5 @@
-"""Prune a whole batch each epoch, deciding exactly as `trial.should_prune()` would.
+"""Prune a whole batch each epoch, deciding exactly as `trial.should_prune()` would over the
+study as this worker last read it (other workers' trials as of the batch's start).
 
 `should_prune` re-reads the trial and, inside the pruner, every trial of the study from the
 database: one round trip per trial per epoch. Here the pruner runs over an in-memory view of the

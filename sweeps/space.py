@@ -62,6 +62,7 @@ class Dimension:
     rule: ParamSpec
     default: Range
     opt_in: bool = False
+    off: float = 0.0  # an opt-in parameter's value when it is not searched (the tutorial's)
 
 
 DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
@@ -175,6 +176,16 @@ class SearchSpace:
                 bounds.suggest(trial, name, DIMENSIONS[name].rule.is_int)
         return config_from_params(trial.params, epochs=epochs, batch_size=batch_size)
 
+    def with_opt_in_off(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """`params` with every opt-in parameter this space searches at its tutorial value (a
+        baseline is the tutorial's recipe, weight decay 0 included)."""
+        searched = {
+            name: DIMENSIONS[name].off
+            for name in self.ranges
+            if DIMENSIONS[name].opt_in and name not in params
+        }
+        return {**params, **searched}
+
     def why_outside(self, params: Mapping[str, Any]) -> str | None:
         """Why a fixed set of parameters (a baseline) cannot be a trial of this space, or None
         when it can."""
@@ -239,7 +250,7 @@ def config_from_params(params: Mapping[str, Any], *, epochs: int, batch_size: in
         momentum=params["momentum"],
         epochs=epochs,
         batch_size=batch_size,
-        weight_decay=params.get("weight_decay", 0.0),
+        weight_decay=params.get("weight_decay", DIMENSIONS["weight_decay"].off),
     )
 
 

@@ -89,7 +89,8 @@ class NewStudy:
         """Raises InvalidInputError for settings this data cannot honour."""
         settings = requested.fixed_at_creation(dataset)
         baselines, skipped = [], []
-        for params in BASELINES if enqueue_baselines else ():
+        for tutorial in BASELINES if enqueue_baselines else ():
+            params = settings.space.with_opt_in_off(tutorial)
             reason = settings.space.why_outside(params)
             if reason is None:
                 baselines.append(proposals.fixed(settings, params))
@@ -141,12 +142,14 @@ def _create_or_join(
     def joined() -> OpenStudy:
         return join(storage, study_name, sampler_seed, requested=requested, explicit=explicit)
 
-    try:
-        storage.get_study_id_from_name(study_name)
-    except KeyError:
-        new = prepare()
-    else:
+    if _exists(storage, study_name):
         return joined()
+    try:
+        new = prepare()
+    except InvalidInputError:
+        if _exists(storage, study_name):  # made meanwhile by a creator with other settings
+            return joined()
+        raise
     try:
         study = optuna.create_study(
             storage=storage,
@@ -166,6 +169,14 @@ def _create_or_join(
     for line in new.skipped_baselines:
         print(f"note: {line}", file=sys.stderr)
     return opened
+
+
+def _exists(storage: optuna.storages.BaseStorage, study_name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return False
+    return True
 
 
 def join(

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -200,12 +200,12 @@ def test_workers_wait_out_a_locked_sqlite_file(data_path: Path, tmp_path: Path) 
     wait_for_running(storage_url, study)
     blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None, timeout=60)
     blocker.execute("BEGIN EXCLUSIVE")
-    locked_at = datetime.now(UTC).replace(tzinfo=None)  # as the storage writes its times
+    locked_at = datetime.now()  # local and naive, as Optuna reads trials' times back
     held = {
         row[0] for row in blocker.execute("SELECT trial_id FROM trials WHERE state = 'RUNNING'")
     }
     time.sleep(8)
-    released_at = datetime.now(UTC).replace(tzinfo=None)
+    released_at = datetime.now()
     blocker.execute("COMMIT")
     blocker.close()
     for worker in workers:

@@ -19,7 +19,10 @@ from conftest import (
     space_file,
     study_trials,
 )
-from trainer import ScheduleConfig, TrainConfig
+from sweeps.settings import StudySettings
+from sweeps.space import SearchSpace
+from sweeps.study import NewStudy
+from trainer import ScheduleConfig, TrainConfig, load_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -243,6 +246,18 @@ def test_a_worker_joins_a_study_read_with_header_yes(tmp_path: Path, data_path: 
     joined = run_sweeps("worker", *common, "--trials", "2", cwd=tmp_path)
     assert joined.returncode == 0, joined.stderr
     assert len(study_trials(str(tmp_path / "lrsweep.db"), "h")) == 2
+    # The export records it too: `train` reads the data and a test file of the same format.
+    exported = run_sweeps("export", "--study", "h", "--out", "best.json", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    years = str(tmp_path / "years.csv")
+    trained = run_sweeps(
+        *("train", "--config", "best.json", "--data", years, "--test-csv", years),
+        *("--seeds", "1"),
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr
+    report = json.loads(trained.stdout)
+    assert (report["train_rows"], report["test_rows"]) == (351, 351)
 
 
 def test_a_label_first_file_without_label_column_is_refused_with_a_hint(
@@ -261,3 +276,28 @@ def test_a_label_first_file_without_label_column_is_refused_with_a_hint(
     assert_refused(_train(tmp_path, tmp_path / "count_last.csv"), "distinct values in 351 rows")
     named = _train(tmp_path, tmp_path / "label_first.csv", "--label-column", "0")
     assert named.returncode == 0, named.stderr
+
+
+@pytest.mark.parametrize(
+    ("weight_decay", "kept"),
+    [({"low": 0.0, "high": 0.01}, True), ({"low": 1e-5, "high": 1e-2, "log": True}, False)],
+)
+def test_the_baselines_keep_the_tutorials_weight_decay_of_0(
+    weight_decay: dict[str, object], kept: bool, data_path: Path
+) -> None:
+    """A space that searches weight decay gets the tutorial's recipe (no decay) as baselines,
+    or skips them when 0 is outside its range; never a random decay."""
+    space = SearchSpace.from_dict({"ranges": {"weight_decay": weight_decay}})
+    dataset = load_dataset(data_path)
+    requested = StudySettings(dataset.sha256, space=space, folds=5)
+    new = NewStudy.prepare(requested, dataset, enqueue_baselines=True)
+    if kept:
+        assert [t.params["weight_decay"] for t in new.baselines] == [0.0, 0.0]
+        assert not new.skipped_baselines
+    else:
+        assert not new.baselines
+        assert new.skipped_baselines == tuple(
+            f"tutorial baseline {kind} skipped: weight_decay 0 is outside the space's 1e-05 to "
+            "0.01"
+            for kind in ("inverse_time", "step")
+        )

@@ -23,10 +23,6 @@ DEFAULT_STUDY = "lrsweep"
 DEFAULT_RUN_TRIALS = 100
 DEFAULT_RUN_TOP = 10
 DEFAULT_CHOICE_SEEDS = 5
-# New studies cross-validate over 5 folds: on the nested benchmark its export was at least as
-# good as one 30% split's (within noise: README, "Does the export hold up on unseen rows?"),
-# and each trial's score rests on every row instead of 106, for 1.3-1.5x the sweep time.
-DEFAULT_FOLDS = 5
 MAX_SEED = 2**31  # NumPy seeds are below 2**32, and launch adds the worker index
 
 
@@ -93,8 +89,9 @@ def _creation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--folds",
         type=int,
-        help=f"cross-validate each trial over F stratified folds, trained together (default "
-        f"{DEFAULT_FOLDS}; 1: one train/validation split, --validation-fraction)",
+        help="cross-validate each trial over F stratified folds, trained together (default: 5 "
+        "when one split's accuracy is noisier than 1 point, else 1; 1: one train/validation "
+        "split, --validation-fraction)",
     )
     group.add_argument("--validation-fraction", type=float, help="held-out share (default 0.3)")
     group.add_argument(
@@ -158,41 +155,40 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no line per batch")
 
 
-def _robust_choice_options(parser: argparse.ArgumentParser, *, top: int | None) -> None:
+def _robust_choice_options(parser: argparse.ArgumentParser, *, after_sweep: bool) -> None:
     group = parser.add_argument_group(
         "the robust choice: retrain the best K trials over S seeds on the study's rows split "
-        "into stratified folds anew (split seed + 1), export the best mean"
+        "anew (split seed + 1), export the best mean"
     )
     group.add_argument(
         "--top",
         type=int,
-        default=top,
         metavar="K",
-        help=f"candidates (default {top}; 1: the study's best trial, still retrained for the "
-        "record)"
-        if top
+        help=f"candidates (default: of the top {DEFAULT_RUN_TOP}, those whose accuracy's 95% "
+        "interval overlaps the best's; none but the best: no retraining)"
+        if after_sweep
         else "candidates (default: export the study's single best trial, no retraining)",
     )
     group.add_argument(
         "--seeds",
         type=int,
-        default=DEFAULT_CHOICE_SEEDS if top else None,
         metavar="S",
-        help=f"seeds (default {DEFAULT_CHOICE_SEEDS}{'' if top else '; needs --top'})",
+        help=f"seeds (default {DEFAULT_CHOICE_SEEDS}, as many as fit in a quarter of the "
+        "sweep's time or 15 s)"
+        if after_sweep
+        else f"seeds (default {DEFAULT_CHOICE_SEEDS}; needs --top)",
     )
 
 
-def _check_choice_options(args: argparse.Namespace) -> None:
+def _check_choice_options(args: argparse.Namespace, *, after_sweep: bool) -> None:
     """Refuse a bad --top/--seeds before any work (a sweep may run for hours first)."""
     from trainer import InvalidInputError
 
-    if args.top is None:
-        if args.seeds is not None:
-            raise InvalidInputError("--seeds needs --top K (the robust choice among the best K)")
-        return
-    args.seeds = DEFAULT_CHOICE_SEEDS if args.seeds is None else args.seeds
-    _require_positive("--top", args.top)
-    _require_positive("--seeds", args.seeds)
+    if not after_sweep and args.top is None and args.seeds is not None:
+        raise InvalidInputError("--seeds needs --top K (the robust choice among the best K)")
+    for flag, value in (("--top", args.top), ("--seeds", args.seeds)):
+        if value is not None:
+            _require_positive(flag, value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     _worker_options(run)
     run.add_argument("--workers", type=int, help="worker processes (default: GPUs, else cores)")
     run.add_argument("--out", default="best.json", help="exported best config (default best.json)")
-    _robust_choice_options(run, top=DEFAULT_RUN_TOP)
+    _robust_choice_options(run, after_sweep=True)
     run.set_defaults(handler=_cmd_run, trials=DEFAULT_RUN_TRIALS, seed=0)
 
     worker = commands.add_parser("worker", help="run trials of a study in this process")
@@ -239,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["json", "yaml"], help="file format (default: from --out, else json)"
     )
     export.add_argument("--trials", dest="trials_csv", help="also write every trial to CSV")
-    _robust_choice_options(export, top=None)
+    _robust_choice_options(export, after_sweep=False)
     _data_options(export, "the study's CSV (default $IONOSPHERE_CSV or OpenML ionosphere)")
     export.add_argument("--device", help="cpu, cuda or cuda:N")
     export.set_defaults(handler=_cmd_export)
@@ -308,7 +304,7 @@ def _as_the_study_reads_it(args: argparse.Namespace, source: Any, error: Excepti
 
 def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
     """Validate the data, then create the study from the flags or join the existing one."""
-    from sweeps.settings import StudySettings
+    from sweeps.settings import StudySettings, default_folds
     from sweeps.space import load_space
     from sweeps.study import create_or_join
     from trainer import InvalidInputError
@@ -332,9 +328,14 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
         "model": args.model,
     }
     explicit = {name: value for name, value in given.items() if value is not None}
-    # A validation fraction asks for one split; otherwise new studies cross-validate.
-    folds = 1 if args.validation_fraction is not None else DEFAULT_FOLDS
-    requested = StudySettings(data_sha256=dataset.sha256, **{"folds": folds, **explicit})
+    # A validation fraction asks for one split; otherwise the data's noise decides.
+    chosen: dict[str, Any] = {}
+    if args.validation_fraction is not None:
+        chosen = {"folds": 1}
+    elif args.folds is None:
+        folds, why = default_folds(dataset)
+        chosen = {"folds": folds, "chosen_by_data": why}
+    requested = StudySettings(data_sha256=dataset.sha256, **{**chosen, **explicit})
     opened = create_or_join(
         _storage_settings(args),
         args.study,
@@ -451,14 +452,14 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from sweeps.summary import format_summary, summarize
 
-    _check_choice_options(args)
+    _check_choice_options(args, after_sweep=True)
     started = time.perf_counter()
     opened, code = _launch(args, default_baselines=True)
     if code != EXIT_OK:
         _exit_without_teardown(code, opened)
     elapsed = time.perf_counter() - started
     out = _export_path(args.out, None)
-    _export(args, opened, out)
+    _export(args, opened, out, sweep_s=elapsed)
     print(format_summary(summarize(opened)))
     print(f"sweep wall time {elapsed:.1f}s")
     _exit_without_teardown(EXIT_OK, opened)
@@ -477,7 +478,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from sweeps.export import write_trials_csv
     from sweeps.study import open_existing
 
-    _check_choice_options(args)
+    _check_choice_options(args, after_sweep=False)
     out = _export_path(args.out, args.format)
     opened = open_existing(_storage_settings(args), args.study)
     _export(args, opened, out)
@@ -487,16 +488,39 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export(args: argparse.Namespace, opened: Any, out: Path) -> None:
-    """The study's single best trial, or with --top the robust choice among the best K."""
-    from sweeps.export import best_trial, export_document, write_document
+def _export(
+    args: argparse.Namespace, opened: Any, out: Path, sweep_s: float | None = None
+) -> None:
+    """The study's single best trial, or the robust choice: among the best K with --top, and
+    after a sweep (`sweep_s`, its seconds) among those the data cannot tell from the best,
+    over the seeds that fit in its time budget unless --top/--seeds say otherwise."""
+    from sweeps.export import best_trial, export_document, top_trials, write_document
+    from sweeps.selection import overlapping_the_best
 
-    if args.top is None:
-        trial = best_trial(opened)
+    if args.top is None and sweep_s is None:
+        candidates = [best_trial(opened)]
+    elif args.top is None:
+        rows = opened.settings.validation_row_count
+        candidates = overlapping_the_best(top_trials(opened, DEFAULT_RUN_TOP), rows)
+        if len(candidates) == 1:
+            print(
+                f"note: no retraining: no other trial's accuracy interval overlaps trial "
+                f"{candidates[0].number}'s",
+                file=sys.stderr,
+            )
+    else:
+        candidates = top_trials(opened, args.top)
+    if len(candidates) == 1 and args.top is None:
+        trial = candidates[0]
         write_document(export_document(opened, trial), out)
         print(f"exported trial {trial.number} (accuracy {trial.value:.4f}) to {out}")
-    else:
-        _export_robust_choice(args, opened, out)
+        return
+    budget_s = None
+    if sweep_s is not None and args.seeds is None:
+        from sweeps.selection import robust_choice_budget
+
+        budget_s = robust_choice_budget(sweep_s)
+    _export_robust_choice(args, opened, out, candidates, budget_s)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -511,12 +535,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export_robust_choice(args: argparse.Namespace, opened: Any, out: Path) -> None:
+def _export_robust_choice(
+    args: argparse.Namespace,
+    opened: Any,
+    out: Path,
+    trials: list[Any],
+    budget_s: float | None,
+) -> None:
     from sweeps.export import export_document, write_document
     from sweeps.selection import rank_top_trials, record_selection, selection_record
 
+    seeds = DEFAULT_CHOICE_SEEDS if args.seeds is None else args.seeds
+
+    def said(seed: int, seconds: float) -> None:
+        print(
+            f"robust choice: seed {seed + 1} of {'up to ' if budget_s else ''}{seeds} "
+            f"retrained ({len(trials)} candidates), {seconds:.1f} s"
+            + ("" if budget_s is None else f" of a {budget_s:.0f} s budget"),
+            file=sys.stderr,
+        )
+
     ranking = rank_top_trials(
-        opened, top_k=args.top, seeds=args.seeds, data=_data_source(args), device=args.device
+        opened,
+        trials,
+        seeds=seeds,
+        data=_data_source(args),
+        device=args.device,
+        budget_s=budget_s,
+        on_seed=said,
     )
     chosen = ranking.chosen
     document = export_document(opened, chosen.trial)
@@ -525,7 +571,7 @@ def _export_robust_choice(args: argparse.Namespace, opened: Any, out: Path) -> N
     write_document({**document, "selection": record}, out)
     print(
         f"exported trial {chosen.trial.number} (study accuracy {chosen.trial.value:.4f}; "
-        f"{chosen.scores.mean:.4f} +/- {chosen.scores.std:.4f} over {args.seeds} seeds on "
+        f"{chosen.scores.mean:.4f} +/- {chosen.scores.std:.4f} over {ranking.seeds} seeds on "
         f"{ranking.folds} folds, best mean of the top {len(ranking.candidates)}) to {out}"
     )
 

@@ -8,7 +8,8 @@ K by their mean over seeds.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,14 +82,22 @@ def score_over_seeds(
     folds: Sequence[Tensors],
     seeds: int,
     model_spec: ModelSpec | None = None,
+    *,
+    budget_s: float | None = None,
+    on_seed: Callable[[int, float], None] | None = None,
 ) -> list[SeedScores]:
     """Train every config once per seed 0..seeds-1 on every fold; the seed sets both the
     initial weights and the mini-batch order. A seed's score is the mean over folds, and a
     divergence on any fold is a divergence. The configs of one seed train together, one
-    batch for all folds."""
+    batch for all folds. With `budget_s`, no seed starts that would end past it at the pace
+    of those before (the first always runs); `on_seed(seed, seconds so far)` after each."""
     scores: list[list[SeedRun]] = [[] for _ in configs]
     n_folds = len(folds)
+    started = time.perf_counter()
     for seed in range(seeds):
+        elapsed = time.perf_counter() - started
+        if seed and budget_s is not None and elapsed * (seed + 1) / seed > budget_s:
+            break
         members = [
             BatchMember(config, seed, fold) for config in configs for fold in range(n_folds)
         ]
@@ -101,6 +110,8 @@ def score_over_seeds(
             accuracy = statistics.fmean(run.history[-1].validation_accuracy for run in runs)
             loss = statistics.fmean(run.history[-1].validation_loss for run in runs)
             scores[index].append(SeedRun(seed, RunStatus.COMPLETED, accuracy, loss))
+        if on_seed is not None:
+            on_seed(seed, time.perf_counter() - started)
     return [SeedScores(tuple(runs)) for runs in scores]
 
 

@@ -8,16 +8,18 @@ choice is recorded in the study, for `status` and the report."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
 
-from sweeps.export import top_trials, trial_config
+from sweeps.export import trial_config
 from sweeps.retrain import SeedScores, score_over_seeds
-from sweeps.settings import StudySettings
+from sweeps.settings import StudySettings, default_folds
 from sweeps.study import OpenStudy, fold_tensors
-from trainer.data import Dataset, DataSource, smallest_class, stratified_folds
+from trainer.data import Dataset, DataSource, stratified_folds, validation_rows
 from trainer.training import resolve_device
 
 
@@ -40,34 +42,76 @@ class Ranking:
         return self.candidates[0]
 
 
+# z of a two-sided 95% interval: candidates whose accuracy's interval overlaps the best's could
+# be the better schedule; the others are already told apart by the study's own rows.
+INTERVAL_Z = 1.96
+
+
+def overlapping_the_best(
+    trials: list[optuna.trial.FrozenTrial], rows: int
+) -> list[optuna.trial.FrozenTrial]:
+    """The trials (best first) whose validation accuracy's 95% interval overlaps the best's,
+    each a binomial interval on the `rows` a trial was scored on (a perfect or zero score
+    counted as if one row had gone the other way, so its interval is not empty)."""
+
+    def bounds(trial: optuna.trial.FrozenTrial) -> tuple[float, float]:
+        accuracy = float(trial.user_attrs.get("validation_accuracy", trial.value or 0.0))
+        p = min(max(accuracy, 1 / rows), 1 - 1 / rows)
+        half = INTERVAL_Z * math.sqrt(p * (1 - p) / rows)
+        return accuracy - half, accuracy + half
+
+    lowest = bounds(trials[0])[0]
+    return [trial for trial in trials if bounds(trial)[1] >= lowest]
+
+
 def rank_top_trials(
-    opened: OpenStudy, *, top_k: int, seeds: int, data: DataSource, device: str | None
+    opened: OpenStudy,
+    trials: list[optuna.trial.FrozenTrial],
+    *,
+    seeds: int,
+    data: DataSource,
+    device: str | None,
+    budget_s: float | None = None,
+    on_seed: Callable[[int, float], None] | None = None,
 ) -> Ranking:
-    """The top K trials retrained over `seeds` seeds on `reevaluation_folds`, best mean
-    objective first (mean accuracy, ties broken by loss; then the study's order)."""
-    top = top_trials(opened, top_k)
+    """`trials` retrained over up to `seeds` seeds on `reevaluation_folds`, best mean objective
+    first (mean accuracy, ties broken by loss; then the study's order). With `budget_s`, seeds
+    stop once the next would end past it (one always runs); `on_seed(seed, seconds)` after
+    each."""
     dataset = opened.settings.load_data(data)
     settings = reevaluation_folds(opened.settings, dataset)
     folds = fold_tensors(settings, dataset, str(resolve_device(device)))
-    configs = [trial_config(opened, trial) for trial in top]
-    scores = score_over_seeds(configs, folds, seeds, opened.settings.model_spec)
-    candidates = [Candidate(trial, score) for trial, score in zip(top, scores, strict=True)]
+    configs = [trial_config(opened, trial) for trial in trials]
+    scores = score_over_seeds(
+        configs, folds, seeds, opened.settings.model_spec, budget_s=budget_s, on_seed=on_seed
+    )
+    candidates = [Candidate(trial, score) for trial, score in zip(trials, scores, strict=True)]
     ranked = sorted(candidates, key=lambda candidate: -candidate.scores.mean_objective)
-    return Ranking(ranked, seeds, settings.folds)
+    return Ranking(ranked, len(scores[0].runs), settings.folds)
 
 
 SELECTION_ATTR = "lrsweep.selection"
-REEVALUATION_FOLDS = 5  # for a study of one split; a cross-validated study keeps its count
+# After a sweep, the robust choice's seeds stop at a quarter of the sweep's time (or 15 s, so a
+# quick sweep keeps all its seeds: on ionosphere the whole choice takes about 4 s).
+ROBUST_CHOICE_SHARE, MIN_ROBUST_CHOICE_S = 0.25, 15.0
+
+
+def robust_choice_budget(sweep_s: float) -> float:
+    """Seconds the robust choice may take after a sweep of `sweep_s` seconds."""
+    return max(ROBUST_CHOICE_SHARE * sweep_s, MIN_ROBUST_CHOICE_S)
 
 
 def reevaluation_folds(settings: StudySettings, dataset: Dataset) -> StudySettings:
-    """The study's settings with its rows split into folds anew, for re-ranking candidates. A
-    study of one split is re-ranked on 5 folds, or as many as its smallest class has rows."""
-    count = settings.folds
+    """The study's settings with its rows split anew (split seed + 1), for re-ranking
+    candidates: a cross-validated study into as many folds; a study of one split into the
+    folds the data would choose for a new study (`default_folds`: 5, or as many as its smallest
+    class has rows, when one split is noisy; else one split)."""
+    count = settings.folds if settings.folds > 1 else default_folds(dataset)[0]
+    seed = settings.split_seed + 1
     if count == 1:
-        count = min(REEVALUATION_FOLDS, smallest_class(dataset))
-    rows = stratified_folds(dataset, count, settings.split_seed + 1)
-    return replace(settings, folds=count, fold_rows=rows)
+        rows = validation_rows(dataset, settings.validation_fraction, seed)
+        return replace(settings, validation_rows=rows)
+    return replace(settings, folds=count, fold_rows=stratified_folds(dataset, count, seed))
 
 
 def selection_record(opened: OpenStudy, ranking: Ranking) -> dict[str, Any]:
@@ -82,6 +126,7 @@ def selection_record(opened: OpenStudy, ranking: Ranking) -> dict[str, Any]:
         "raw_best_trial": min(candidates, key=_study_rank).trial.number,
         "finished_trials": _finished_count(opened),
         "folds": ranking.folds,
+        "seeds": ranking.seeds,
         "candidates": [
             {
                 "trial_number": candidate.trial.number,

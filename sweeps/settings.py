@@ -6,6 +6,7 @@ pruner, epochs and data split come from here, and its data file must hash to the
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -21,6 +22,7 @@ from trainer.data import (
     DEFAULT_VALIDATION_FRACTION,
     DataSchema,
     DataSource,
+    smallest_class,
     stratified_folds,
 )
 from trainer.models import ModelSpec
@@ -33,6 +35,26 @@ PRUNER_CLASSES = {
     "none": "NopPruner",
 }
 PRUNERS = tuple(PRUNER_CLASSES)
+
+
+# Cross-validate when one split's accuracy is too noisy to rank trials by: a standard error
+# above 1 point. On ionosphere (106 validation rows, up to 4.9 points) 5 folds made the export
+# hold on unseen rows (bench/NOTES.md, step 11); from 2,500 validation rows on (8,334 rows at
+# the default fraction) one split is within 1 point and folds only multiply the cost.
+MAX_SPLIT_STANDARD_ERROR = 0.01
+CROSS_VALIDATION_FOLDS = 5
+
+
+def default_folds(dataset: Dataset) -> tuple[int, str]:
+    """The folds a new study uses when none are asked for, from the noise of one split of
+    `dataset`, and why, in one line."""
+    held_out = math.ceil(DEFAULT_VALIDATION_FRACTION * len(dataset))
+    error = 0.5 / math.sqrt(held_out)  # the largest an accuracy's standard error can be
+    why = f"one split would hold out {held_out} rows (accuracy standard error up to {error:.1%})"
+    if error <= MAX_SPLIT_STANDARD_ERROR:
+        return 1, f"one train/validation split: {why}; --folds F to cross-validate"
+    folds = min(CROSS_VALIDATION_FOLDS, smallest_class(dataset))
+    return folds, f"{folds}-fold cross-validation: {why}; --folds 1 for one split"
 
 
 def pruner_spec(name: str, epochs: int) -> dict[str, Any]:
@@ -71,6 +93,8 @@ class StudySettings:
         data_schema: the data's features, classes and label column (`DataSchema.to_dict`),
             recorded at creation; None in studies made before it (ionosphere).
         model: the user's model as `module:function` (None: the built-in MLP).
+        chosen_by_data: why the data chose a default (`default_folds`), one line; None when
+            the options gave everything.
     """
 
     data_sha256: str
@@ -87,6 +111,7 @@ class StudySettings:
     tie_break: bool = False
     data_schema: Mapping[str, Any] | None = None
     model: str | None = None
+    chosen_by_data: str | None = None
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
@@ -177,6 +202,11 @@ class StudySettings:
             tie_break=True,
             data_schema=dataset.schema.to_dict(),
         )
+
+    @property
+    def validation_row_count(self) -> int:
+        """Rows a trial's accuracy is measured on: the split's, or every row once over folds."""
+        return sum(len(rows) for rows in self.validation_splits())
 
     def validation_splits(self) -> tuple[tuple[int, ...], ...]:
         """The validation rows of each model a trial trains: one split, or one per fold."""

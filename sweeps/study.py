@@ -166,8 +166,9 @@ def _create_or_join(
     # joining worker's claim.
     if new.baselines:
         opened.store.enqueue(list(new.baselines))
-    for line in new.skipped_baselines:
-        print(f"note: {line}", file=sys.stderr)
+    for line in (new.settings.chosen_by_data, *new.skipped_baselines):
+        if line is not None:
+            print(f"note: {line}", file=sys.stderr)
     return opened
 
 

@@ -100,9 +100,40 @@ def test_five_folds_on_a_rare_class_are_refused_before_anything_is_written(
 ) -> None:
     rare = _rare_class_csv(tmp_path, data_path, rare_rows=3)
     before = set(tmp_path.iterdir())
-    result = run_sweeps("run", "--data", str(rare), *QUICK_RUN, cwd=tmp_path)
+    result = run_sweeps("run", "--data", str(rare), "--folds", "5", *QUICK_RUN, cwd=tmp_path)
     assert_refused(result, "--folds must be 1, or between 2 and 3")
     assert set(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("rows", "folds", "why"),
+    [
+        (351, 5, "5-fold cross-validation: one split would hold out 106 rows (accuracy "
+         "standard error up to 4.9%); --folds 1 for one split"),
+        (9000, 1, "one train/validation split: one split would hold out 2700 rows (accuracy "
+         "standard error up to 1.0%); --folds F to cross-validate"),
+    ],
+)  # fmt: skip
+def test_a_new_study_takes_its_folds_from_the_noise_of_one_split(
+    rows: int, folds: int, why: str, tmp_path: Path, data_path: Path
+) -> None:
+    if rows == 351:
+        data = data_path
+    else:
+        from sklearn.datasets import make_classification
+
+        features, labels = make_classification(n_samples=rows, n_features=8, random_state=0)
+        data = tmp_path / "big.csv"
+        pd.DataFrame(features).assign(label=labels).to_csv(data, index=False)
+    result = run_sweeps(
+        "worker", "--study", "s", "--data", str(data), "--trials", "1", "--epochs", "1",
+        "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"note: {why}" in result.stderr.splitlines()
+    with opened_storage(str(tmp_path / "lrsweep.db")) as storage:
+        settings = StudySettings.of_study(optuna.load_study(study_name="s", storage=storage))
+    assert (settings.folds, settings.chosen_by_data) == (folds, why)
 
 
 SPARE_HEAD = """

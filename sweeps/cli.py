@@ -164,8 +164,8 @@ def _robust_choice_options(parser: argparse.ArgumentParser, *, after_sweep: bool
         "--top",
         type=int,
         metavar="K",
-        help=f"candidates (default: of the top {DEFAULT_RUN_TOP}, those whose accuracy's 95% "
-        "interval overlaps the best's; none but the best: no retraining)"
+        help=f"candidates (default: of the top {DEFAULT_RUN_TOP}, those a 95%% test cannot "
+        "tell from the best; none but the best: no retraining)"
         if after_sweep
         else "candidates (default: export the study's single best trial, no retraining)",
     )
@@ -492,35 +492,45 @@ def _export(
     args: argparse.Namespace, opened: Any, out: Path, sweep_s: float | None = None
 ) -> None:
     """The study's single best trial, or the robust choice: among the best K with --top, and
-    after a sweep (`sweep_s`, its seconds) among those the data cannot tell from the best,
-    over the seeds that fit in its time budget unless --top/--seeds say otherwise."""
-    from sweeps.export import best_trial, export_document, top_trials, write_document
-    from sweeps.selection import overlapping_the_best
+    after a sweep (`sweep_s`, its seconds) among those the study's rows cannot tell from the
+    best, over the seeds that fit in its time budget, unless --top/--seeds say otherwise."""
+    from sweeps.export import best_trial, export_document, write_document
 
     if args.top is None and sweep_s is None:
-        candidates = [best_trial(opened)]
-    elif args.top is None:
-        rows = opened.settings.validation_row_count
-        candidates = overlapping_the_best(top_trials(opened, DEFAULT_RUN_TOP), rows)
-        if len(candidates) == 1:
-            print(
-                f"note: no retraining: no other trial's accuracy interval overlaps trial "
-                f"{candidates[0].number}'s",
-                file=sys.stderr,
-            )
-    else:
-        candidates = top_trials(opened, args.top)
-    if len(candidates) == 1 and args.top is None:
-        trial = candidates[0]
+        trial = best_trial(opened)
         write_document(export_document(opened, trial), out)
         print(f"exported trial {trial.number} (accuracy {trial.value:.4f}) to {out}")
         return
-    budget_s = None
-    if sweep_s is not None and args.seeds is None:
-        from sweeps.selection import robust_choice_budget
+    from sweeps.export import top_trials
+    from sweeps.selection import not_told_apart, robust_choice_budget
 
-        budget_s = robust_choice_budget(sweep_s)
+    if args.top is not None:
+        candidates = top_trials(opened, args.top)
+    else:
+        top = top_trials(opened, DEFAULT_RUN_TOP)
+        candidates = not_told_apart(top, opened.settings.validation_row_count)
+        print(
+            f"note: robust choice among {len(candidates)} of the top {len(top)} trials: the "
+            f"others' accuracy is below the best's by more than a 95% test on "
+            f"{opened.settings.validation_row_count} rows allows",
+            file=sys.stderr,
+        )
+        if len(candidates) == 1 and args.seeds is None:
+            _export_without_retraining(opened, candidates[0], out)
+            return
+    budget_s = None if args.seeds is not None or sweep_s is None else robust_choice_budget(sweep_s)
     _export_robust_choice(args, opened, out, candidates, budget_s)
+
+
+def _export_without_retraining(opened: Any, trial: Any, out: Path) -> None:
+    from sweeps.export import export_document, write_document
+    from sweeps.selection import no_retraining_record, record_selection
+
+    why = "the study's rows tell its best trial apart from the rest of its top"
+    record = no_retraining_record(opened, trial, why)
+    record_selection(opened, record)
+    write_document({**export_document(opened, trial), "selection": record}, out)
+    print(f"exported trial {trial.number} (accuracy {trial.value:.4f}; {why}) to {out}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -572,7 +582,7 @@ def _export_robust_choice(
     print(
         f"exported trial {chosen.trial.number} (study accuracy {chosen.trial.value:.4f}; "
         f"{chosen.scores.mean:.4f} +/- {chosen.scores.std:.4f} over {ranking.seeds} seeds on "
-        f"{ranking.folds} folds, best mean of the top {len(ranking.candidates)}) to {out}"
+        f"{ranking.folds} folds, best mean of {len(ranking.candidates)} candidates) to {out}"
     )
 
 

@@ -42,26 +42,33 @@ class Ranking:
         return self.candidates[0]
 
 
-# z of a two-sided 95% interval: candidates whose accuracy's interval overlaps the best's could
-# be the better schedule; the others are already told apart by the study's own rows.
-INTERVAL_Z = 1.96
+# z of a two-sided 95% test: a trial whose accuracy the best's beats by more than this many
+# standard errors of the difference is already told apart by the study's own rows.
+DIFFERENCE_Z = 1.96
 
 
-def overlapping_the_best(
+def not_told_apart(
     trials: list[optuna.trial.FrozenTrial], rows: int
 ) -> list[optuna.trial.FrozenTrial]:
-    """The trials (best first) whose validation accuracy's 95% interval overlaps the best's,
-    each a binomial interval on the `rows` a trial was scored on (a perfect or zero score
-    counted as if one row had gone the other way, so its interval is not empty)."""
+    """The trials (best first) whose validation accuracy a two-sided 95% test on the `rows`
+    they were scored on cannot tell from the best's: best - a <= 1.96 sqrt(se_best^2 + se_a^2),
+    each a binomial standard error (a perfect or zero score counted as if one row had gone the
+    other way)."""
 
-    def bounds(trial: optuna.trial.FrozenTrial) -> tuple[float, float]:
-        accuracy = float(trial.user_attrs.get("validation_accuracy", trial.value or 0.0))
-        p = min(max(accuracy, 1 / rows), 1 - 1 / rows)
-        half = INTERVAL_Z * math.sqrt(p * (1 - p) / rows)
-        return accuracy - half, accuracy + half
+    def accuracy(trial: optuna.trial.FrozenTrial) -> float:
+        return float(trial.user_attrs.get("validation_accuracy", trial.value or 0.0))
 
-    lowest = bounds(trials[0])[0]
-    return [trial for trial in trials if bounds(trial)[1] >= lowest]
+    def variance(value: float) -> float:
+        p = min(max(value, 1 / rows), 1 - 1 / rows)
+        return p * (1 - p) / rows
+
+    best = accuracy(trials[0])
+    return [
+        trial
+        for trial in trials
+        if best - accuracy(trial)
+        <= DIFFERENCE_Z * math.sqrt(variance(best) + variance(accuracy(trial)))
+    ]
 
 
 def rank_top_trials(
@@ -106,7 +113,9 @@ def reevaluation_folds(settings: StudySettings, dataset: Dataset) -> StudySettin
     candidates: a cross-validated study into as many folds; a study of one split into the
     folds the data would choose for a new study (`default_folds`: 5, or as many as its smallest
     class has rows, when one split is noisy; else one split)."""
-    count = settings.folds if settings.folds > 1 else default_folds(dataset)[0]
+    count = settings.folds
+    if count == 1:
+        count = default_folds(dataset, settings.validation_fraction)[0]
     seed = settings.split_seed + 1
     if count == 1:
         rows = validation_rows(dataset, settings.validation_fraction, seed)
@@ -119,9 +128,8 @@ def selection_record(opened: OpenStudy, ranking: Ranking) -> dict[str, Any]:
     chosen trial, the study's raw best (its single-run best trial) and the folds used."""
     candidates = ranking.candidates
     return {
-        "method": f"best mean validation accuracy over seeds 0-{ranking.seeds - 1} on "
-        f"{ranking.folds} re-drawn stratified folds, among the study's top {len(candidates)} "
-        "trials",
+        "method": f"best mean validation accuracy over {_seeds(ranking.seeds)} on "
+        f"{_splits(ranking.folds)}, among the study's top {len(candidates)} trials",
         "chosen_trial": ranking.chosen.trial.number,
         "raw_best_trial": min(candidates, key=_study_rank).trial.number,
         "finished_trials": _finished_count(opened),
@@ -135,6 +143,28 @@ def selection_record(opened: OpenStudy, ranking: Ranking) -> dict[str, Any]:
             }
             for candidate in candidates
         ],
+    }
+
+
+def _seeds(count: int) -> str:
+    return "seed 0 (one seed: no spread)" if count == 1 else f"seeds 0-{count - 1}"
+
+
+def _splits(folds: int) -> str:
+    return "one re-drawn split" if folds == 1 else f"{folds} re-drawn stratified folds"
+
+
+def no_retraining_record(
+    opened: OpenStudy, trial: optuna.trial.FrozenTrial, why: str
+) -> dict[str, Any]:
+    """What the export and the study record when the study's own rows already told the best
+    apart: the best trial, exported as it is, and why."""
+    return {
+        "method": f"no retraining: {why}",
+        "chosen_trial": trial.number,
+        "raw_best_trial": None,
+        "finished_trials": _finished_count(opened),
+        "candidates": [],
     }
 
 

@@ -28,6 +28,7 @@ from trainer.data import (
 from trainer.models import ModelSpec
 
 SETTINGS_ATTR = "lrsweep.settings"
+CHOSEN_BY_DATA_ATTR = "lrsweep.chosen_by_data"
 PRUNER_CLASSES = {
     "median": "MedianPruner",
     "hyperband": "HyperbandPruner",
@@ -39,18 +40,20 @@ PRUNERS = tuple(PRUNER_CLASSES)
 
 # Cross-validate when one split's accuracy is too noisy to rank trials by: a standard error
 # above 1 point. On ionosphere (106 validation rows, up to 4.9 points) 5 folds made the export
-# hold on unseen rows (bench/NOTES.md, step 11); from 2,500 validation rows on (8,334 rows at
+# hold on unseen rows (bench/NOTES.md, step 11); from 2,500 validation rows on (8,331 rows at
 # the default fraction) one split is within 1 point and folds only multiply the cost.
 MAX_SPLIT_STANDARD_ERROR = 0.01
 CROSS_VALIDATION_FOLDS = 5
 
 
-def default_folds(dataset: Dataset) -> tuple[int, str]:
+def default_folds(
+    dataset: Dataset, validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+) -> tuple[int, str]:
     """The folds a new study uses when none are asked for, from the noise of one split of
     `dataset`, and why, in one line."""
-    held_out = math.ceil(DEFAULT_VALIDATION_FRACTION * len(dataset))
+    held_out = math.ceil(validation_fraction * len(dataset))
     error = 0.5 / math.sqrt(held_out)  # the largest an accuracy's standard error can be
-    why = f"one split would hold out {held_out} rows (accuracy standard error up to {error:.1%})"
+    why = f"one split would hold out {held_out} rows (accuracy standard error up to {error:.2%})"
     if error <= MAX_SPLIT_STANDARD_ERROR:
         return 1, f"one train/validation split: {why}; --folds F to cross-validate"
     folds = min(CROSS_VALIDATION_FOLDS, smallest_class(dataset))
@@ -174,11 +177,20 @@ class StudySettings:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """What every worker must agree on (`chosen_by_data`, a note, is kept beside it)."""
         document = {item.name: getattr(self, item.name) for item in fields(self)}
+        del document["chosen_by_data"]
         return {**document, "space": self.space.to_dict()}
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> StudySettings:
+        """The stored form; a setting this release does not know is refused, not ignored."""
+        unknown = sorted(set(document) - {item.name for item in fields(cls)})
+        if unknown:
+            raise InvalidInputError(
+                f"the study's settings name {', '.join(unknown)}, which this lrsweep does not "
+                "know: it was made by a newer release"
+            )
         return cls(
             **{
                 **document,
@@ -226,6 +238,8 @@ class StudySettings:
         return pruner_class(**arguments)  # type: ignore[no-any-return]
 
     def save(self, study: optuna.Study) -> None:
+        if self.chosen_by_data is not None:  # first: a joining worker waits for the settings
+            study.set_user_attr(CHOSEN_BY_DATA_ATTR, self.chosen_by_data)
         study.set_user_attr(SETTINGS_ATTR, self.to_dict())
 
     @classmethod
@@ -235,7 +249,8 @@ class StudySettings:
         while True:
             document = study.user_attrs.get(SETTINGS_ATTR)
             if document is not None:
-                return cls.from_dict(document)
+                chosen = study.user_attrs.get(CHOSEN_BY_DATA_ATTR)
+                return replace(cls.from_dict(document), chosen_by_data=chosen)
             if time.monotonic() > deadline:
                 raise InvalidInputError(
                     f"study {study.study_name!r} was not created by lrsweep (no settings found)"

@@ -72,7 +72,7 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     folds = fold_tensors(settings, dataset, str(device))
     store = retrying(lambda: opened.store, "opening the study")  # it reads the study id
     history = StudyHistory(opened.study.pruner, options.sampler_history)
-    trials_per_batch = options.trials_per_batch_for(device)
+    trials_per_batch = options.trials_per_batch_for(device, settings.folds)
     deadline = None if options.timeout_s is None else time.monotonic() + options.timeout_s
     worker_attrs = {WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}"}
     totals: Counter[str] = Counter()

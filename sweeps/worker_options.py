@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     import torch
 
 MAX_TRIALS_PER_BATCH_CPU, MAX_TRIALS_PER_BATCH_GPU = 64, 4096
+# Fewer models than this in a batch leave the engine's per-step overhead unshared: on 20,000
+# rows, one split, 50 trials on 2 cores, batches of 3 trials swept in 53.3 s, of 8 in 29.7 s.
+MIN_MODELS_PER_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,13 @@ class WorkerOptions:
         if self.threads < 1:
             raise InvalidInputError(f"--threads must be >= 1; got {self.threads}")
 
-    def trials_per_batch_for(self, device: torch.device) -> int:
-        """Explicit, else large on a GPU and enough rounds (about 16) for TPE and the pruner."""
+    def trials_per_batch_for(self, device: torch.device, folds: int) -> int:
+        """Explicit, else large on a GPU and enough rounds (about 16) for TPE and the pruner,
+        but at least MIN_MODELS_PER_BATCH models (a trial trains one per fold)."""
         if self.trials_per_batch is not None:
             return self.trials_per_batch
         cap = MAX_TRIALS_PER_BATCH_GPU if device.type == "cuda" else MAX_TRIALS_PER_BATCH_CPU
         if self.target_trials is None:
             return cap
-        return max(1, min(cap, self.target_trials // 16))
+        fill = -(-MIN_MODELS_PER_BATCH // folds)
+        return max(1, min(cap, max(self.target_trials // 16, fill)))

@@ -109,9 +109,9 @@ def test_five_folds_on_a_rare_class_are_refused_before_anything_is_written(
     ("rows", "folds", "why"),
     [
         (351, 5, "5-fold cross-validation: one split would hold out 106 rows (accuracy "
-         "standard error up to 4.9%); --folds 1 for one split"),
+         "standard error up to 4.86%); --folds 1 for one split"),
         (9000, 1, "one train/validation split: one split would hold out 2700 rows (accuracy "
-         "standard error up to 1.0%); --folds F to cross-validate"),
+         "standard error up to 0.96%); --folds F to cross-validate"),
     ],
 )  # fmt: skip
 def test_a_new_study_takes_its_folds_from_the_noise_of_one_split(

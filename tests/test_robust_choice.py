@@ -3,18 +3,30 @@ best, over the seeds that fit its time budget (issue 18)."""
 
 from __future__ import annotations
 
-import math
+import json
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
+from conftest import opened_storage, run_sweeps
+from sweeps.proposals import propose
 from sweeps.retrain import score_over_seeds
-from sweeps.selection import overlapping_the_best, reevaluation_folds, robust_choice_budget
-from sweeps.settings import StudySettings
-from trainer import ScheduleConfig, TrainConfig, load_dataset, split_tensors, validation_rows
+from sweeps.selection import not_told_apart, reevaluation_folds, robust_choice_budget
+from sweeps.settings import StudySettings, default_folds
+from sweeps.worker_options import WorkerOptions
+from trainer import (
+    InvalidInputError,
+    ScheduleConfig,
+    TrainConfig,
+    load_dataset,
+    split_tensors,
+    validation_rows,
+)
+from trainer.data import DataSchema, Dataset
+
+SCHEMA = DataSchema(("x",), ("0", "1"), "1")
 
 
 def _trial(number: int, accuracy: float) -> optuna.trial.FrozenTrial:
@@ -23,32 +35,23 @@ def _trial(number: int, accuracy: float) -> optuna.trial.FrozenTrial:
     return trial
 
 
-@given(
-    accuracies=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=10),
-    rows=st.integers(10, 100_000),
+@pytest.mark.parametrize(
+    ("accuracies", "rows", "kept"),
+    [
+        # best 0.94 on 351 rows: se 0.0127; 0.895 (se 0.0164) differs by 0.045 > 1.96 x 0.0207
+        ([0.94, 0.92, 0.905, 0.895], 351, 3),
+        # 6,000 rows: se 0.0031 and 0.0034; 0.93 differs by 0.010 > 1.96 x 0.0046 = 0.0090
+        ([0.94, 0.932, 0.93], 6_000, 2),
+        ([0.95, 0.95, 0.95], 50, 3),  # ties are never told apart
+        ([1.0, 0.99], 351, 2),  # a perfect score keeps an error of one row
+        ([1.0, 0.90], 351, 1),
+    ],
 )
-def test_candidates_are_the_trials_whose_95_percent_interval_overlaps_the_best(
-    accuracies: list[float], rows: int
+def test_candidates_are_the_trials_a_95_percent_test_cannot_tell_from_the_best(
+    accuracies: list[float], rows: int, kept: int
 ) -> None:
-    ranked = sorted(accuracies, reverse=True)
-    trials = [_trial(number, accuracy) for number, accuracy in enumerate(ranked)]
-
-    def half_width(accuracy: float) -> float:
-        p = min(max(accuracy, 1 / rows), 1 - 1 / rows)
-        return 1.96 * math.sqrt(p * (1 - p) / rows)
-
-    lowest = ranked[0] - half_width(ranked[0])
-    expected = [t.number for t in trials if t.value + half_width(t.value) >= lowest]
-    chosen = [t.number for t in overlapping_the_best(trials, rows)]
-    assert chosen == expected and chosen[0] == 0  # the best is always a candidate
-
-
-def test_more_validation_rows_leave_fewer_candidates() -> None:
-    trials = [_trial(n, accuracy) for n, accuracy in enumerate([0.93, 0.925, 0.92, 0.90])]
-    # Ionosphere's 351 rows cannot tell these apart; 6,000 rows of a larger table can.
-    assert len(overlapping_the_best(trials, 351)) == 4
-    assert [t.number for t in overlapping_the_best(trials, 6_000)] == [0, 1, 2]
-    assert [t.number for t in overlapping_the_best(trials, 1_000_000)] == [0]
+    trials = [_trial(number, accuracy) for number, accuracy in enumerate(accuracies)]
+    assert [t.number for t in not_told_apart(trials, rows)] == list(range(kept))
 
 
 def test_seeds_stop_at_the_budget_and_each_is_said(data_path: Path) -> None:
@@ -93,3 +96,84 @@ def test_a_study_of_one_split_is_re_ranked_on_the_folds_its_data_would_choose(
         assert again.validation_rows != study.validation_rows
     else:
         assert sorted(row for fold in again.fold_rows for row in fold) == list(range(rows))
+
+
+@pytest.mark.parametrize(
+    ("trials", "folds", "device", "expected"),
+    [
+        (100, 5, "cpu", 6),  # ionosphere's default: 16 rounds, 30 models a batch
+        (50, 5, "cpu", 3),  # 15 models: enough
+        (50, 1, "cpu", 8),  # a large table's one split: 3 models would not fill a batch
+        (10, 1, "cpu", 8),
+        (1000, 1, "cpu", 62),
+        (5000, 1, "cpu", 64),  # the CPU's cap
+        (100_000, 1, "cuda", 4096),
+    ],
+)
+def test_a_batch_holds_16_rounds_of_the_study_but_at_least_8_models(
+    trials: int, folds: int, device: str, expected: int
+) -> None:
+    import torch
+
+    options = WorkerOptions(target_trials=trials)
+    assert options.trials_per_batch_for(torch.device(device), folds) == expected
+    explicit = WorkerOptions(target_trials=trials, trials_per_batch=3)
+    assert explicit.trials_per_batch_for(torch.device(device), folds) == 3
+
+
+@pytest.mark.parametrize(("rows", "folds"), [(8_330, 5), (8_331, 1)])
+def test_one_split_from_2500_validation_rows_on(rows: int, folds: int) -> None:
+    labels = np.arange(rows, dtype=np.float32) % 2
+    dataset = Dataset(np.zeros((rows, 1), np.float32), labels, "x.csv", "0", SCHEMA)
+    assert default_folds(dataset)[0] == folds
+
+
+def test_settings_a_newer_release_wrote_are_refused_not_ignored() -> None:
+    document = StudySettings("0").to_dict()
+    with pytest.raises(
+        InvalidInputError, match="settings name optimizer, which this lrsweep does not know"
+    ):
+        StudySettings.from_dict({**document, "optimizer": "adam"})
+
+
+def test_a_best_the_rows_tell_apart_is_exported_without_retraining(
+    tmp_path: Path, data_path: Path
+) -> None:
+    common = ("--data", str(data_path), "--quiet")
+    made = run_sweeps(
+        "worker", "--study", "lrsweep", "--trials", "1", "--epochs", "2", "--folds", "1",
+        "--no-baselines", *common, cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    with opened_storage(str(tmp_path / "lrsweep.db")) as storage:
+        study = optuna.load_study(study_name="lrsweep", storage=storage)
+        settings = StudySettings.of_study(study)
+        for template, accuracy in zip(
+            propose(settings, optuna.samplers.RandomSampler(seed=0), "x", [], 3),
+            [0.999, 0.60, 0.55],
+            strict=True,
+        ):
+            study.add_trial(
+                optuna.trial.create_trial(
+                    value=accuracy,
+                    params=template.params,
+                    distributions=template.distributions,
+                    user_attrs={**template.user_attrs, "validation_accuracy": accuracy},
+                )
+            )
+    result = run_sweeps("run", "--trials", "4", "--workers", "1", *common, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "note: robust choice among 1 of the top 4 trials" in result.stderr
+    assert "robust choice: seed" not in result.stderr  # nothing retrained
+    selection = json.loads((tmp_path / "best.json").read_text())["selection"]
+    assert selection["method"].startswith("no retraining")
+    assert selection["chosen_trial"] == 1 and selection["candidates"] == []
+    status = run_sweeps("status", "--study", "lrsweep", "--json", cwd=tmp_path)
+    assert status.returncode == 0 and json.loads(status.stdout)["best"]["trial_number"] == 1
+    # Asked for seeds, the choice retrains even the lone candidate.
+    seeded = run_sweeps(
+        "run", "--trials", "4", "--workers", "1", "--seeds", "1", "--out", "s.json", *common,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert seeded.returncode == 0, seeded.stderr
+    assert "robust choice: seed 1 of 1 retrained (1 candidates)" in seeded.stderr

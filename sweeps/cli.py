@@ -510,9 +510,9 @@ def _export(
         top = top_trials(opened, DEFAULT_RUN_TOP)
         candidates = not_told_apart(top, opened.settings.validation_row_count)
         print(
-            f"note: robust choice among {len(candidates)} of the top {len(top)} trials: the "
-            f"others' accuracy is below the best's by more than a 95% test on "
-            f"{opened.settings.validation_row_count} rows allows",
+            f"note: robust choice among {len(candidates)} of the top {len(top)} trials (those "
+            f"a 95% test on {opened.settings.validation_row_count} validation rows cannot tell "
+            "from the best)",
             file=sys.stderr,
         )
         if len(candidates) == 1 and args.seeds is None:

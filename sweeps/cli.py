@@ -494,12 +494,10 @@ def _export(
     """The study's single best trial, or the robust choice: among the best K with --top, and
     after a sweep (`sweep_s`, its seconds) among those the study's rows cannot tell from the
     best, over the seeds that fit in its time budget, unless --top/--seeds say otherwise."""
-    from sweeps.export import best_trial, export_document, write_document
+    from sweeps.export import best_trial
 
     if args.top is None and sweep_s is None:
-        trial = best_trial(opened)
-        write_document(export_document(opened, trial), out)
-        print(f"exported trial {trial.number} (accuracy {trial.value:.4f}) to {out}")
+        _export_as_it_is(opened, best_trial(opened), out)
         return
     from sweeps.export import top_trials
     from sweeps.selection import not_told_apart, robust_choice_budget
@@ -516,21 +514,30 @@ def _export(
             file=sys.stderr,
         )
         if len(candidates) == 1 and args.seeds is None:
-            _export_without_retraining(opened, candidates[0], out)
+            why = "the study's rows tell its best trial apart from the rest of its top"
+            _export_as_it_is(opened, candidates[0], out, why)
             return
     budget_s = None if args.seeds is not None or sweep_s is None else robust_choice_budget(sweep_s)
     _export_robust_choice(args, opened, out, candidates, budget_s)
 
 
-def _export_without_retraining(opened: Any, trial: Any, out: Path) -> None:
+def _export_as_it_is(opened: Any, trial: Any, out: Path, why: str | None = None) -> None:
+    """A trial exported without retraining; with `why`, that choice recorded as the selection
+    in the file and the study."""
     from sweeps.export import export_document, write_document
-    from sweeps.selection import no_retraining_record, record_selection
 
-    why = "the study's rows tell its best trial apart from the rest of its top"
-    record = no_retraining_record(opened, trial, why)
-    record_selection(opened, record)
-    write_document({**export_document(opened, trial), "selection": record}, out)
-    print(f"exported trial {trial.number} (accuracy {trial.value:.4f}; {why}) to {out}")
+    document = export_document(opened, trial)
+    if why is not None:
+        from sweeps.selection import no_retraining_record, record_selection  # imports torch
+
+        record = no_retraining_record(opened, trial, why)
+        record_selection(opened, record)
+        document = {**document, "selection": record}
+    write_document(document, out)
+    print(
+        f"exported trial {trial.number} (accuracy {trial.value:.4f}{'; ' + why if why else ''}) "
+        f"to {out}"
+    )
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

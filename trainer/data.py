@@ -252,13 +252,15 @@ class _CsvTable:
     def __init__(self, frame: pd.DataFrame, path: Path, header: bool | None = None) -> None:
         self.path = path
         cells = frame.fillna("").apply(lambda column: column.str.strip())  # short rows: empty
-        self.has_header = _reads_as_header(cells) if header is None else header
+        parsed = cells.apply(pd.to_numeric, errors="coerce")  # each cell's number, else NaN
+        self.has_header = _reads_as_header(cells, parsed) if header is None else header
         self.names = (
             tuple(cells.iloc[0])
             if self.has_header
             else tuple(f"column {i + 1}" for i in range(cells.shape[1]))
         )
         self.cells = cells.iloc[1:] if self.has_header else cells
+        self.numbers = parsed.iloc[1:] if self.has_header else parsed
         if self.has_header and "" in self.names:
             raise self.fail(
                 f"header has an empty name for column {self.names.index('') + 1} (a row index "
@@ -306,7 +308,7 @@ class _CsvTable:
             self._refuse_a_feature_as_default_label(label_at)
         feature_at = [i for i in range(len(self.names)) if i != label_at]
         text = self.cells.iloc[:, feature_at]
-        values = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        values = self.numbers.iloc[:, feature_at].to_numpy(dtype=float)
         bad = ~np.isfinite(values)
         if bad.any():
             row, column = np.argwhere(bad)[0]
@@ -335,7 +337,7 @@ class _CsvTable:
         empty = np.flatnonzero((text == "").to_numpy())
         if len(empty):
             raise self.fail(f"{self._where(int(empty[0]), label_at)}: the label is empty")
-        numbers = pd.to_numeric(text, errors="coerce")
+        numbers = self.numbers.iloc[:, label_at]
         integers = _all_integers(numbers)
         if integers:
             text = numbers.astype("int64").astype(str)
@@ -376,12 +378,10 @@ class _CsvTable:
         `class`, `y`, ...) or holds text, which no feature may. Naming the label column takes
         it as it is."""
         text = self.cells.iloc[:, label_at]
-        numbers = pd.to_numeric(text, errors="coerce")
+        numbers = self.numbers.iloc[:, label_at]
         others = [k for k in range(len(self.names)) if k != label_at]
         named = [k for k in others if self.has_header and self.names[k].lower() in LABEL_NAMES]
-        texts = [
-            k for k in others if pd.to_numeric(self.cells.iloc[:, k], errors="coerce").isna().all()
-        ]
+        texts = [k for k in others if self.numbers.iloc[:, k].isna().all()]
         if numbers.isna().any():
             return  # text: a label, never a feature
         if not _all_integers(numbers):
@@ -420,7 +420,7 @@ def _all_integers(numbers: pd.Series) -> bool:
     return bool(numbers.notna().all() and (numbers % 1 == 0).all())
 
 
-def _reads_as_header(cells: pd.DataFrame) -> bool:
+def _reads_as_header(cells: pd.DataFrame, parsed: pd.DataFrame) -> bool:
     """Whether the first row is a header, as a person reading the file decides: it is when
     more of its cells above all-number columns are names than numbers (a missing-value mark
     such as `?` or `NA` is no name: a data row with gaps stays data, validated as such), or
@@ -431,7 +431,7 @@ def _reads_as_header(cells: pd.DataFrame) -> bool:
     if len(cells) < 2:
         return False
     top = cells.iloc[0]
-    numeric = cells.apply(pd.to_numeric, errors="coerce").notna().to_numpy()
+    numeric = parsed.notna().to_numpy()
     numbers_below = numeric[1:].all(0)
     named = ~numeric[0] & ~top.str.lower().isin(MISSING_MARKERS).to_numpy()
     if (named & numbers_below).sum() > (numeric[0] & numbers_below).sum():

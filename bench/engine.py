@@ -1,6 +1,7 @@
 """The training engine alone: milliseconds per full trial (50 epochs, no pruning) by batch size.
 
     .venv/bin/python -m bench.engine [--trials-per-batch 64 256] [--folds 1] [--device cpu]
+        [--data big.csv --label-column label]
 
 Each batch trains K sampled configs of the default search space on the study's default split
 (or its F folds, F members per trial), start to end, one thread on the CPU; the first batch
@@ -68,9 +69,11 @@ def time_engine(folds: Sequence[Tensors], trials_per_batch: int, batches: int = 
     return EngineTiming(trials_per_batch, len(folds), sum(seconds) / len(seconds))
 
 
-def default_folds(n_folds: int, device: str) -> list[Tensors]:
+def default_folds(
+    n_folds: int, device: str, data: str | None = None, label_column: str | None = None
+) -> list[Tensors]:
     """The default study's split (one fold) or its stratified folds, as device tensors."""
-    dataset = load_dataset()
+    dataset = load_dataset(data, label_column)
     splits = (
         [validation_rows(dataset)] if n_folds == 1 else stratified_folds(dataset, n_folds, seed=0)
     )
@@ -83,10 +86,12 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=1)
     parser.add_argument("--batches", type=int, default=3, help="timed batches (default 3)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data", help="a CSV (default: ionosphere)")
+    parser.add_argument("--label-column", help="its label column")
     args = parser.parse_args()
     torch.set_num_threads(1)
     device = str(resolve_device(args.device))
-    folds = default_folds(args.folds, device)
+    folds = default_folds(args.folds, device, args.data, args.label_column)
     print(f"| trials per batch | folds | ms per trial | trials per hour ({device}, 1 thread) |")
     print("|---|---|---|---|")
     for size in args.trials_per_batch:

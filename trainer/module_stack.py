@@ -109,16 +109,21 @@ class ModuleStack:
             )
         return stacked.permute(1, 2, 0)  # [A, B, O] -> [B, O, A]
 
-    def sgd_step(self, x: torch.Tensor, y: torch.Tensor, step: _Step) -> torch.Tensor:
-        """One mini-batch of SGD for every member; returns each member's summed loss [A].
+    def sgd_step(
+        self, x: torch.Tensor, y: torch.Tensor, step: _Step, logits_out: torch.Tensor
+    ) -> None:
+        """One mini-batch of SGD for every member, its logits before the update written to
+        `logits_out` [B, O, A].
 
         Frozen parameters (requires_grad False) and those a member's forward never used (no
         gradient) are left alone, as torch.optim.SGD skips a parameter whose grad is None.
         Under vmap every member runs one program, so a parameter is used by all or by none;
         one at a time, each member's gradient is its own."""
         if not self.vmapped:
-            return self._sgd_step_one_at_a_time(x, y, step)
-        losses = classification_loss(self.logits(x), y, reduction="none")  # [B, A]
+            return self._sgd_step_one_at_a_time(x, y, step, logits_out)
+        logits = self.logits(x)
+        logits_out.copy_(logits.detach())
+        losses = classification_loss(logits, y, reduction="none")  # [B, A]
         trainable = {name: value for name, value in self.params.items() if value.requires_grad}
         grads = torch.autograd.grad(
             losses.mean(dim=0).sum(), list(trainable.values()), allow_unused=True
@@ -133,14 +138,12 @@ class ModuleStack:
                         step.neg_lr.view(shape),
                     )
                     _sgd_update(param, self.velocity[name], grad, settings, step.decaying)
-        return losses.detach().sum(dim=0)
 
     def _sgd_step_one_at_a_time(
-        self, x: torch.Tensor, y: torch.Tensor, step: _Step
-    ) -> torch.Tensor:
+        self, x: torch.Tensor, y: torch.Tensor, step: _Step, logits_out: torch.Tensor
+    ) -> None:
         """`sgd_step` with each member's own leaves: `y` is [B, A], one column per member."""
         trainable = [name for name, value in self.params.items() if value.requires_grad]
-        losses = []
         for i in range(len(self.members)):
             leaves = {
                 name: value[i].detach().requires_grad_(value.requires_grad)
@@ -148,6 +151,7 @@ class ModuleStack:
             }
             buffers = {name: value[i] for name, value in self.buffers.items()}
             logits = functional_call(self.base, (leaves, buffers), (x,))  # type: ignore
+            logits_out[..., i] = logits.detach()
             loss = classification_loss(logits.unsqueeze(-1), y[:, i : i + 1], reduction="none")
             grads = torch.autograd.grad(
                 loss.mean(), [leaves[name] for name in trainable], allow_unused=True
@@ -158,8 +162,6 @@ class ModuleStack:
                         settings = (step.decay[0, i], step.momentum[0, i], step.neg_lr[0, i])
                         member = (self.params[name][i], self.velocity[name][i])
                         _sgd_update(*member, grad, settings, step.decaying)
-            losses.append(loss.detach().sum())
-        return torch.stack(losses)
 
     def weights_of(self, positions: Sequence[int]) -> list[tuple[torch.Tensor, ...]]:
         """Final weights of the members at `positions`, CPU, in `parameters()` order."""

@@ -8,6 +8,7 @@ Optuna parameter names are flat and dotted (`lr`, `momentum`, `step.gamma`,
     lr = {low = 0.01, high = 0.5, log = true}
     "step.gamma" = {low = 0.1, high = 0.5}
     weight_decay = {low = 1e-5, high = 1e-2, log = true}  # opt-in: searched only if named
+    batch_size = {low = 16, high = 256, log = true}       # opt-in, as weight_decay
 
 `config_from_params` turns a trial's parameters into a `TrainConfig`; sampling and export both
 go through it, so an exported config is exactly what the trial trained.
@@ -25,6 +26,7 @@ from typing import Any
 import optuna
 
 from trainer import SCHEDULES, InvalidInputError, ScheduleConfig, TrainConfig
+from trainer.config import DEFAULT_BATCH_SIZE
 from trainer.documents import read_document
 from trainer.schedules import (
     AT_LEAST_1,
@@ -71,6 +73,8 @@ DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
         "momentum": Dimension(ParamSpec(is_int=False, low=0.0, high=0.999), Range(0.0, 0.99)),
         # Opt-in; whether it pays on unseen rows: bench/NOTES.md, step 11.
         "weight_decay": Dimension(NONNEGATIVE, Range(1e-5, 1e-2, log=True), opt_in=True),
+        # Opt-in: a data set's size sets what suits it (members train in one group per size).
+        "batch_size": Dimension(COUNT, Range(16, 256, log=True), True, DEFAULT_BATCH_SIZE),
         "step.step_size": Dimension(COUNT, Range(2, 25)),
         "step.gamma": Dimension(FACTOR, Range(0.05, 0.9)),
         "exponential.gamma": Dimension(FACTOR, Range(0.8, 0.999)),
@@ -176,15 +180,16 @@ class SearchSpace:
                 bounds.suggest(trial, name, DIMENSIONS[name].rule.is_int)
         return config_from_params(trial.params, epochs=epochs, batch_size=batch_size)
 
-    def with_opt_in_off(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def with_opt_in_off(self, params: Mapping[str, Any], *, batch_size: int) -> dict[str, Any]:
         """`params` with every opt-in parameter this space searches at its tutorial value (a
-        baseline is the tutorial's recipe, weight decay 0 included)."""
+        baseline is the tutorial's recipe: weight decay 0, the study's `batch_size`)."""
+        study_values = {"batch_size": batch_size}
         searched = {
-            name: DIMENSIONS[name].off
+            name: study_values.get(name, DIMENSIONS[name].off)
             for name in self.ranges
-            if DIMENSIONS[name].opt_in and name not in params
+            if DIMENSIONS[name].opt_in
         }
-        return {**params, **searched}
+        return {**searched, **params}
 
     def why_outside(self, params: Mapping[str, Any]) -> str | None:
         """Why a fixed set of parameters (a baseline) cannot be a trial of this space, or None
@@ -249,7 +254,7 @@ def config_from_params(params: Mapping[str, Any], *, epochs: int, batch_size: in
         lr=params["lr"],
         momentum=params["momentum"],
         epochs=epochs,
-        batch_size=batch_size,
+        batch_size=params.get("batch_size", batch_size),
         weight_decay=params.get("weight_decay", DIMENSIONS["weight_decay"].off),
     )
 

@@ -90,7 +90,7 @@ class NewStudy:
         settings = requested.fixed_at_creation(dataset)
         baselines, skipped = [], []
         for tutorial in BASELINES if enqueue_baselines else ():
-            params = settings.space.with_opt_in_off(tutorial)
+            params = settings.space.with_opt_in_off(tutorial, batch_size=settings.batch_size)
             reason = settings.space.why_outside(params)
             if reason is None:
                 baselines.append(proposals.fixed(settings, params))

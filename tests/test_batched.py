@@ -156,18 +156,19 @@ def test_a_member_on_a_fold_the_batch_lacks_is_refused(tensors: Tensors) -> None
         train_batch([member], [tensors], order_seed=0)
 
 
-@pytest.mark.parametrize("batch_size", [24, 1000])
+@pytest.mark.parametrize("batch_sizes", [(24,), (1000,), (16, 24, 1000)])
 def test_members_stopped_on_several_folds_match_train_stopped_alike(
-    data_path: Path, batch_size: int
+    data_path: Path, batch_sizes: tuple[int, ...]
 ) -> None:
     """Members leave mid-batch on some folds while another fold has no members at all; each
-    one still equals `train` stopped at the same epoch (also with one mini-batch per epoch)."""
+    one still equals `train` stopped at the same epoch (also with one mini-batch per epoch,
+    and with mini-batch sizes that differ within a fold, as a searched `batch_size` makes)."""
     dataset = load_dataset(data_path)
     folds = [split_tensors(dataset, rows, "cpu") for rows in stratified_folds(dataset, 3, 0)]
     members = [
         BatchMember(
-            TrainConfig(schedule, lr=0.2, momentum=0.5, epochs=5, batch_size=batch_size,
-                        weight_decay=0.01 * i),
+            TrainConfig(schedule, lr=0.2, momentum=0.5, epochs=5,
+                        batch_size=batch_sizes[i % len(batch_sizes)], weight_decay=0.01 * i),
             seed=60 + i,
             fold=1 + i % 2,  # fold 0 trains nobody
         )

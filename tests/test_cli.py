@@ -6,6 +6,7 @@ import json
 import statistics
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -586,16 +587,28 @@ def test_password_never_appears_in_output_or_files(
         assert secret not in (tmp_path / written).read_text()
 
 
-def test_a_space_file_with_weight_decay_sweeps_it_and_exports_it(
-    tmp_path: Path, data_path: Path
+@pytest.mark.parametrize(
+    ("key", "bounds", "value_in"),
+    [
+        ("weight_decay", (1e-4, 1e-2), lambda document: document["optimizer"]["weight_decay"]),
+        ("batch_size", (16, 64), lambda document: document["training"]["batch_size"]),
+    ],
+)
+def test_a_space_file_with_an_opt_in_key_sweeps_it_and_exports_it(
+    key: str,
+    bounds: tuple[float, float],
+    value_in: Callable[[dict[str, Any]], float],
+    tmp_path: Path,
+    data_path: Path,
 ) -> None:
-    space = space_file(
-        tmp_path, "[ranges]\nweight_decay = {low = 1e-4, high = 1e-2, log = true}\n"
-    )
+    """Weight decay and the mini-batch size are searched when a space file names them, and
+    the export trains with the best trial's value."""
+    low, high = bounds
+    space = space_file(tmp_path, f"[ranges]\n{key} = {{low = {low}, high = {high}, log = true}}\n")
     common = ("--study", "wd", "--storage", str(tmp_path / "wd.db"))
     worker = run_sweeps(
         "worker", *common, "--data", str(data_path), "--space", str(space), "--trials", "3",
-        "--epochs", "2", "--folds", "1", "--no-baselines", "--quiet", cwd=tmp_path,
+        "--epochs", "2", "--folds", "1", "--no-baselines", "--seed", "0", "--quiet", cwd=tmp_path,
     )  # fmt: skip
     assert worker.returncode == 0, worker.stderr
     exported = run_sweeps("export", *common, "--out", "best.json", cwd=tmp_path)
@@ -605,6 +618,8 @@ def test_a_space_file_with_weight_decay_sweeps_it_and_exports_it(
     with opened_storage(f"sqlite:///{tmp_path / 'wd.db'}") as storage:
         study = optuna.load_study(study_name="wd", storage=storage)
         params = study.trials[trial_number].params
-    assert 1e-4 <= params["weight_decay"] <= 1e-2
-    assert document["optimizer"]["weight_decay"] == params["weight_decay"]
-    assert load_config(tmp_path / "best.json").weight_decay == params["weight_decay"]
+        searched = {trial.params[key] for trial in study.trials}
+    assert all(low <= value <= high for value in searched)
+    assert len(searched) > 1  # not the unsearched default for every trial
+    assert value_in(document) == params[key]
+    assert getattr(load_config(tmp_path / "best.json"), key) == params[key]

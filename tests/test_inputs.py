@@ -332,3 +332,29 @@ def test_the_baselines_keep_the_tutorials_weight_decay_of_0(
             "0.01"
             for kind in ("inverse_time", "step")
         )
+
+
+@pytest.mark.parametrize(
+    ("batch_range", "study_batch_size", "kept"),
+    [((16, 256), 24, True), ((16, 256), 64, True), ((32, 256), 24, False)],
+)
+def test_the_baselines_keep_the_studys_mini_batch_size(
+    batch_range: tuple[int, int], study_batch_size: int, kept: bool, data_path: Path
+) -> None:
+    """A space that searches `batch_size` gets baselines at the study's own mini-batch size,
+    or skips them when it is outside the range."""
+    low, high = batch_range
+    space = SearchSpace.from_dict({"ranges": {"batch_size": {"low": low, "high": high}}})
+    dataset = load_dataset(data_path)
+    requested = StudySettings(dataset.sha256, space=space, batch_size=study_batch_size)
+    new = NewStudy.prepare(requested, dataset, enqueue_baselines=True)
+    if kept:
+        assert [t.params["batch_size"] for t in new.baselines] == [study_batch_size] * 2
+        assert [requested.train_config(t.params).batch_size for t in new.baselines] == [
+            study_batch_size
+        ] * 2
+    else:
+        assert new.skipped_baselines == tuple(
+            f"tutorial baseline {kind} skipped: batch_size 24 is outside the space's 32 to 256"
+            for kind in ("inverse_time", "step")
+        )

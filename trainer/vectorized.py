@@ -214,16 +214,17 @@ def train_batch(
     hand-written built-in MLP.
 
     Members of one fold see the same mini-batch order (seeded by `fold_order_seed`), so every
-    step's inputs are shared and layer 1 is one large matmul per fold; member k computes what
+    step's inputs are shared and layer 1 is one large matmul per fold and mini-batch size (a
+    searched `batch_size` splits a fold's members into groups); member k computes what
     `training.train(config, folds[fold], seed=seed, order_seed=fold_order_seed(...))` does.
     Forward and backward passes are written out (no autograd), and each epoch reads its numbers
     back from the device once.
     """
     if not members:
         return []
-    epochs, batch_size = members[0].config.epochs, members[0].config.batch_size
-    if any((m.config.epochs, m.config.batch_size) != (epochs, batch_size) for m in members):
-        raise ValueError("members of one batch must share epochs and batch_size")
+    epochs = members[0].config.epochs
+    if any(m.config.epochs != epochs for m in members):
+        raise ValueError("members of one batch must share epochs")
     if any(not 0 <= m.fold < len(folds) for m in members):
         raise ValueError(f"a member's fold is outside the batch's {len(folds)} folds")
     device = folds[0].x_train.device
@@ -238,13 +239,13 @@ def train_batch(
         momenta=torch.tensor([m.config.momentum for m in members], device=device),
         decays=torch.tensor([m.config.weight_decay for m in members], device=device),
         decaying=any(m.config.weight_decay for m in members),
-        batch_size=batch_size,
     )
     groups = []
-    for fold, tensors in enumerate(folds):
-        indices = [i for i, m in enumerate(members) if m.fold == fold]
-        if not indices:
-            continue  # a fold no member of this batch trains on
+    for fold, batch_size in sorted({(m.fold, m.config.batch_size) for m in members}):
+        tensors = folds[fold]
+        indices = [
+            i for i, m in enumerate(members) if (m.fold, m.config.batch_size) == (fold, batch_size)
+        ]
         seeds = [members[i].seed for i in indices]
         stack = (
             _Stack.of(indices, seeds, tensors)
@@ -252,7 +253,7 @@ def train_batch(
             else ModuleStack.of(indices, seeds, tensors, model_spec)
         )
         order = torch.Generator().manual_seed(fold_order_seed(order_seed, fold))
-        groups.append(_FoldGroup(tensors, stack, order))
+        groups.append(_FoldGroup(tensors, stack, order, batch_size))
     histories: list[list[EpochResult]] = [[] for _ in members]
     statuses = [RunStatus.COMPLETED] * len(members)
     weights: list[tuple[torch.Tensor, ...]] = [() for _ in members]
@@ -301,22 +302,23 @@ class _Step:
 
 @dataclass(frozen=True)
 class _MemberSettings:
-    """Per-member optimizer settings on the device (rows = member index), and what all share."""
+    """Per-member optimizer settings on the device (rows = member index)."""
 
     lrs: torch.Tensor  # [K, epochs]
     momenta: torch.Tensor  # [K]
     decays: torch.Tensor  # [K]
     decaying: bool
-    batch_size: int
 
 
 @dataclass
 class _FoldGroup:
-    """The members that train on one fold: its data, their stacked weights, its batch order."""
+    """The members that train on one fold with one mini-batch size: the fold's data, their
+    stacked weights, the fold's batch order."""
 
     tensors: Tensors
     stack: _Stack | ModuleStack
     batch_order: torch.Generator
+    batch_size: int
 
     def train_epoch(
         self, epoch: int, settings: _MemberSettings
@@ -338,8 +340,8 @@ class _FoldGroup:
         # every step's logits, for the epoch's train loss in one op after the last step
         train_logits = features.new_empty(n_train, tensors.n_outputs, members)
         stack.train()
-        for start in range(0, n_train, settings.batch_size):
-            end = start + settings.batch_size
+        for start in range(0, n_train, self.batch_size):
+            end = start + self.batch_size
             stack.sgd_step(features[start:end], labels[start:end], step, train_logits[start:end])
         stack.eval()
         with torch.no_grad():

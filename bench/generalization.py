@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import numpy as np
 import optuna
 from sklearn.model_selection import train_test_split
 
+from bench.commands import run_sweeps
 from sweeps.retrain import score_over_seeds
 from sweeps.settings import StudySettings
 from trainer import ScheduleConfig, TrainConfig, load_dataset
@@ -96,13 +96,15 @@ def evaluate_split(
             _write_csv(test_set, work / "test.csv"),
         )
         started = time.perf_counter()
-        _sweeps(work, "run", "--data", train_csv, "--trials", str(trials), "--quiet", *run_flags)
+        run_sweeps(
+            work, "run", "--data", train_csv, "--trials", str(trials), "--quiet", *run_flags
+        )
         sweep_s = time.perf_counter() - started
-        _sweeps(work, "export", "--study", "lrsweep", "--out", "raw.json")
+        run_sweeps(work, "export", "--study", "lrsweep", "--out", "raw.json")
         single = work / "single"
         single.mkdir()
         # Its own robust choice is not scored here: one candidate, one seed keeps it cheap.
-        _sweeps(
+        run_sweeps(
             single,
             "run",
             "--data",
@@ -118,7 +120,7 @@ def evaluate_split(
             "--seeds",
             "1",
         )
-        _sweeps(single, "export", "--study", "lrsweep", "--out", str(work / "single.json"))
+        run_sweeps(single, "export", "--study", "lrsweep", "--out", str(work / "single.json"))
         (work / "tutorial.json").write_text(json.dumps(TUTORIAL.to_json_dict()))
         scores = {
             name: _unseen_accuracy(work, config, train_csv, test_csv, seeds)
@@ -151,7 +153,7 @@ def _study_spread(database: Path, tensors: Tensors, seeds: int) -> dict[str, flo
 
 
 def _unseen_accuracy(work: Path, config: str, train_csv: str, test_csv: str, seeds: int) -> float:
-    report = _sweeps(
+    report = run_sweeps(
         work,
         "train",
         "--config",
@@ -164,15 +166,6 @@ def _unseen_accuracy(work: Path, config: str, train_csv: str, test_csv: str, see
         str(seeds),
     )
     return float(json.loads(report)["mean_accuracy"])
-
-
-def _sweeps(work: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "sweeps", *args], cwd=work, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"sweeps {args[0]} failed ({done.returncode}):\n{done.stderr}")
-    return done.stdout
 
 
 def _write_csv(dataset: Dataset, path: Path) -> str:

@@ -504,6 +504,7 @@ def _export(
 
     if args.top is not None:
         candidates = top_trials(opened, args.top)
+        why = f"--top {args.top} leaves one candidate, nothing to rank it against"
     else:
         top = top_trials(opened, DEFAULT_RUN_TOP)
         candidates = not_told_apart(top, opened.settings.validation_row_count)
@@ -513,10 +514,10 @@ def _export(
             "from the best)",
             file=sys.stderr,
         )
-        if len(candidates) == 1 and args.seeds is None:
-            why = "the study's rows tell its best trial apart from the rest of its top"
-            _export_as_it_is(opened, candidates[0], out, why)
-            return
+        why = "the study's rows tell its best trial apart from the rest of its top"
+    if len(candidates) == 1 and args.seeds is None:  # retraining it alone would rank nothing
+        _export_as_it_is(opened, candidates[0], out, why)
+        return
     budget_s = None if args.seeds is not None or sweep_s is None else robust_choice_budget(sweep_s)
     _export_robust_choice(args, opened, out, candidates, budget_s)
 

@@ -177,3 +177,12 @@ def test_a_best_the_rows_tell_apart_is_exported_without_retraining(
     )  # fmt: skip
     assert seeded.returncode == 0, seeded.stderr
     assert "robust choice: seed 1 of 1 retrained (1 candidates)" in seeded.stderr
+    # --top 1 names a lone candidate: exported as it is, the reason recorded.
+    top_one = run_sweeps(
+        "run", "--trials", "4", "--workers", "1", "--top", "1", "--out", "t.json", *common,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert top_one.returncode == 0, top_one.stderr
+    assert "robust choice: seed" not in top_one.stderr
+    method = json.loads((tmp_path / "t.json").read_text())["selection"]["method"]
+    assert method == "no retraining: --top 1 leaves one candidate, nothing to rank it against"

@@ -17,9 +17,11 @@ checkpoints, and the sweep's wall time.
 from __future__ import annotations
 
 import argparse
+import datetime
 import random
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -32,7 +34,7 @@ from sweeps.settings import StudySettings
 from sweeps.study import TPE_ARGUMENTS, create_or_join, make_sampler
 from sweeps.worker import run_worker
 from sweeps.worker_options import WorkerOptions
-from trainer.data import DataSource, cached_dataset
+from trainer.data import DataSource
 
 SAMPLERS = ("batch TPE (service)", "Optuna TPE, one ask at a time")
 CHECKPOINT_FRACTIONS = (0.25, 0.5, 1.0)
@@ -53,12 +55,15 @@ def main() -> None:
         print(f"\n{size} trials, {args.seeds} seeds: best objective by trial n (mean ± sd)")
         print(" | ".join(["sampler", *(f"n={n}" for n in checkpoints), "sweep s (mean)"]))
         for sampler in SAMPLERS:
-            curves, seconds = [], []
-            for seed in range(args.seeds):
-                curve, elapsed = best_so_far(size, seed, sampler, args)
-                curves.append(curve)
-                seconds.append(elapsed)
-            cells = [_mean_sd([c[n - 1] for c in curves]) for n in checkpoints]
+            sweeps = [
+                best_so_far(
+                    size, seed, sampler, DataSource(args.data),
+                    sampler_history=args.sampler_history,
+                )
+                for seed in range(args.seeds)
+            ]  # fmt: skip
+            seconds = [sweep.seconds for sweep in sweeps]
+            cells = [mean_sd([sweep.by_trial[n - 1] for sweep in sweeps]) for n in checkpoints]
             print(" | ".join([sampler, *cells, f"{statistics.fmean(seconds):.1f}"]), flush=True)
 
 
@@ -92,11 +97,31 @@ def proposal_cost(history_size: int, batch: int = 64, repeats: int = 5) -> dict[
     return cost
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """One sweep's running best of completed trials: by trial number, and by when each trial
+    finished (seconds from the sweep's start)."""
+
+    by_trial: list[float]
+    by_time: list[tuple[float, float]]
+    seconds: float
+
+    def best_at(self, seconds: float) -> float:
+        """The best completed value by `seconds` into the sweep (-inf before the first)."""
+        return max((best for at, best in self.by_time if at <= seconds), default=float("-inf"))
+
+
 def best_so_far(
-    size: int, seed: int, sampler: str, args: argparse.Namespace
-) -> tuple[list[float], float]:
-    """The running best of completed trials by trial number, and the sweep's seconds."""
-    dataset = cached_dataset(args.data)
+    size: int,
+    seed: int,
+    sampler: str,
+    data: DataSource,
+    *,
+    trials_per_batch: int | None = None,
+    sampler_history: int = DEFAULT_SAMPLER_HISTORY,
+) -> Sweep:
+    """One worker's sweep of `size` trials on a fresh one-split study of `data`."""
+    dataset = data.load()
     settings = StudySettings(data_sha256=dataset.sha256, folds=1)
     with TemporaryDirectory() as directory:
         url = resolve_storage_url(f"sqlite:///{Path(directory) / 'quality.db'}")
@@ -105,25 +130,37 @@ def best_so_far(
         )
         if sampler != SAMPLERS[0]:
             opened.study.sampler = optuna.samplers.TPESampler(seed=seed, **TPE_ARGUMENTS)
-        started = time.perf_counter()
+        started, wall_start = time.perf_counter(), datetime.datetime.now()
         options = WorkerOptions(
             target_trials=size,
-            data=DataSource(args.data),
-            sampler_history=args.sampler_history,
+            data=data,
+            trials_per_batch=trials_per_batch,
+            sampler_history=sampler_history,
             quiet=True,
         )
         run_worker(opened, options)
         elapsed = time.perf_counter() - started
-        trials = sorted(opened.study.get_trials(deepcopy=False), key=lambda t: t.number)
-    curve, best = [], float("-inf")
-    for trial in trials:
+        trials = opened.study.get_trials(deepcopy=False)
+    by_trial, best = [], float("-inf")
+    for trial in sorted(trials, key=lambda t: t.number):
         if trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None:
             best = max(best, trial.value)
-        curve.append(best)
-    return curve, elapsed
+        by_trial.append(best)
+    finished = sorted(
+        (trial.datetime_complete, trial.value)
+        for trial in trials
+        if trial.state == optuna.trial.TrialState.COMPLETE
+        and trial.value is not None
+        and trial.datetime_complete is not None
+    )
+    by_time, best = [], float("-inf")
+    for at, value in finished:
+        best = max(best, value)
+        by_time.append(((at - wall_start).total_seconds(), best))
+    return Sweep(by_trial, by_time, elapsed)
 
 
-def _mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 

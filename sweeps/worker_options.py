@@ -14,9 +14,10 @@ if TYPE_CHECKING:
     import torch
 
 MAX_TRIALS_PER_BATCH_CPU, MAX_TRIALS_PER_BATCH_GPU = 64, 4096
-# Fewer models than this in a batch leave the engine's per-step overhead unshared: on 20,000
-# rows, one split, 50 trials on 2 cores, batches of 3 trials swept in 53.3 s, of 8 in 29.7 s.
-MIN_MODELS_PER_BATCH = 8
+# Fewer models than this in a batch leave the engine's per-step overhead unshared. On 20,000
+# rows, one split, 50 trials, one worker: batches of 4, 8, 16 and 25 trials reached the same
+# best (0.9876-0.9878, 3 seeds) in 24.6, 15.3, 11.6 and 9.3 s (bench/NOTES.md, step 20).
+MIN_MODELS_PER_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,12 @@ class WorkerOptions:
 
     def trials_per_batch_for(self, device: torch.device, folds: int) -> int:
         """Explicit, else large on a GPU and enough rounds (about 16) for TPE and the pruner,
-        but at least MIN_MODELS_PER_BATCH models (a trial trains one per fold)."""
+        but at least MIN_MODELS_PER_BATCH models (a trial trains one per fold), and never
+        more trials than the target."""
         if self.trials_per_batch is not None:
             return self.trials_per_batch
         cap = MAX_TRIALS_PER_BATCH_GPU if device.type == "cuda" else MAX_TRIALS_PER_BATCH_CPU
         if self.target_trials is None:
             return cap
         fill = -(-MIN_MODELS_PER_BATCH // folds)
-        return max(1, min(cap, max(self.target_trials // 16, fill)))
+        return max(1, min(cap, self.target_trials, max(self.target_trials // 16, fill)))

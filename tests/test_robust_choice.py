@@ -102,15 +102,16 @@ def test_a_study_of_one_split_is_re_ranked_on_the_folds_its_data_would_choose(
     ("trials", "folds", "device", "expected"),
     [
         (100, 5, "cpu", 6),  # ionosphere's default: 16 rounds, 30 models a batch
-        (50, 5, "cpu", 3),  # 15 models: enough
-        (50, 1, "cpu", 8),  # a large table's one split: 3 models would not fill a batch
-        (10, 1, "cpu", 8),
+        (100, 5, "cpu", 6),  # 30 models: enough
+        (50, 5, "cpu", 4),  # 3 trials would be 15 models
+        (50, 1, "cpu", 16),  # a large table's one split: 3 models would not fill a batch
+        (10, 1, "cpu", 10),  # never more than the target
         (1000, 1, "cpu", 62),
         (5000, 1, "cpu", 64),  # the CPU's cap
         (100_000, 1, "cuda", 4096),
     ],
 )
-def test_a_batch_holds_16_rounds_of_the_study_but_at_least_8_models(
+def test_a_batch_holds_16_rounds_of_the_study_but_at_least_16_models(
     trials: int, folds: int, device: str, expected: int
 ) -> None:
     import torch

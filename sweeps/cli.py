@@ -8,6 +8,7 @@ when interrupted.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import signal
@@ -165,7 +166,8 @@ def _robust_choice_options(parser: argparse.ArgumentParser, *, after_sweep: bool
         type=int,
         metavar="K",
         help=f"candidates (default: of the top {DEFAULT_RUN_TOP}, those a 95%% test cannot "
-        "tell from the best; none but the best: no retraining)"
+        "tell from the best and one seed retrains in a quarter of the sweep's time; fewer "
+        "than 2: no retraining)"
         if after_sweep
         else "candidates (default: export the study's single best trial, no retraining)",
     )
@@ -173,8 +175,8 @@ def _robust_choice_options(parser: argparse.ArgumentParser, *, after_sweep: bool
         "--seeds",
         type=int,
         metavar="S",
-        help=f"seeds (default {DEFAULT_CHOICE_SEEDS}, as many as fit in a quarter of the "
-        "sweep's time or 15 s)"
+        help=f"seeds (default: up to {DEFAULT_CHOICE_SEEDS}, as many as fit in a quarter of "
+        "the sweep's time)"
         if after_sweep
         else f"seeds (default {DEFAULT_CHOICE_SEEDS}; needs --top)",
     )
@@ -422,7 +424,8 @@ def _exit_without_teardown(code: int, opened: Any) -> NoReturn:
     os._exit(code)
 
 
-def _launch(args: argparse.Namespace, default_baselines: bool) -> tuple[Any, int]:
+def _launch(args: argparse.Namespace, default_baselines: bool) -> tuple[Any, int, int]:
+    """The study, the workers' exit code, and how many workers ran."""
     from sweeps.launch import LaunchPlan, started_workers
     from sweeps.progress import StudyProgress, wants_progress
 
@@ -441,11 +444,11 @@ def _launch(args: argparse.Namespace, default_baselines: bool) -> tuple[Any, int
         )
         with StudyProgress(opened, args.trials) if show_progress else nullcontext():
             code = workers.run()
-    return opened, code
+    return opened, code, plan.workers
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
-    opened, code = _launch(args, default_baselines=False)
+    opened, code, _ = _launch(args, default_baselines=False)
     _exit_without_teardown(code, opened)
 
 
@@ -453,13 +456,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from sweeps.summary import format_summary, summarize
 
     _check_choice_options(args, after_sweep=True)
-    started = time.perf_counter()
-    opened, code = _launch(args, default_baselines=True)
+    started, started_at = time.perf_counter(), datetime.datetime.now()  # Optuna's clock
+    opened, code, workers = _launch(args, default_baselines=True)
     if code != EXIT_OK:
         _exit_without_teardown(code, opened)
     elapsed = time.perf_counter() - started
     out = _export_path(args.out, None)
-    _export(args, opened, out, sweep_s=elapsed)
+    from sweeps.selection import SweepPace
+
+    _export(args, opened, out, SweepPace.of_sweep(opened, started_at, elapsed, workers))
     print(format_summary(summarize(opened)))
     print(f"sweep wall time {elapsed:.1f}s")
     _exit_without_teardown(EXIT_OK, opened)
@@ -488,38 +493,68 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export(
-    args: argparse.Namespace, opened: Any, out: Path, sweep_s: float | None = None
-) -> None:
+def _export(args: argparse.Namespace, opened: Any, out: Path, sweep: Any = None) -> None:
     """The study's single best trial, or the robust choice: among the best K with --top, and
-    after a sweep (`sweep_s`, its seconds) among those the study's rows cannot tell from the
-    best, over the seeds that fit in its time budget, unless --top/--seeds say otherwise."""
+    after a sweep (`sweep`, its `SweepPace`) among those the study's rows cannot tell from the
+    best, as many as and over the seeds that fit in its time budget, unless --top/--seeds say
+    otherwise."""
     from sweeps.export import best_trial
 
-    if args.top is None and sweep_s is None:
+    if args.top is None and sweep is None:
         _export_as_it_is(opened, best_trial(opened), out)
         return
     from sweeps.export import top_trials
-    from sweeps.selection import not_told_apart, robust_choice_budget
+    from sweeps.selection import robust_choice_budget
 
+    budget_s = None
+    if args.seeds is None and sweep is not None:
+        budget_s = robust_choice_budget(sweep.seconds)
     if args.top is not None:
         candidates = top_trials(opened, args.top)
         why = f"--top {args.top} leaves one candidate, nothing to rank it against"
     else:
-        top = top_trials(opened, DEFAULT_RUN_TOP)
-        candidates = not_told_apart(top, opened.settings.validation_row_count)
-        print(
-            f"note: robust choice among {len(candidates)} of the top {len(top)} trials (those "
-            f"a 95% test on {opened.settings.validation_row_count} validation rows cannot tell "
-            "from the best)",
-            file=sys.stderr,
-        )
-        why = "the study's rows tell its best trial apart from the rest of its top"
-    if len(candidates) == 1 and args.seeds is None:  # retraining it alone would rank nothing
+        candidates, why = _default_candidates(args, opened, sweep, budget_s)
+    if len(candidates) < 2 and args.seeds is None:  # retraining one alone would rank nothing
         _export_as_it_is(opened, candidates[0], out, why)
         return
-    budget_s = None if args.seeds is not None or sweep_s is None else robust_choice_budget(sweep_s)
     _export_robust_choice(args, opened, out, candidates, budget_s)
+
+
+def _default_candidates(
+    args: argparse.Namespace, opened: Any, sweep: Any, budget_s: float | None
+) -> tuple[list[Any], str]:
+    """The top trials the study's rows cannot tell from the best, as many as one seed
+    retrains within `budget_s` (the best alone when fewer than 2 fit), said in a note; and
+    why, should one be left."""
+    from sweeps.export import top_trials
+    from sweeps.selection import affordable_candidates, not_told_apart, reevaluation_folds
+
+    top = top_trials(opened, DEFAULT_RUN_TOP)
+    rows = opened.settings.validation_row_count
+    candidates = not_told_apart(top, rows)
+    note = f"those a 95% test on {rows} validation rows cannot tell from the best"
+    why = (
+        "the study has one completed trial"
+        if len(top) == 1
+        else "the study's rows tell its best trial apart from the rest of its top"
+    )
+    if budget_s is not None and len(candidates) > 1:
+        dataset = opened.settings.load_data(_data_source(args))
+        folds = reevaluation_folds(opened.settings, dataset).folds
+        each_s = sweep.seconds_per_candidate(folds, opened.settings.epochs)
+        affordable = affordable_candidates(candidates, each_s, budget_s)
+        note += f"; {len(affordable)} of them fit one seed in {budget_s:.1f} s at the sweep's pace"
+        if len(affordable) < 2:
+            why = (
+                f"retraining 2 candidates once would take about {2 * each_s:.1f} s, over the "
+                f"robust choice's budget of {budget_s:.1f} s (a quarter of the sweep)"
+            )
+        candidates = affordable or candidates[:1]
+    print(
+        f"note: robust choice among {len(candidates)} of the top {len(top)} trials ({note})",
+        file=sys.stderr,
+    )
+    return candidates, why
 
 
 def _export_as_it_is(opened: Any, trial: Any, out: Path, why: str | None = None) -> None:
@@ -569,7 +604,7 @@ def _export_robust_choice(
         print(
             f"robust choice: seed {seed + 1} of {'up to ' if budget_s else ''}{seeds} "
             f"retrained ({len(trials)} candidates), {seconds:.1f} s"
-            + ("" if budget_s is None else f" of a {budget_s:.0f} s budget"),
+            + ("" if budget_s is None else f" of a {budget_s:.1f} s budget"),
             file=sys.stderr,
         )
 
@@ -583,14 +618,19 @@ def _export_robust_choice(
         on_seed=said,
     )
     chosen = ranking.chosen
+    spread = (
+        "with seed 0 (one seed: no spread)"
+        if ranking.seeds == 1
+        else f"+/- {chosen.scores.std:.4f} over {ranking.seeds} seeds"
+    )
     document = export_document(opened, chosen.trial)
     record = selection_record(opened, ranking)
     record_selection(opened, record)
     write_document({**document, "selection": record}, out)
     print(
         f"exported trial {chosen.trial.number} (study accuracy {chosen.trial.value:.4f}; "
-        f"{chosen.scores.mean:.4f} +/- {chosen.scores.std:.4f} over {ranking.seeds} seeds on "
-        f"{ranking.folds} folds, best mean of {len(ranking.candidates)} candidates) to {out}"
+        f"{chosen.scores.mean:.4f} {spread} on {ranking.folds} folds, best mean of "
+        f"{len(ranking.candidates)} candidates) to {out}"
     )
 
 

@@ -8,6 +8,7 @@ choice is recorded in the study, for `status` and the report."""
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -98,14 +99,49 @@ def rank_top_trials(
 
 
 SELECTION_ATTR = "lrsweep.selection"
-# After a sweep, the robust choice's seeds stop at a quarter of the sweep's time (or 15 s, so a
-# quick sweep keeps all its seeds: on ionosphere the whole choice takes about 4 s).
-ROBUST_CHOICE_SHARE, MIN_ROBUST_CHOICE_S = 0.25, 15.0
+# After a sweep the robust choice may take a quarter of the sweep's time. On ionosphere that
+# leaves one or two seeds instead of five, and the nested benchmark's export held (10 splits:
+# 0.9050 against 0.9035 with top 10 x 5 seeds; bench/NOTES.md, step 21).
+ROBUST_CHOICE_SHARE = 0.25
 
 
 def robust_choice_budget(sweep_s: float) -> float:
     """Seconds the robust choice may take after a sweep of `sweep_s` seconds."""
-    return max(ROBUST_CHOICE_SHARE * sweep_s, MIN_ROBUST_CHOICE_S)
+    return ROBUST_CHOICE_SHARE * sweep_s
+
+
+@dataclass(frozen=True)
+class SweepPace:
+    """How fast a sweep trained, to predict what retraining costs before starting it."""
+
+    seconds: float  # the sweep's wall time
+    workers: int  # processes that trained side by side
+    model_epochs: int  # epochs it trained, every trial's on every fold
+
+    @classmethod
+    def of_sweep(
+        cls, opened: OpenStudy, since: datetime.datetime, seconds: float, workers: int
+    ) -> SweepPace:
+        """The pace of the trials `opened`'s study started since `since` (Optuna's clock)."""
+        trials = opened.study.get_trials(deepcopy=False)
+        epochs = sum(
+            len(trial.intermediate_values)
+            for trial in trials
+            if trial.datetime_start is not None and trial.datetime_start >= since
+        )
+        return cls(seconds, workers, epochs * opened.settings.folds)
+
+    def seconds_per_candidate(self, folds: int, epochs: int) -> float:
+        """One candidate retrained with one seed on `folds` folds, in one process."""
+        return self.seconds * self.workers / max(self.model_epochs, 1) * folds * epochs
+
+
+def affordable_candidates(
+    trials: list[optuna.trial.FrozenTrial], seconds_per_candidate: float, budget_s: float
+) -> list[optuna.trial.FrozenTrial]:
+    """The best of `trials` that one seed retrains within `budget_s` (all when they fit;
+    fewer than 2 means the choice cannot afford to rank anything)."""
+    return trials[: int(budget_s // seconds_per_candidate)]
 
 
 def reevaluation_folds(settings: StudySettings, dataset: Dataset) -> StudySettings:

@@ -8,7 +8,7 @@ Optuna parameter names are flat and dotted (`lr`, `momentum`, `step.gamma`,
     lr = {low = 0.01, high = 0.5, log = true}
     "step.gamma" = {low = 0.1, high = 0.5}
     weight_decay = {low = 1e-5, high = 1e-2, log = true}  # opt-in: searched only if named
-    batch_size = {low = 16, high = 256, log = true}       # opt-in, as weight_decay
+    batch_size = {low = 16, high = 256}  # opt-in; searched among 16, 32, 64, 128, 256
 
 `config_from_params` turns a trial's parameters into a `TrainConfig`; sampling and export both
 go through it, so an exported config is exactly what the trial trained.
@@ -50,7 +50,18 @@ class Range:
     high: float
     log: bool = False
 
-    def suggest(self, trial: optuna.Trial, name: str, is_int: bool) -> int | float:
+    def doublings(self) -> list[int]:
+        """low, 2 low, 4 low, ... up to high: a doubling dimension's values."""
+        values = [int(self.low)]
+        while values[-1] * 2 <= self.high:
+            values.append(values[-1] * 2)
+        return values
+
+    def suggest(
+        self, trial: optuna.Trial, name: str, is_int: bool, doubling: bool = False
+    ) -> int | float:
+        if doubling:
+            return trial.suggest_categorical(name, self.doublings())
         if is_int:
             return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(name, self.low, self.high, log=self.log)
@@ -65,6 +76,8 @@ class Dimension:
     default: Range
     opt_in: bool = False
     off: float = 0.0  # an opt-in parameter's value when it is not searched (the tutorial's)
+    # Searched among low, 2 low, 4 low, ... up to high (`Range.doublings`), not every integer.
+    doubling: bool = False
 
 
 DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
@@ -73,8 +86,11 @@ DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
         "momentum": Dimension(ParamSpec(is_int=False, low=0.0, high=0.999), Range(0.0, 0.99)),
         # Opt-in; whether it pays on unseen rows: bench/NOTES.md, step 11.
         "weight_decay": Dimension(NONNEGATIVE, Range(1e-5, 1e-2, log=True), opt_in=True),
-        # Opt-in: a data set's size sets what suits it (members train in one group per size).
-        "batch_size": Dimension(COUNT, Range(16, 256, log=True), True, DEFAULT_BATCH_SIZE),
+        # Opt-in: a data set's size sets what suits it. Doubling: a batch's members train in one
+        # vectorized group per size, so a few sizes keep batches vectorized.
+        "batch_size": Dimension(
+            COUNT, Range(16, 256), opt_in=True, off=DEFAULT_BATCH_SIZE, doubling=True
+        ),
         "step.step_size": Dimension(COUNT, Range(2, 25)),
         "step.gamma": Dimension(FACTOR, Range(0.05, 0.9)),
         "exponential.gamma": Dimension(FACTOR, Range(0.8, 0.999)),
@@ -177,7 +193,8 @@ class SearchSpace:
         kind = trial.suggest_categorical(SCHEDULER_PARAM, list(self.schedulers))
         for name, bounds in self.ranges.items():
             if "." not in name or name.startswith(f"{kind}."):
-                bounds.suggest(trial, name, DIMENSIONS[name].rule.is_int)
+                dimension = DIMENSIONS[name]
+                bounds.suggest(trial, name, dimension.rule.is_int, dimension.doubling)
         return config_from_params(trial.params, epochs=epochs, batch_size=batch_size)
 
     def with_opt_in_off(self, params: Mapping[str, Any], *, batch_size: int) -> dict[str, Any]:
@@ -198,7 +215,12 @@ class SearchSpace:
             return f"scheduler {params[SCHEDULER_PARAM]!r} is not in the search space"
         for name, value in params.items():
             bounds = self.ranges.get(name)
-            if bounds is not None and not bounds.low <= value <= bounds.high:
+            if bounds is None:
+                continue
+            if DIMENSIONS[name].doubling and value not in bounds.doublings():
+                sizes = ", ".join(map(str, bounds.doublings()))
+                return f"{name} {value:g} is not one of the space's {sizes}"
+            if not bounds.low <= value <= bounds.high:
                 return f"{name} {value:g} is outside the space's {bounds.low:g} to {bounds.high:g}"
         return None
 

@@ -601,14 +601,16 @@ def test_a_space_file_with_an_opt_in_key_sweeps_it_and_exports_it(
     tmp_path: Path,
     data_path: Path,
 ) -> None:
-    """Weight decay and the mini-batch size are searched when a space file names them, and
-    the export trains with the best trial's value."""
+    """Weight decay and the mini-batch size are searched when a space file names them, each
+    trial trains with its own value (what `train` computes at the trial's config), and the
+    export carries the best trial's."""
     low, high = bounds
     space = space_file(tmp_path, f"[ranges]\n{key} = {{low = {low}, high = {high}, log = true}}\n")
     common = ("--study", "wd", "--storage", str(tmp_path / "wd.db"))
     worker = run_sweeps(
-        "worker", *common, "--data", str(data_path), "--space", str(space), "--trials", "3",
-        "--epochs", "2", "--folds", "1", "--no-baselines", "--seed", "0", "--quiet", cwd=tmp_path,
+        "worker", *common, "--data", str(data_path), "--space", str(space), "--trials", "4",
+        "--epochs", "2", "--folds", "1", "--no-baselines", "--seed", "0", "--quiet",
+        "--trials-per-batch", "2", cwd=tmp_path,
     )  # fmt: skip
     assert worker.returncode == 0, worker.stderr
     exported = run_sweeps("export", *common, "--out", "best.json", cwd=tmp_path)
@@ -618,8 +620,22 @@ def test_a_space_file_with_an_opt_in_key_sweeps_it_and_exports_it(
     with opened_storage(f"sqlite:///{tmp_path / 'wd.db'}") as storage:
         study = optuna.load_study(study_name="wd", storage=storage)
         params = study.trials[trial_number].params
-        searched = {trial.params[key] for trial in study.trials}
+        settings = StudySettings.of_study(study)
+        trials = study.trials
+    searched = {trial.params[key] for trial in trials}
     assert all(low <= value <= high for value in searched)
     assert len(searched) > 1  # not the unsearched default for every trial
+    tensors = split_tensors(load_dataset(data_path), settings.validation_rows, "cpu")
+    for trial in trials:  # a batch of 2 trains in the order of its first trial's number
+        batch_order = trial.number - trial.number % 2
+        alone = train(
+            settings.train_config(trial.params), tensors, seed=trial.number, order_seed=batch_order
+        )
+        assert alone.history[-1].validation_accuracy == pytest.approx(
+            trial.user_attrs["validation_accuracy"]
+        )
+        assert alone.history[-1].validation_loss == pytest.approx(
+            trial.user_attrs["validation_loss"], rel=1e-4
+        )
     assert value_in(document) == params[key]
     assert getattr(load_config(tmp_path / "best.json"), key) == params[key]

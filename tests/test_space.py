@@ -70,6 +70,24 @@ def test_weight_decay_is_searched_only_when_a_space_file_names_it(tmp_path: Path
     assert len(set(decays)) == len(decays)
 
 
+@pytest.mark.parametrize(
+    ("low", "high", "sizes"),
+    [(16, 256, {16, 32, 64, 128, 256}), (24, 200, {24, 48, 96, 192}), (32, 32, {32})],
+)
+def test_a_searched_batch_size_doubles_from_low_to_high(
+    low: int, high: int, sizes: set[int]
+) -> None:
+    """A few sizes, not every integer: each size is one vectorized group of a batch."""
+    space = SearchSpace.from_dict({"ranges": {"batch_size": {"low": low, "high": high}}})
+    drawn = {
+        config_from_params(trial.params, epochs=50, batch_size=24).batch_size
+        for trial in _sample(space, 60)
+    }
+    assert drawn == sizes
+    for trial in _sample(SearchSpace(), 10):
+        assert config_from_params(trial.params, epochs=50, batch_size=24).batch_size == 24
+
+
 def test_cosine_floor_is_relative_to_lr() -> None:
     params = {
         "scheduler": "cosine",
@@ -124,6 +142,9 @@ def _range(low: float, high: float, log: bool = False):  # type: ignore[no-untyp
         ('[ranges]\n"inverse_time.alpha" = {low = 0, high = 1, log = true}', "log scale"),
         ("[ranges]\nlr = {low = 0.1}", "must be \\{low, high"),
         ("schedulers = []", "lists no schedulers"),
+        ("[ranges]\nbatch_size = [0, 64]", "batch_size must be an integer"),
+        ("[ranges]\nbatch_size = [-4, 64]", "batch_size must be an integer"),
+        ("[ranges]\nbatch_size = [16.5, 64]", "batch_size must be an integer"),
         ("this is not toml", "does not parse"),
     ],
 )

@@ -161,7 +161,8 @@ def best_so_far(
 
 
 def mean_sd(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} ± {spread:.4f}"
 
 
 if __name__ == "__main__":

@@ -56,7 +56,10 @@ def default_folds(
     why = f"one split would hold out {held_out} rows (accuracy standard error up to {error:.2%})"
     if error <= MAX_SPLIT_STANDARD_ERROR:
         return 1, f"one train/validation split: {why}; --folds F to cross-validate"
-    folds = min(CROSS_VALIDATION_FOLDS, smallest_class(dataset))
+    rarest = smallest_class(dataset)
+    if rarest < 2:
+        return 1, f"one train/validation split: {why}, but a class has 1 row: too few to fold"
+    folds = min(CROSS_VALIDATION_FOLDS, rarest)
     return folds, f"{folds}-fold cross-validation: {why}; --folds 1 for one split"
 
 

@@ -261,3 +261,12 @@ def test_a_best_the_rows_tell_apart_is_exported_without_retraining(
     assert "robust choice: seed" not in top_one.stderr
     method = json.loads((tmp_path / "t.json").read_text())["selection"]["method"]
     assert method == "no retraining: --top 1 leaves one candidate, nothing to rank it against"
+
+
+def test_a_class_of_one_row_is_not_folded_and_the_note_says_why() -> None:
+    labels = np.zeros(300, dtype=np.float32)
+    labels[0] = 1.0
+    dataset = Dataset(np.zeros((300, 1), np.float32), labels, "x.csv", "0", SCHEMA)
+    folds, why = default_folds(dataset)
+    assert folds == 1
+    assert why.endswith("but a class has 1 row: too few to fold")

@@ -44,6 +44,7 @@ class BatchMember:
 
 
 FOLD_ORDER_STRIDE = 7919
+LOSS_CHUNK_STEPS = 64  # steps whose logits are kept for one train-loss op
 
 
 def fold_order_seed(order_seed: int, fold: int) -> int:
@@ -337,12 +338,22 @@ class _FoldGroup:
         )
         members = len(stack.members)
         labels = _per_member(labels, members)
-        # every step's logits, for the epoch's train loss in one op after the last step
-        train_logits = features.new_empty(n_train, tensors.n_outputs, members)
+        # The steps' logits, a chunk of steps at a time: the train loss is one op per chunk
+        # instead of two per step, in memory bounded whatever the rows.
+        chunk_rows = min(n_train, LOSS_CHUNK_STEPS * self.batch_size)
+        chunk_logits = features.new_empty(chunk_rows, tensors.n_outputs, members)
+        loss_sum = features.new_zeros(members)
         stack.train()
-        for start in range(0, n_train, self.batch_size):
-            end = start + self.batch_size
-            stack.sgd_step(features[start:end], labels[start:end], step, train_logits[start:end])
+        for chunk_start in range(0, n_train, chunk_rows):
+            chunk_end = min(chunk_start + chunk_rows, n_train)
+            for start in range(chunk_start, chunk_end, self.batch_size):
+                end = min(start + self.batch_size, chunk_end)
+                logits_out = chunk_logits[start - chunk_start : end - chunk_start]
+                stack.sgd_step(features[start:end], labels[start:end], step, logits_out)
+            chunk = slice(0, chunk_end - chunk_start)
+            loss_sum += classification_loss(
+                chunk_logits[chunk], labels[chunk_start:chunk_end], reduction="none"
+            ).sum(dim=0)
         stack.eval()
         with torch.no_grad():
             val_logits = stack.logits(tensors.x_val)
@@ -350,7 +361,7 @@ class _FoldGroup:
             numbers = torch.stack(
                 [
                     correct(val_logits, targets).float(),  # exact hit counts
-                    classification_loss(train_logits, labels, reduction="none").mean(dim=0),
+                    loss_sum / n_train,
                     classification_loss(val_logits, targets, reduction="none").mean(dim=0),
                 ]
             ).T.tolist()  # the epoch's one read from the device

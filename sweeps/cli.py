@@ -596,6 +596,7 @@ def _export_robust_choice(
     budget_s: float | None,
 ) -> None:
     from sweeps.export import export_document, write_document
+    from sweeps.retrain import OverBudget
     from sweeps.selection import rank_top_trials, record_selection, selection_record
 
     seeds = DEFAULT_CHOICE_SEEDS if args.seeds is None else args.seeds
@@ -608,15 +609,24 @@ def _export_robust_choice(
             file=sys.stderr,
         )
 
-    ranking = rank_top_trials(
-        opened,
-        trials,
-        seeds=seeds,
-        data=_data_source(args),
-        device=args.device,
-        budget_s=budget_s,
-        on_seed=said,
-    )
+    try:
+        ranking = rank_top_trials(
+            opened,
+            trials,
+            seeds=seeds,
+            data=_data_source(args),
+            device=args.device,
+            budget_s=budget_s,
+            on_seed=said,
+        )
+    except OverBudget as over:
+        why = (
+            f"one seed of {len(trials)} candidates would take about {over.predicted_s:.1f} s "
+            f"(measured on its first epoch), over the robust choice's budget of {budget_s:.1f} s"
+        )
+        print(f"note: robust choice skipped: {why}", file=sys.stderr)
+        _export_as_it_is(opened, trials[0], out, why)
+        return
     chosen = ranking.chosen
     spread = (
         "with seed 0 (one seed: no spread)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from sweeps.objective import objective
 from trainer import TrainConfig, validation_rows
 from trainer.data import DataSource
 from trainer.models import ModelSpec
-from trainer.training import RunStatus, Tensors, resolve_device, split_tensors
+from trainer.training import EpochResult, RunStatus, Tensors, resolve_device, split_tensors
 from trainer.vectorized import BatchMember, train_batch
 
 
@@ -90,7 +90,8 @@ def score_over_seeds(
     initial weights and the mini-batch order. A seed's score is the mean over folds, and a
     divergence on any fold is a divergence. The configs of one seed train together, one
     batch for all folds. With `budget_s`, no seed starts that would end past it at the pace
-    of those before (the first always runs); `on_seed(seed, seconds so far)` after each."""
+    of those before, and the first stops after one epoch, raising `OverBudget`, when its
+    epochs would not fit; `on_seed(seed, seconds so far)` after each."""
     scores: list[list[SeedRun]] = [[] for _ in configs]
     n_folds = len(folds)
     started = time.perf_counter()
@@ -101,7 +102,16 @@ def score_over_seeds(
         members = [
             BatchMember(config, seed, fold) for config in configs for fold in range(n_folds)
         ]
-        results = train_batch(members, folds, order_seed=seed, model_spec=model_spec)
+        pilot = (
+            _FirstEpochPace(budget_s, started, len(members), configs[0].epochs)
+            if seed == 0
+            else None
+        )
+        results = train_batch(
+            members, folds, order_seed=seed, model_spec=model_spec, on_epoch=pilot
+        )
+        if pilot is not None and pilot.predicted_s is not None:
+            raise OverBudget(pilot.predicted_s)
         for index in range(len(configs)):
             runs = results[index * n_folds : (index + 1) * n_folds]
             if any(run.status == RunStatus.DIVERGED or not run.history for run in runs):
@@ -113,6 +123,36 @@ def score_over_seeds(
         if on_seed is not None:
             on_seed(seed, time.perf_counter() - started)
     return [SeedScores(tuple(runs)) for runs in scores]
+
+
+class OverBudget(Exception):
+    """The first seed would not fit the budget: measured on its first epoch."""
+
+    def __init__(self, predicted_s: float) -> None:
+        super().__init__(f"one seed would take about {predicted_s:.1f} s")
+        self.predicted_s = predicted_s
+
+
+@dataclass
+class _FirstEpochPace:
+    """After a seed's first epoch: stop every member when all `epochs` would end past the
+    budget, and keep the prediction (None while it fits)."""
+
+    budget_s: float | None
+    started: float
+    members: int
+    epochs: int
+    predicted_s: float | None = None
+
+    def __call__(self, results: Mapping[int, EpochResult]) -> set[int]:
+        first_epoch = any(result.epoch == 0 for result in results.values())
+        if self.budget_s is None or not first_epoch:
+            return set()
+        predicted = (time.perf_counter() - self.started) * self.epochs
+        if predicted <= self.budget_s:
+            return set()
+        self.predicted_s = predicted
+        return set(range(self.members))
 
 
 def evaluation_tensors(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -83,13 +84,16 @@ def rank_top_trials(
     on_seed: Callable[[int, float], None] | None = None,
 ) -> Ranking:
     """`trials` retrained over up to `seeds` seeds on `reevaluation_folds`, best mean objective
-    first (mean accuracy, ties broken by loss; then the study's order). With `budget_s`, seeds
-    stop once the next would end past it (one always runs); `on_seed(seed, seconds)` after
-    each."""
+    first (mean accuracy, ties broken by loss; then the study's order). With `budget_s` (loading
+    the data included), seeds stop once the next would end past it, and `OverBudget` is raised
+    when the first would; `on_seed(seed, seconds)` after each."""
+    started = time.perf_counter()  # loading and splitting count against the budget too
     dataset = opened.settings.load_data(data)
     settings = reevaluation_folds(opened.settings, dataset)
     folds = fold_tensors(settings, dataset, str(resolve_device(device)))
     configs = [trial_config(opened, trial) for trial in trials]
+    if budget_s is not None:
+        budget_s -= time.perf_counter() - started
     scores = score_over_seeds(
         configs, folds, seeds, opened.settings.model_spec, budget_s=budget_s, on_seed=on_seed
     )

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import opened_storage, run_sweeps
 from sweeps.proposals import propose
-from sweeps.retrain import score_over_seeds
+from sweeps.retrain import OverBudget, score_over_seeds
 from sweeps.selection import (
     SweepPace,
     affordable_candidates,
@@ -62,16 +62,16 @@ def test_candidates_are_the_trials_a_95_percent_test_cannot_tell_from_the_best(
     assert [t.number for t in not_told_apart(trials, rows)] == list(range(kept))
 
 
-def test_seeds_stop_at_the_budget_and_each_is_said(data_path: Path) -> None:
+def test_every_seed_is_said_and_a_budget_of_nothing_trains_nothing(data_path: Path) -> None:
     dataset = load_dataset(data_path)
     tensors = split_tensors(dataset, validation_rows(dataset), "cpu")
     configs = [TrainConfig(ScheduleConfig("constant", {}), lr=0.1, epochs=2)]
     seen: list[int] = []
-    scores = score_over_seeds(
-        configs, [tensors], 4, budget_s=0.0, on_seed=lambda seed, _: seen.append(seed)
-    )
-    assert len(scores[0].runs) == 1 and seen == [0]  # the first seed always runs
-    seen.clear()
+    with pytest.raises(OverBudget):  # measured after the first epoch
+        score_over_seeds(
+            configs, [tensors], 4, budget_s=0.0, on_seed=lambda seed, _: seen.append(seed)
+        )
+    assert seen == []
     scores = score_over_seeds(
         configs, [tensors], 3, budget_s=None, on_seed=lambda seed, _: seen.append(seed)
     )
@@ -105,6 +105,13 @@ def test_seeds_run_while_the_next_would_end_within_the_budget(
     )
     assert [run.seed for run in scores[0].runs] == [0, 1, 2]
     assert said == [(0, 1.0), (1, 2.0), (2, 3.0)]
+    # 5 epochs whose first ends 1 s in: 5 s predicted, over 3.5 s, so none is trained further.
+    clock[0] = 0.0
+    five_epochs = [TrainConfig(ScheduleConfig("constant", {}), lr=0.1, epochs=5)]
+    with pytest.raises(OverBudget) as over:
+        score_over_seeds(five_epochs, [tensors], 5, budget_s=3.5)
+    assert over.value.predicted_s == 5.0
+    assert score_over_seeds(five_epochs, [tensors], 1, budget_s=5.0)[0].runs[0].accuracy
 
 
 def test_the_choice_affords_what_one_seed_retrains_in_a_quarter_of_the_sweep() -> None:
@@ -141,13 +148,17 @@ def test_after_a_sweep_the_candidates_are_what_one_seed_retrains_in_its_budget(
     sweep_s = float(re.search(r"sweep wall time ([\d.]+)s", result.stdout)[1])  # type: ignore[index]
     assert float(note[3]) == pytest.approx(sweep_s / 4, abs=0.3)
     selection = json.loads((tmp_path / "best.json").read_text())["selection"]
-    if fit >= 2:
+    method = selection["method"]
+    if fit < 2:  # the sweep's pace says no 2 fit
+        assert candidates == 1 and selection["candidates"] == []
+        assert method.startswith("no retraining: retraining 2 candidates once would take")
+    elif "note: robust choice skipped" in result.stderr:  # its first epoch said so
+        assert candidates == fit and selection["candidates"] == []
+        assert method.startswith(f"no retraining: one seed of {fit} candidates would take")
+    else:
         assert candidates == fit == len(selection["candidates"])
         assert 1 <= selection["seeds"] <= 5
         assert f"robust choice: seed 1 of up to 5 retrained ({fit} candidates)" in result.stderr
-    else:
-        assert candidates == 1 and selection["candidates"] == []
-        assert selection["method"].startswith("no retraining: retraining 2 candidates once would")
 
 
 @pytest.mark.parametrize(("rows", "folds"), [(351, 5), (9000, 1)])

@@ -538,7 +538,7 @@ def _default_candidates(
         if len(top) == 1
         else "the study's rows tell its best trial apart from the rest of its top"
     )
-    if budget_s is not None and len(candidates) > 1:
+    if budget_s is not None and len(candidates) > 1 and sweep.model_epochs:
         dataset = opened.settings.load_data(_data_source(args))
         folds = reevaluation_folds(opened.settings, dataset).folds
         each_s = sweep.seconds_per_candidate(folds, opened.settings.epochs)
@@ -617,12 +617,14 @@ def _export_robust_choice(
             data=_data_source(args),
             device=args.device,
             budget_s=budget_s,
+            first_seed_in_budget=args.top is None,  # K given: at least one seed of the K
             on_seed=said,
         )
     except OverBudget as over:
         why = (
             f"one seed of {len(trials)} candidates would take about {over.predicted_s:.1f} s "
-            f"(measured on its first epoch), over the robust choice's budget of {budget_s:.1f} s"
+            f"(measured on its first two epochs), over the robust choice's budget of "
+            f"{budget_s:.1f} s"
         )
         print(f"note: robust choice skipped: {why}", file=sys.stderr)
         _export_as_it_is(opened, trials[0], out, why)

@@ -84,14 +84,16 @@ def score_over_seeds(
     model_spec: ModelSpec | None = None,
     *,
     budget_s: float | None = None,
+    first_seed_in_budget: bool = True,
     on_seed: Callable[[int, float], None] | None = None,
 ) -> list[SeedScores]:
     """Train every config once per seed 0..seeds-1 on every fold; the seed sets both the
     initial weights and the mini-batch order. A seed's score is the mean over folds, and a
     divergence on any fold is a divergence. The configs of one seed train together, one
     batch for all folds. With `budget_s`, no seed starts that would end past it at the pace
-    of those before, and the first stops after one epoch, raising `OverBudget`, when its
-    epochs would not fit; `on_seed(seed, seconds so far)` after each."""
+    of those before, and (with `first_seed_in_budget`) the first stops after two epochs,
+    raising `OverBudget`, when its epochs would not fit; `on_seed(seed, seconds so far)` after
+    each."""
     scores: list[list[SeedRun]] = [[] for _ in configs]
     n_folds = len(folds)
     started = time.perf_counter()
@@ -103,8 +105,8 @@ def score_over_seeds(
             BatchMember(config, seed, fold) for config in configs for fold in range(n_folds)
         ]
         pilot = (
-            _FirstEpochPace(budget_s, started, len(members), configs[0].epochs)
-            if seed == 0
+            _FirstSeedPace(budget_s, started, len(members), configs[0].epochs)
+            if seed == 0 and budget_s is not None and first_seed_in_budget
             else None
         )
         results = train_batch(
@@ -126,7 +128,7 @@ def score_over_seeds(
 
 
 class OverBudget(Exception):
-    """The first seed would not fit the budget: measured on its first epoch."""
+    """The first seed would not fit the budget: measured on its first two epochs."""
 
     def __init__(self, predicted_s: float) -> None:
         super().__init__(f"one seed would take about {predicted_s:.1f} s")
@@ -134,21 +136,26 @@ class OverBudget(Exception):
 
 
 @dataclass
-class _FirstEpochPace:
-    """After a seed's first epoch: stop every member when all `epochs` would end past the
-    budget, and keep the prediction (None while it fits)."""
+class _FirstSeedPace:
+    """After a seed's second epoch: stop every member when the rest of its epochs, at the
+    second epoch's pace (the first one is slowed by warm-up), would end past the budget, and
+    keep the prediction (None while it fits)."""
 
-    budget_s: float | None
+    budget_s: float
     started: float
     members: int
     epochs: int
+    first_epoch_end: float = 0.0
     predicted_s: float | None = None
 
     def __call__(self, results: Mapping[int, EpochResult]) -> set[int]:
-        first_epoch = any(result.epoch == 0 for result in results.values())
-        if self.budget_s is None or not first_epoch:
+        epoch = max((result.epoch for result in results.values()), default=-1)
+        now = time.perf_counter()
+        if epoch == 0:
+            self.first_epoch_end = now
+        if epoch != 1 or self.epochs <= 2:
             return set()
-        predicted = (time.perf_counter() - self.started) * self.epochs
+        predicted = now - self.started + (self.epochs - 2) * (now - self.first_epoch_end)
         if predicted <= self.budget_s:
             return set()
         self.predicted_s = predicted

@@ -81,12 +81,13 @@ def rank_top_trials(
     data: DataSource,
     device: str | None,
     budget_s: float | None = None,
+    first_seed_in_budget: bool = True,
     on_seed: Callable[[int, float], None] | None = None,
 ) -> Ranking:
     """`trials` retrained over up to `seeds` seeds on `reevaluation_folds`, best mean objective
     first (mean accuracy, ties broken by loss; then the study's order). With `budget_s` (loading
     the data included), seeds stop once the next would end past it, and `OverBudget` is raised
-    when the first would; `on_seed(seed, seconds)` after each."""
+    when the first would (with `first_seed_in_budget`); `on_seed(seed, seconds)` after each."""
     started = time.perf_counter()  # loading and splitting count against the budget too
     dataset = opened.settings.load_data(data)
     settings = reevaluation_folds(opened.settings, dataset)
@@ -95,7 +96,13 @@ def rank_top_trials(
     if budget_s is not None:
         budget_s -= time.perf_counter() - started
     scores = score_over_seeds(
-        configs, folds, seeds, opened.settings.model_spec, budget_s=budget_s, on_seed=on_seed
+        configs,
+        folds,
+        seeds,
+        opened.settings.model_spec,
+        budget_s=budget_s,
+        first_seed_in_budget=first_seed_in_budget,
+        on_seed=on_seed,
     )
     candidates = [Candidate(trial, score) for trial, score in zip(trials, scores, strict=True)]
     ranked = sorted(candidates, key=lambda candidate: -candidate.scores.mean_objective)
@@ -120,7 +127,7 @@ class SweepPace:
 
     seconds: float  # the sweep's wall time
     workers: int  # processes that trained side by side
-    model_epochs: int  # epochs it trained, every trial's on every fold
+    model_epochs: int  # epochs it trained, every trial's on every fold (0: no pace to read)
 
     @classmethod
     def of_sweep(
@@ -137,7 +144,7 @@ class SweepPace:
 
     def seconds_per_candidate(self, folds: int, epochs: int) -> float:
         """One candidate retrained with one seed on `folds` folds, in one process."""
-        return self.seconds * self.workers / max(self.model_epochs, 1) * folds * epochs
+        return self.seconds * self.workers / self.model_epochs * folds * epochs
 
 
 def affordable_candidates(

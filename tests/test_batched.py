@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import trainer.vectorized
 from trainer import (
     EpochResult,
     RunStatus,
@@ -68,7 +69,13 @@ def _members(epochs: int) -> list[BatchMember]:
     return members
 
 
-def test_every_scheduler_kind_matches_separate_runs(tensors: Tensors) -> None:
+@pytest.mark.parametrize("loss_chunk_steps", [64, 2])
+def test_every_scheduler_kind_matches_separate_runs(
+    tensors: Tensors, loss_chunk_steps: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also with the train loss summed over chunks of 2 steps (several chunks an epoch, the
+    last one short)."""
+    monkeypatch.setattr(trainer.vectorized, "LOSS_CHUNK_STEPS", loss_chunk_steps)
     members = _members(epochs=10)
     batched = train_batch(members, [tensors], order_seed=11)
     for member, result in zip(members, batched, strict=True):

@@ -625,6 +625,8 @@ def test_a_space_file_with_an_opt_in_key_sweeps_it_and_exports_it(
     searched = {trial.params[key] for trial in trials}
     assert all(low <= value <= high for value in searched)
     assert len(searched) > 1  # not the unsearched default for every trial
+    if key == "batch_size":  # doubling from low: a few sizes, each one vectorized group
+        assert searched <= {16, 32, 64}
     tensors = split_tensors(load_dataset(data_path), settings.validation_rows, "cpu")
     for trial in trials:  # a batch of 2 trains in the order of its first trial's number
         batch_order = trial.number - trial.number % 2

@@ -65,9 +65,9 @@ def test_candidates_are_the_trials_a_95_percent_test_cannot_tell_from_the_best(
 def test_every_seed_is_said_and_a_budget_of_nothing_trains_nothing(data_path: Path) -> None:
     dataset = load_dataset(data_path)
     tensors = split_tensors(dataset, validation_rows(dataset), "cpu")
-    configs = [TrainConfig(ScheduleConfig("constant", {}), lr=0.1, epochs=2)]
+    configs = [TrainConfig(ScheduleConfig("constant", {}), lr=0.1, epochs=3)]
     seen: list[int] = []
-    with pytest.raises(OverBudget):  # measured after the first epoch
+    with pytest.raises(OverBudget):  # measured after the second epoch
         score_over_seeds(
             configs, [tensors], 4, budget_s=0.0, on_seed=lambda seed, _: seen.append(seed)
         )
@@ -81,19 +81,28 @@ def test_every_seed_is_said_and_a_budget_of_nothing_trains_nothing(data_path: Pa
 def test_seeds_run_while_the_next_would_end_within_the_budget(
     data_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each seed takes 1 s on a fake clock: with 3.5 s, the fourth would end at 4 s."""
+    """Each epoch takes 1 s on a fake clock. One-epoch seeds: with 3.5 s, the fourth would end
+    at 4 s. Five-epoch seeds: the first two epochs predict 5 s, so with 3.5 s the first seed
+    stops there and nothing is ranked; with 5 s it fits, and so do seeds no longer checked
+    when the first seed need not fit (an explicit --top)."""
     import types
 
     import sweeps.retrain
 
     clock = [0.0]
     real_train_batch = sweeps.retrain.train_batch
+    epochs_trained: list[list[int]] = []
 
-    def one_second_per_seed(*args: Any, **kwargs: Any) -> Any:
-        clock[0] += 1.0
-        return real_train_batch(*args, **kwargs)
+    def one_second_per_epoch(*args: Any, on_epoch: Any = None, **kwargs: Any) -> Any:
+        def tick(results: Any) -> Any:
+            clock[0] += 1.0
+            return on_epoch(results) if on_epoch is not None else set()
 
-    monkeypatch.setattr(sweeps.retrain, "train_batch", one_second_per_seed)
+        results = real_train_batch(*args, on_epoch=tick, **kwargs)
+        epochs_trained.append([len(result.history) for result in results])
+        return results
+
+    monkeypatch.setattr(sweeps.retrain, "train_batch", one_second_per_epoch)
     fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0])
     monkeypatch.setattr(sweeps.retrain, "time", fake_time)
     dataset = load_dataset(data_path)
@@ -105,13 +114,19 @@ def test_seeds_run_while_the_next_would_end_within_the_budget(
     )
     assert [run.seed for run in scores[0].runs] == [0, 1, 2]
     assert said == [(0, 1.0), (1, 2.0), (2, 3.0)]
-    # 5 epochs whose first ends 1 s in: 5 s predicted, over 3.5 s, so none is trained further.
-    clock[0] = 0.0
-    five_epochs = [TrainConfig(ScheduleConfig("constant", {}), lr=0.1, epochs=5)]
+    clock[0], five_epochs = 0.0, [TrainConfig(ScheduleConfig("constant", {}), lr=0.1, epochs=5)]
+    epochs_trained.clear()
     with pytest.raises(OverBudget) as over:
-        score_over_seeds(five_epochs, [tensors], 5, budget_s=3.5)
+        score_over_seeds(five_epochs * 2, [tensors], 5, budget_s=3.5)
     assert over.value.predicted_s == 5.0
-    assert score_over_seeds(five_epochs, [tensors], 1, budget_s=5.0)[0].runs[0].accuracy
+    assert epochs_trained == [[2, 2]]  # both members stopped after the second epoch
+    clock[0] = 0.0
+    assert len(score_over_seeds(five_epochs, [tensors], 5, budget_s=5.0)[0].runs) == 1
+    clock[0] = 0.0
+    unchecked = score_over_seeds(
+        five_epochs, [tensors], 5, budget_s=3.5, first_seed_in_budget=False
+    )
+    assert len(unchecked[0].runs) == 1  # the first seed ran whole; a second would end at 10 s
 
 
 def test_the_choice_affords_what_one_seed_retrains_in_a_quarter_of_the_sweep() -> None:

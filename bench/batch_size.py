@@ -18,7 +18,7 @@ import statistics
 import optuna
 
 from bench.sampler_quality import SAMPLERS, best_so_far, mean_sd
-from trainer.data import DataSource
+from lrsweep.trainer.data import DataSource
 
 CHECKPOINT_FRACTIONS = (0.25, 0.5, 1.0)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 def run_sweeps(work: Path, *args: str) -> str:
     """`sweeps ARGS` in `work`; its stdout, or exit with its stderr when it fails."""
     done = subprocess.run(
-        [sys.executable, "-m", "sweeps", *args], cwd=work, capture_output=True, text=True
+        [sys.executable, "-m", "lrsweep.sweeps", *args], cwd=work, capture_output=True, text=True
     )
     if done.returncode != 0:
         raise SystemExit(f"sweeps {args[0]} failed ({done.returncode}):\n{done.stderr}")

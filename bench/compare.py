@@ -112,7 +112,7 @@ def run_handwritten(url: str, trials: int, workers: int, data: Path) -> Measured
 def launch_command(study: str, trials: int, args: argparse.Namespace) -> list[str]:
     """`sweeps launch` with the benchmark's worker count, data and extra flags."""
     return [
-        sys.executable, "-m", "sweeps", "launch", "--study", study, "--workers",
+        sys.executable, "-m", "lrsweep.sweeps", "launch", "--study", study, "--workers",
         str(args.workers), "--trials", str(trials), "--data", str(args.data), "--seed", "0",
         "--no-baselines", "--quiet", "--folds", "1", *args.service_args,
     ]  # fmt: skip
@@ -134,7 +134,7 @@ def running_proxy(database_url: str, port: int = 13999) -> Iterator[str]:
 
     env = {**os.environ, "LRSWEEP_STORAGE": database_url}
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "sweeps", "proxy", "--port", str(port)], cwd=REPO, env=env
+        [sys.executable, "-m", "lrsweep.sweeps", "proxy", "--port", str(port)], cwd=REPO, env=env
     )
     try:
         for _ in range(300):

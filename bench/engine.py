@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
-from sweeps.space import SearchSpace
-from trainer import TrainConfig, load_dataset
-from trainer.data import stratified_folds, validation_rows
-from trainer.training import Tensors, resolve_device, split_tensors
-from trainer.vectorized import BatchMember, train_batch
+from lrsweep.sweeps.study.space import SearchSpace
+from lrsweep.trainer import TrainConfig, load_dataset
+from lrsweep.trainer.data import stratified_folds, validation_rows
+from lrsweep.trainer.training import Tensors, resolve_device, split_tensors
+from lrsweep.trainer.vectorized import BatchMember, train_batch
 
 
 @dataclass(frozen=True)

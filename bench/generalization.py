@@ -32,11 +32,11 @@ import optuna
 from sklearn.model_selection import train_test_split
 
 from bench.commands import run_sweeps
-from sweeps.retrain import score_over_seeds
-from sweeps.settings import StudySettings
-from trainer import ScheduleConfig, TrainConfig, load_dataset
-from trainer.data import Dataset
-from trainer.training import Tensors
+from lrsweep.sweeps.results.retrain import score_over_seeds
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.trainer import ScheduleConfig, TrainConfig, load_dataset
+from lrsweep.trainer.data import Dataset
+from lrsweep.trainer.training import Tensors
 
 TUTORIAL = TrainConfig(ScheduleConfig("constant", {}), lr=0.1, momentum=0.0)
 COLUMNS = (

@@ -27,7 +27,7 @@ import torch
 
 from bench.compare import REPO, measure
 from bench.engine import default_folds, time_engine
-from trainer.training import resolve_device
+from lrsweep.trainer.training import resolve_device
 
 
 def device_name(device: torch.device) -> str:
@@ -42,7 +42,8 @@ def service_rate(trials: int, workers: int, trials_per_batch: int | None, data: 
         url = f"sqlite:///{Path(folder) / 'gpu.db'}"
         study = f"gpu_{uuid.uuid4().hex[:6]}"
         command = [
-            sys.executable, "-m", "sweeps", "launch", "--study", study, "--trials", str(trials),
+            sys.executable, "-m", "lrsweep.sweeps", "launch", "--study", study,
+            "--trials", str(trials),
             "--workers", str(workers), "--seed", "0", "--no-baselines", "--quiet", "--folds", "1",
         ]  # fmt: skip
         if trials_per_batch:

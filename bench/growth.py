@@ -33,7 +33,7 @@ def main() -> None:
     with TemporaryDirectory() as directory:
         database = Path(directory) / "growth.db"
         worker = subprocess.Popen(
-            [sys.executable, "-m", "sweeps", "worker", "--storage", str(database)]
+            [sys.executable, "-m", "lrsweep.sweeps", "worker", "--storage", str(database)]
             + ["--study", "growth", "--trials", str(args.trials), "--folds", "1"]
             + ["--no-baselines", "--seed", "0", "--quiet"],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -15,9 +15,9 @@ import argparse
 import optuna
 import torch
 
-from sweeps.settings import StudySettings
-from trainer.data import cached_dataset
-from trainer.training import EpochResult, RunStatus, Tensors, split_tensors, train
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.trainer.data import cached_dataset
+from lrsweep.trainer.training import EpochResult, RunStatus, Tensors, split_tensors, train
 
 
 def objective_for(tensors: Tensors, settings: StudySettings):  # type: ignore[no-untyped-def]

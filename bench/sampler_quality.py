@@ -27,14 +27,14 @@ from tempfile import TemporaryDirectory
 
 import optuna
 
-from storage import StorageSettings, resolve_storage_url
-from sweeps.history import DEFAULT_SAMPLER_HISTORY
-from sweeps.proposals import propose
-from sweeps.settings import StudySettings
-from sweeps.study import TPE_ARGUMENTS, create_or_join, make_sampler
-from sweeps.worker import run_worker
-from sweeps.worker_options import WorkerOptions
-from trainer.data import DataSource
+from lrsweep.storage import StorageSettings, resolve_storage_url
+from lrsweep.sweeps.study.open import TPE_ARGUMENTS, create_or_join, make_sampler
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.sweeps.worker.history import DEFAULT_SAMPLER_HISTORY
+from lrsweep.sweeps.worker.loop import run_worker
+from lrsweep.sweeps.worker.options import WorkerOptions
+from lrsweep.sweeps.worker.proposals import propose
+from lrsweep.trainer.data import DataSource
 
 SAMPLERS = ("batch TPE (service)", "Optuna TPE, one ask at a time")
 CHECKPOINT_FRACTIONS = (0.25, 0.5, 1.0)

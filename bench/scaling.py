@@ -35,8 +35,8 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 
 from bench.commands import run_sweeps
-from sweeps.settings import StudySettings
-from trainer.data import cached_dataset
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.trainer.data import cached_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 ARMS = ("defaults", "one split", "hand-written")
@@ -113,7 +113,7 @@ def run_arm(
     else:
         single = ("--folds", "1", "--top", "1") if arm == "one split" else ()
         commands = [
-            [sys.executable, "-m", "sweeps", "run", *data, "--trials", str(args.trials),
+            [sys.executable, "-m", "lrsweep.sweeps", "run", *data, "--trials", str(args.trials),
              "--storage", _url(work), "--out", "best.json", "--quiet", *single]
         ]  # fmt: skip
     seconds, peak_mib = run_tracked(commands, work)

@@ -22,7 +22,7 @@ from tempfile import TemporaryDirectory
 import optuna
 
 from bench.compare import DEFAULT_DATA, launch_command
-from storage import STORAGE_ENV_VAR
+from lrsweep.storage import STORAGE_ENV_VAR
 
 
 def main() -> None:

@@ -1,10 +1,10 @@
 """Where studies live: storage URLs, connections, heartbeats and the trial-claim lock."""
 
-from storage.connect import StorageSettings, close_storage, open_storage, open_trial_store
-from storage.errors import StorageError, StorageLost
-from storage.heartbeat import heartbeat
-from storage.trial_store import SqlTrialStore, TrialStore
-from storage.urls import STORAGE_ENV_VAR, mask_url, resolve_storage_url
+from lrsweep.storage.connect import StorageSettings, close_storage, open_storage, open_trial_store
+from lrsweep.storage.errors import StorageError, StorageLost
+from lrsweep.storage.heartbeat import heartbeat
+from lrsweep.storage.trial_store import SqlTrialStore, TrialStore
+from lrsweep.storage.urls import STORAGE_ENV_VAR, mask_url, resolve_storage_url
 
 __all__ = [
     "STORAGE_ENV_VAR",

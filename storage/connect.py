@@ -2,7 +2,7 @@
 
 SQLite gets WAL and a long busy timeout so several local processes can write; PostgreSQL gets
 pool pre-ping so workers survive dropped connections. Heartbeats are always on: a trial whose
-worker died is failed after the grace period and re-queued (`storage.requeue`).
+worker died is failed after the grace period and re-queued (`lrsweep.storage.requeue`).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import optuna
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.errors import StorageError
-from storage.locks import DatabaseLock
-from storage.proxy import ProxiedTrialStore, ProxyClient, connect_proxy
-from storage.requeue import RequeueStaleTrials
-from storage.trial_store import SqlTrialStore, TrialStore
-from storage.urls import mask_url, parse_url, proxy_address, sqlite_path
+from lrsweep.storage.errors import StorageError
+from lrsweep.storage.locks import DatabaseLock
+from lrsweep.storage.proxy import ProxiedTrialStore, ProxyClient, connect_proxy
+from lrsweep.storage.requeue import RequeueStaleTrials
+from lrsweep.storage.trial_store import SqlTrialStore, TrialStore
+from lrsweep.storage.urls import mask_url, parse_url, proxy_address, sqlite_path
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 

@@ -8,9 +8,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from storage.errors import StorageLost
-from storage.outage import HELD_SIGNALS, InterruptRequested, is_transient, retrying
-from storage.trial_store import TrialStore
+from lrsweep.storage.errors import StorageLost
+from lrsweep.storage.outage import HELD_SIGNALS, InterruptRequested, is_transient, retrying
+from lrsweep.storage.trial_store import TrialStore
 
 OUTAGE_RETRY_S = 1.0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from storage.urls import sqlite_path
+from lrsweep.storage.urls import sqlite_path
 
 
 class DatabaseLock:

@@ -24,7 +24,7 @@ reaches the database as an attribute) and whose value is a JSON document:
 
 A worker learns what a request did by reading trials back with Optuna's own calls: the RUNNING
 trials carrying its claim id, and an epoch write's answer. Dead workers' trials are failed and
-re-queued by the proxy itself (`sweeps.proxy`), every heartbeat interval.
+re-queued by the proxy itself (`lrsweep.sweeps.servers`), every heartbeat interval.
 
 Messages: gRPC refuses a request over 4 MiB by default, and a 4096-trial claim over every
 schedule kind is about 4.2 MiB, the final write of 4096 plateau trials (5 folds x 50 epochs of
@@ -46,10 +46,10 @@ from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from storage import bulk
-from storage.bulk import CLAIM_KEY, EpochValues, EpochWrite, Finished, SystemAttrs
-from storage.errors import StorageError
-from storage.trial_store import SqlTrialStore, TrialStore
+from lrsweep.storage import bulk
+from lrsweep.storage.bulk import CLAIM_KEY, EpochValues, EpochWrite, Finished, SystemAttrs
+from lrsweep.storage.errors import StorageError
+from lrsweep.storage.trial_store import SqlTrialStore, TrialStore
 
 ENQUEUE_KEY = "lrsweep:enqueue"
 EPOCH_KEY = "lrsweep:epoch"
@@ -173,7 +173,7 @@ class ProxiedTrialStore(TrialStore):
         return EpochWrite(done, frozenset(states) - running - done)
 
     def fail_stale_trials(self, study: optuna.Study) -> None:
-        """The proxy does this for every study (`sweeps.proxy`)."""
+        """The proxy does this for every study (`lrsweep.sweeps.servers`)."""
 
     def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> int:
         request = {"trial_ids": list(trial_ids), "reason": reason}

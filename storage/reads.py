@@ -21,7 +21,7 @@ from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, Table, select
 
-from storage.bulk import INTERMEDIATE_VALUES, PARAMS, SYSTEM_ATTRS, TRIALS, VALUES
+from lrsweep.storage.bulk import INTERMEDIATE_VALUES, PARAMS, SYSTEM_ATTRS, TRIALS, VALUES
 
 CHUNK = 500  # ids per IN (...) list, well within every database's limit
 

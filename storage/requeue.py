@@ -14,7 +14,7 @@ from typing import Any, cast
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from storage.bulk import annotate_trial, fail_if_running
+from lrsweep.storage.bulk import annotate_trial, fail_if_running
 
 FAIL_REASON_ATTR = "fail_reason"
 RETRIED_AS_ATTR = "retried_as"

@@ -1,6 +1,6 @@
 """What a worker does to its study's trials, over either path to the database.
 
-`SqlTrialStore` talks SQL to the database itself. `storage.proxy.ProxiedTrialStore` goes
+`SqlTrialStore` talks SQL to the database itself. `lrsweep.storage.proxy.ProxiedTrialStore` goes
 through Optuna's gRPC storage proxy (`sweeps proxy`), whose server side runs the same
 `SqlTrialStore` methods. Workers, claims and batches use only this interface.
 
@@ -20,10 +20,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select
 
-from storage import bulk, reads
-from storage.bulk import EpochValues, EpochWrite, Finished, SystemAttrs
-from storage.locks import DatabaseLock
-from storage.requeue import hand_back
+from lrsweep.storage import bulk, reads
+from lrsweep.storage.bulk import EpochValues, EpochWrite, Finished, SystemAttrs
+from lrsweep.storage.locks import DatabaseLock
+from lrsweep.storage.requeue import hand_back
 
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 

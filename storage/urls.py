@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from storage.errors import StorageError
+from lrsweep.storage.errors import StorageError
 
 STORAGE_ENV_VAR = "LRSWEEP_STORAGE"
 DEFAULT_SQLITE_FILE = "lrsweep.db"

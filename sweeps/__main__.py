@@ -1,7 +1,7 @@
-"""`python -m sweeps ...` is the `sweeps` command (launched workers start this way)."""
+"""`python -m lrsweep.sweeps ...` is the `sweeps` command (launched workers start this way)."""
 
 import sys
 
-from sweeps.cli import main
+from lrsweep.sweeps.cli import main
 
 sys.exit(main())

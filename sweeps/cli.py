@@ -125,7 +125,7 @@ def _data_options(parser: argparse.ArgumentParser, data_help: str = "") -> None:
 
 
 def _data_source(args: argparse.Namespace) -> Any:
-    from trainer.data import DataSource
+    from lrsweep.trainer.data import DataSource
 
     header = None if args.header is None else args.header == "yes"
     return DataSource(args.data, args.label_column, header=header)
@@ -184,7 +184,7 @@ def _robust_choice_options(parser: argparse.ArgumentParser, *, after_sweep: bool
 
 def _check_choice_options(args: argparse.Namespace, *, after_sweep: bool) -> None:
     """Refuse a bad --top/--seeds before any work (a sweep may run for hours first)."""
-    from trainer import InvalidInputError
+    from lrsweep.trainer import InvalidInputError
 
     if not after_sweep and args.top is None and args.seeds is not None:
         raise InvalidInputError("--seeds needs --top K (the robust choice among the best K)")
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _storage_settings(args: argparse.Namespace) -> Any:
-    from storage import StorageSettings, resolve_storage_url
+    from lrsweep.storage import StorageSettings, resolve_storage_url
 
     return StorageSettings(
         url=resolve_storage_url(args.storage),
@@ -290,9 +290,9 @@ def _storage_settings(args: argparse.Namespace) -> Any:
 def _as_the_study_reads_it(args: argparse.Namespace, source: Any, error: Exception) -> Any:
     """A file unreadable with its last column as the label may be an existing study's, read
     with the label column the study recorded; otherwise `error` stands."""
-    from storage import StorageError, close_storage
-    from sweeps.study import open_existing
-    from trainer import InvalidInputError
+    from lrsweep.storage import StorageError, close_storage
+    from lrsweep.sweeps.study.open import open_existing
+    from lrsweep.trainer import InvalidInputError
 
     try:
         opened = open_existing(_storage_settings(args), args.study)
@@ -306,11 +306,11 @@ def _as_the_study_reads_it(args: argparse.Namespace, source: Any, error: Excepti
 
 def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
     """Validate the data, then create the study from the flags or join the existing one."""
-    from sweeps.settings import StudySettings, default_folds
-    from sweeps.space import load_space
-    from sweeps.study import create_or_join
-    from trainer import InvalidInputError
-    from trainer.models import ModelSpec
+    from lrsweep.sweeps.study.open import create_or_join
+    from lrsweep.sweeps.study.settings import StudySettings, default_folds
+    from lrsweep.sweeps.study.space import load_space
+    from lrsweep.trainer import InvalidInputError
+    from lrsweep.trainer.models import ModelSpec
 
     source = _data_source(args)
     try:
@@ -352,9 +352,9 @@ def _join_or_create(args: argparse.Namespace, default_baselines: bool) -> Any:
 
 
 def _worker_options_of(args: argparse.Namespace) -> Any:
-    from sweeps.history import DEFAULT_SAMPLER_HISTORY
-    from sweeps.worker_options import WorkerOptions
-    from trainer import InvalidInputError
+    from lrsweep.sweeps.worker.history import DEFAULT_SAMPLER_HISTORY
+    from lrsweep.sweeps.worker.options import WorkerOptions
+    from lrsweep.trainer import InvalidInputError
 
     if args.seed is not None and not 0 <= args.seed < MAX_SEED:
         raise InvalidInputError(f"--seed must be between 0 and {MAX_SEED - 1}; got {args.seed}")
@@ -393,8 +393,10 @@ def _child_worker_args(args: argparse.Namespace, *, quiet: bool) -> list[str]:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from sweeps.launch import released_by_launcher
-    from sweeps.worker import run_worker  # torch and the rest, before waiting for the launcher
+    from lrsweep.sweeps.worker.launch import released_by_launcher
+    from lrsweep.sweeps.worker.loop import (
+        run_worker,  # torch and the rest, before waiting for the launcher
+    )
 
     if args.launched and not released_by_launcher():
         return EXIT_OK
@@ -416,7 +418,7 @@ def _exit_without_teardown(code: int, opened: Any) -> NoReturn:
     torch, Optuna and SQLAlchemy (about 0.3 s a process). The study's connections are closed
     first: SQLite folds its write-ahead log back into the database file when the last one
     closes, and PostgreSQL sees a clean goodbye."""
-    from storage import close_storage
+    from lrsweep.storage import close_storage
 
     close_storage(opened.storage)
     sys.stdout.flush()
@@ -426,8 +428,8 @@ def _exit_without_teardown(code: int, opened: Any) -> NoReturn:
 
 def _launch(args: argparse.Namespace, default_baselines: bool) -> tuple[Any, int, int]:
     """The study, the workers' exit code, and how many workers ran."""
-    from sweeps.launch import LaunchPlan, started_workers
-    from sweeps.progress import StudyProgress, wants_progress
+    from lrsweep.sweeps.worker.launch import LaunchPlan, started_workers
+    from lrsweep.sweeps.worker.progress import StudyProgress, wants_progress
 
     _worker_options_of(args)  # validate before starting anything
     plan = LaunchPlan.for_this_machine(args.workers, args.device)
@@ -453,7 +455,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from sweeps.summary import format_summary, summarize
+    from lrsweep.sweeps.results.summary import format_summary, summarize
 
     _check_choice_options(args, after_sweep=True)
     started, started_at = time.perf_counter(), datetime.datetime.now()  # Optuna's clock
@@ -462,7 +464,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _exit_without_teardown(code, opened)
     elapsed = time.perf_counter() - started
     out = _export_path(args.out, None)
-    from sweeps.selection import SweepPace
+    from lrsweep.sweeps.results.selection import SweepPace
 
     _export(args, opened, out, SweepPace.of_sweep(opened, started_at, elapsed, workers))
     print(format_summary(summarize(opened)))
@@ -471,8 +473,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from sweeps.study import open_existing
-    from sweeps.summary import format_summary, summarize
+    from lrsweep.sweeps.results.summary import format_summary, summarize
+    from lrsweep.sweeps.study.open import open_existing
 
     summary = summarize(open_existing(_storage_settings(args), args.study))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
@@ -480,8 +482,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from sweeps.export import write_trials_csv
-    from sweeps.study import open_existing
+    from lrsweep.sweeps.results.export import write_trials_csv
+    from lrsweep.sweeps.study.open import open_existing
 
     _check_choice_options(args, after_sweep=False)
     out = _export_path(args.out, args.format)
@@ -498,13 +500,13 @@ def _export(args: argparse.Namespace, opened: Any, out: Path, sweep: Any = None)
     after a sweep (`sweep`, its `SweepPace`) among those the study's rows cannot tell from the
     best, as many as and over the seeds that fit in its time budget, unless --top/--seeds say
     otherwise."""
-    from sweeps.export import best_trial
+    from lrsweep.sweeps.results.export import best_trial
 
     if args.top is None and sweep is None:
         _export_as_it_is(opened, best_trial(opened), out)
         return
-    from sweeps.export import top_trials
-    from sweeps.selection import robust_choice_budget
+    from lrsweep.sweeps.results.export import top_trials
+    from lrsweep.sweeps.results.selection import robust_choice_budget
 
     budget_s = None
     if args.seeds is None and sweep is not None:
@@ -526,8 +528,12 @@ def _default_candidates(
     """The top trials the study's rows cannot tell from the best, as many as one seed
     retrains within `budget_s` (the best alone when fewer than 2 fit), said in a note; and
     why, should one be left."""
-    from sweeps.export import top_trials
-    from sweeps.selection import affordable_candidates, not_told_apart, reevaluation_folds
+    from lrsweep.sweeps.results.export import top_trials
+    from lrsweep.sweeps.results.selection import (
+        affordable_candidates,
+        not_told_apart,
+        reevaluation_folds,
+    )
 
     top = top_trials(opened, DEFAULT_RUN_TOP)
     rows = opened.settings.validation_row_count
@@ -560,11 +566,14 @@ def _default_candidates(
 def _export_as_it_is(opened: Any, trial: Any, out: Path, why: str | None = None) -> None:
     """A trial exported without retraining; with `why`, that choice recorded as the selection
     in the file and the study."""
-    from sweeps.export import export_document, write_document
+    from lrsweep.sweeps.results.export import export_document, write_document
 
     document = export_document(opened, trial)
     if why is not None:
-        from sweeps.selection import no_retraining_record, record_selection  # imports torch
+        from lrsweep.sweeps.results.selection import (  # imports torch
+            no_retraining_record,
+            record_selection,
+        )
 
         record = no_retraining_record(opened, trial, why)
         record_selection(opened, record)
@@ -577,11 +586,13 @@ def _export_as_it_is(opened: Any, trial: Any, out: Path, why: str | None = None)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from sweeps.study import open_existing
+    from lrsweep.sweeps.study.open import open_existing
 
     _require_positive("--top", args.top)
     opened = open_existing(_storage_settings(args), args.study)
-    from sweeps.report import write_report  # plotting libraries load only when needed
+    from lrsweep.sweeps.results.report import (
+        write_report,  # plotting libraries load only when needed
+    )
 
     report = write_report(opened, Path(args.out), top_k=args.top)
     print(f"wrote {report.html} and {len(report.images)} PNG charts to {args.out}")
@@ -595,9 +606,13 @@ def _export_robust_choice(
     trials: list[Any],
     budget_s: float | None,
 ) -> None:
-    from sweeps.export import export_document, write_document
-    from sweeps.retrain import OverBudget
-    from sweeps.selection import rank_top_trials, record_selection, selection_record
+    from lrsweep.sweeps.results.export import export_document, write_document
+    from lrsweep.sweeps.results.retrain import OverBudget
+    from lrsweep.sweeps.results.selection import (
+        rank_top_trials,
+        record_selection,
+        selection_record,
+    )
 
     seeds = DEFAULT_CHOICE_SEEDS if args.seeds is None else args.seeds
 
@@ -647,21 +662,21 @@ def _export_robust_choice(
 
 
 def _require_positive(flag: str, value: int) -> None:
-    from trainer import InvalidInputError
+    from lrsweep.trainer import InvalidInputError
 
     if value < 1:
         raise InvalidInputError(f"{flag} must be >= 1; got {value}")
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from sweeps.dashboard import serve_dashboard
+    from lrsweep.sweeps.servers import serve_dashboard
 
     serve_dashboard(_storage_settings(args), args.host, args.port)
     return EXIT_OK
 
 
 def _cmd_proxy(args: argparse.Namespace) -> int:
-    from sweeps.proxy import serve_proxy
+    from lrsweep.sweeps.servers import serve_proxy
 
     _require_positive("--threads", args.threads)
     serve_proxy(_storage_settings(args), args.host, args.port, args.threads)
@@ -680,8 +695,8 @@ def _export_path(out: str | None, fmt: str | None) -> Path:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from sweeps.retrain import retrain
-    from trainer.config import load_export
+    from lrsweep.sweeps.results.retrain import retrain
+    from lrsweep.trainer.config import load_export
 
     _require_positive("--seeds", args.seeds)
     exported = load_export(args.config)
@@ -712,8 +727,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         return _fail("interrupted", 128 + signum)
     except Exception as exc:
-        from storage import StorageError, StorageLost
-        from trainer import InvalidInputError
+        from lrsweep.storage import StorageError, StorageLost
+        from lrsweep.trainer import InvalidInputError
 
         if isinstance(exc, InvalidInputError | StorageError):
             return _fail(str(exc), EXIT_USAGE)

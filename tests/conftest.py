@@ -26,7 +26,7 @@ import pytest
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from trainer import ScheduleConfig, build
+from lrsweep.trainer import ScheduleConfig, build
 
 S = TypeVar("S")
 
@@ -112,7 +112,7 @@ def run_sweeps(
 ) -> Completed:
     """Run `python -m sweeps ARGS` as a user would, capturing its output."""
     process = subprocess.run(
-        [sys.executable, "-m", "sweeps", *args],
+        [sys.executable, "-m", "lrsweep.sweeps", *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -143,7 +143,17 @@ def start_worker(
 ) -> subprocess.Popen[str]:
     """A real `sweeps worker` process on `study`; the storage URL goes in the environment."""
     return subprocess.Popen(
-        [sys.executable, "-m", "sweeps", "worker", "--study", study, "--data", str(data), *args],
+        [
+            sys.executable,
+            "-m",
+            "lrsweep.sweeps",
+            "worker",
+            "--study",
+            study,
+            "--data",
+            str(data),
+            *args,
+        ],
         cwd=cwd,
         env={**os.environ, "LRSWEEP_STORAGE": storage_url},
         stdout=subprocess.PIPE,
@@ -223,7 +233,7 @@ def disposing() -> Iterator[Callable[[S], S]]:
 @contextmanager
 def opened_storage(storage_url: str) -> Iterator[optuna.storages.RDBStorage]:
     """Optuna's own storage on a test database, its connections closed afterwards."""
-    from storage import resolve_storage_url
+    from lrsweep.storage import resolve_storage_url
 
     storage = optuna.storages.RDBStorage(resolve_storage_url(storage_url))
     try:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_sweeps
-from trainer import InvalidInputError, load_dataset
+from lrsweep.trainer import InvalidInputError, load_dataset
 
 
 def test_a_header_names_the_features_and_the_label_is_the_last_column(

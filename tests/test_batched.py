@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import trainer.vectorized
-from trainer import (
+import lrsweep.trainer.vectorized
+from lrsweep.trainer import (
     EpochResult,
     RunStatus,
     ScheduleConfig,
@@ -20,8 +20,8 @@ from trainer import (
     train,
     validation_rows,
 )
-from trainer.data import stratified_folds
-from trainer.vectorized import BatchMember, fold_order_seed, train_batch
+from lrsweep.trainer.data import stratified_folds
+from lrsweep.trainer.vectorized import BatchMember, fold_order_seed, train_batch
 
 SCHEDULES = [
     ScheduleConfig("constant"),
@@ -75,7 +75,7 @@ def test_every_scheduler_kind_matches_separate_runs(
 ) -> None:
     """Also with the train loss summed over chunks of 2 steps (several chunks an epoch, the
     last one short)."""
-    monkeypatch.setattr(trainer.vectorized, "LOSS_CHUNK_STEPS", loss_chunk_steps)
+    monkeypatch.setattr(lrsweep.trainer.vectorized, "LOSS_CHUNK_STEPS", loss_chunk_steps)
     members = _members(epochs=10)
     batched = train_batch(members, [tensors], order_seed=11)
     for member, result in zip(members, batched, strict=True):

@@ -64,7 +64,7 @@ def dashboard_url(tmp_path: Path, data_path: Path) -> Iterator[str]:
     assert made.returncode == 0, made.stderr
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "sweeps", "dashboard", "--port", str(port)],
+        [sys.executable, "-m", "lrsweep.sweeps", "dashboard", "--port", str(port)],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

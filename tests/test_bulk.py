@@ -18,8 +18,14 @@ from optuna.trial import TrialState
 from sqlalchemy import text
 
 from conftest import unique_study
-from storage import SqlTrialStore, StorageSettings, open_storage, reads, resolve_storage_url
-from storage.bulk import Finished
+from lrsweep.storage import (
+    SqlTrialStore,
+    StorageSettings,
+    open_storage,
+    reads,
+    resolve_storage_url,
+)
+from lrsweep.storage.bulk import Finished
 
 DISTRIBUTIONS = {
     "scheduler": CategoricalDistribution(["step", "cosine"]),

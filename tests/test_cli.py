@@ -20,11 +20,11 @@ from conftest import (
     torch_lrs,
     unique_study,
 )
-from sweeps.settings import StudySettings
-from trainer import load_config, load_dataset
-from trainer.data import stratified_folds
-from trainer.training import split_tensors, train
-from trainer.vectorized import fold_order_seed
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.trainer import load_config, load_dataset
+from lrsweep.trainer.data import stratified_folds
+from lrsweep.trainer.training import split_tensors, train
+from lrsweep.trainer.vectorized import fold_order_seed
 
 pytestmark = pytest.mark.slow
 
@@ -139,8 +139,8 @@ def test_a_database_lost_for_good_is_exit_1_not_2(
     """Exhausting the outage retries is a failure of the run, not bad input."""
     from sqlalchemy.exc import OperationalError
 
-    from storage.outage import retrying
-    from sweeps import cli
+    from lrsweep.storage.outage import retrying
+    from lrsweep.sweeps import cli
 
     def database_away() -> None:
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
@@ -148,7 +148,7 @@ def test_a_database_lost_for_good_is_exit_1_not_2(
     def worker_that_loses_its_database(*_: object) -> None:
         retrying(database_away, "claiming trials", give_up_s=0.0)
 
-    monkeypatch.setattr("sweeps.worker.run_worker", worker_that_loses_its_database)
+    monkeypatch.setattr("lrsweep.sweeps.worker.loop.run_worker", worker_that_loses_its_database)
     monkeypatch.setattr(cli, "_join_or_create", lambda *_, **__: None)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["worker", "--study", "x"]) == 1

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import torch_lrs
-from trainer import InvalidInputError, ScheduleConfig, TrainConfig, build, load_config, lr_curve
+from lrsweep.trainer import (
+    InvalidInputError,
+    ScheduleConfig,
+    TrainConfig,
+    build,
+    load_config,
+    lr_curve,
+)
 
 
 def _config() -> TrainConfig:

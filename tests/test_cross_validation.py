@@ -14,11 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import opened_storage, run_sweeps, study_trials
-from sweeps.objective import objective
-from sweeps.settings import StudySettings
-from sweeps.trial_batch import EpochScores
-from trainer import load_dataset
-from trainer.training import EpochResult
+from lrsweep.sweeps.study.objective import objective
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.sweeps.worker.batch import EpochScores
+from lrsweep.trainer import load_dataset
+from lrsweep.trainer.training import EpochResult
 
 pytestmark = pytest.mark.slow
 

@@ -46,7 +46,7 @@ def test_dashboard_shows_study_with_intermediate_values(tmp_path: Path, data_pat
     port = free_port()
     # `sweeps dashboard` with no --host: its own default bind is what is checked.
     dashboard = subprocess.Popen(
-        [sys.executable, "-m", "sweeps", "dashboard", "--storage", "lrsweep.db"]
+        [sys.executable, "-m", "lrsweep.sweeps", "dashboard", "--storage", "lrsweep.db"]
         + ["--port", str(port)],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,

@@ -9,8 +9,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from trainer import InvalidInputError, load_dataset, stratified_split
-from trainer.stratify import kfold_assignment, shuffle_split_validation
+from lrsweep.trainer import InvalidInputError, load_dataset, stratified_split
+from lrsweep.trainer.stratify import kfold_assignment, shuffle_split_validation
 
 
 def test_shared_file_loads_with_expected_shape_and_labels(data_path: Path) -> None:

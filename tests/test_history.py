@@ -10,9 +10,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from conftest import unique_study
-from storage import SqlTrialStore, resolve_storage_url
-from sweeps.history import StudyHistory
-from sweeps.worker import batch_share
+from lrsweep.storage import SqlTrialStore, resolve_storage_url
+from lrsweep.sweeps.worker.history import StudyHistory
+from lrsweep.sweeps.worker.loop import batch_share
 
 LIMIT = 10
 

@@ -19,10 +19,10 @@ from conftest import (
     space_file,
     study_trials,
 )
-from sweeps.settings import StudySettings
-from sweeps.space import SearchSpace
-from sweeps.study import NewStudy
-from trainer import ScheduleConfig, TrainConfig, load_dataset
+from lrsweep.sweeps.study.open import NewStudy
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.sweeps.study.space import SearchSpace
+from lrsweep.trainer import ScheduleConfig, TrainConfig, load_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import study_trials, unique_study, wait_for_running
-from sweeps.launch import visible_gpus
+from lrsweep.sweeps.worker.launch import visible_gpus
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def _launcher(url: str, study: str, cwd: Path, *flags: str) -> subprocess.Popen[
     """`sweeps launch` of 2 workers on `study`, in a process group of its own (as a shell
     gives a foreground job)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "sweeps", "launch", "--storage", url, "--study", study]
+        [sys.executable, "-m", "lrsweep.sweeps", "launch", "--storage", url, "--study", study]
         + ["--workers", "2", "--quiet", *flags],
         cwd=cwd,
         stdout=subprocess.PIPE,

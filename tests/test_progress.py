@@ -26,7 +26,7 @@ def _run_on_terminal(args: tuple[str, ...], cwd: Path, data: Path) -> tuple[int,
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     process = subprocess.Popen(
-        [sys.executable, "-m", "sweeps", *args, "--data", str(data)],
+        [sys.executable, "-m", "lrsweep.sweeps", *args, "--data", str(data)],
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=terminal,

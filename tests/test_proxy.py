@@ -34,15 +34,15 @@ from conftest import (
     unique_study,
 )
 from conftest import wait_for_running as wait_for_running_in
-from storage import resolve_storage_url
-from storage.bulk import Finished
-from storage.proxy import EPOCH_ANSWER_KEY, ProxiedTrialStore, connect_proxy, template_json
-from storage.trial_store import SqlTrialStore
-from sweeps.proposals import propose
-from sweeps.settings import StudySettings
-from sweeps.space import SearchSpace
-from sweeps.trial_attrs import LR_USED_ATTR
-from trainer import SCHEDULES
+from lrsweep.storage import resolve_storage_url
+from lrsweep.storage.bulk import Finished
+from lrsweep.storage.proxy import EPOCH_ANSWER_KEY, ProxiedTrialStore, connect_proxy, template_json
+from lrsweep.storage.trial_store import SqlTrialStore
+from lrsweep.sweeps.study.attributes import LR_USED_ATTR
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.sweeps.study.space import SearchSpace
+from lrsweep.sweeps.worker.proposals import propose
+from lrsweep.trainer import SCHEDULES
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -59,7 +59,7 @@ def proxy_url(
     port = free_port()
     log = (tmp_path / "proxy.log").open("w")
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "sweeps", "proxy", "--port", str(port), *heartbeat],
+        [sys.executable, "-m", "lrsweep.sweeps", "proxy", "--port", str(port), *heartbeat],
         env={**os.environ, "LRSWEEP_STORAGE": postgres_server_url},
         stdout=log,
         stderr=subprocess.STDOUT,

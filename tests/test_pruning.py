@@ -23,12 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.trial import FrozenTrial, TrialState
 
-from storage import StorageSettings
-from sweeps.pruning import BatchPruner, FinishedTrials
-from sweeps.settings import StudySettings
-from sweeps.study import create_or_join
-from sweeps.summary import summarize
-from trainer import load_dataset
+from lrsweep.storage import StorageSettings
+from lrsweep.sweeps.results.summary import summarize
+from lrsweep.sweeps.study.open import create_or_join
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.sweeps.worker.pruning import BatchPruner, FinishedTrials
+from lrsweep.trainer import load_dataset
 
 STUDY_NAME = "same-name"
 FATES = ("complete", "complete", "running", "fail", "requeue")

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from conftest import assert_real_image, run_sweeps, study_trials, torch_lrs
-from storage import StorageSettings
-from sweeps import figures
-from sweeps.export import top_trials, trial_config
-from sweeps.settings import StudySettings
-from sweeps.study import OpenStudy, create_or_join, open_existing
-from trainer import load_dataset
+from lrsweep.storage import StorageSettings
+from lrsweep.sweeps.results import figures
+from lrsweep.sweeps.results.export import top_trials, trial_config
+from lrsweep.sweeps.study.open import OpenStudy, create_or_join, open_existing
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.trainer import load_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,7 @@ def test_the_report_shows_the_chosen_trial_even_outside_its_top(
 ) -> None:
     import shutil
 
-    from sweeps.selection import SELECTION_ATTR
+    from lrsweep.sweeps.results.selection import SELECTION_ATTR
 
     shutil.copy(swept / "lrsweep.db", tmp_path / "lrsweep.db")
     opened = disposing(_open(tmp_path))

@@ -13,18 +13,18 @@ import optuna
 import pytest
 
 from conftest import opened_storage, run_sweeps
-from sweeps.proposals import propose
-from sweeps.retrain import OverBudget, score_over_seeds
-from sweeps.selection import (
+from lrsweep.sweeps.results.retrain import OverBudget, score_over_seeds
+from lrsweep.sweeps.results.selection import (
     SweepPace,
     affordable_candidates,
     not_told_apart,
     reevaluation_folds,
     robust_choice_budget,
 )
-from sweeps.settings import StudySettings, default_folds
-from sweeps.worker_options import WorkerOptions
-from trainer import (
+from lrsweep.sweeps.study.settings import StudySettings, default_folds
+from lrsweep.sweeps.worker.options import WorkerOptions
+from lrsweep.sweeps.worker.proposals import propose
+from lrsweep.trainer import (
     InvalidInputError,
     ScheduleConfig,
     TrainConfig,
@@ -32,7 +32,7 @@ from trainer import (
     split_tensors,
     validation_rows,
 )
-from trainer.data import DataSchema, Dataset
+from lrsweep.trainer.data import DataSchema, Dataset
 
 SCHEMA = DataSchema(("x",), ("0", "1"), "1")
 
@@ -87,10 +87,10 @@ def test_seeds_run_while_the_next_would_end_within_the_budget(
     when the first seed need not fit (an explicit --top)."""
     import types
 
-    import sweeps.retrain
+    import lrsweep.sweeps.results.retrain
 
     clock = [0.0]
-    real_train_batch = sweeps.retrain.train_batch
+    real_train_batch = lrsweep.sweeps.results.retrain.train_batch
     epochs_trained: list[list[int]] = []
 
     def one_second_per_epoch(*args: Any, on_epoch: Any = None, **kwargs: Any) -> Any:
@@ -102,9 +102,9 @@ def test_seeds_run_while_the_next_would_end_within_the_budget(
         epochs_trained.append([len(result.history) for result in results])
         return results
 
-    monkeypatch.setattr(sweeps.retrain, "train_batch", one_second_per_epoch)
+    monkeypatch.setattr(lrsweep.sweeps.results.retrain, "train_batch", one_second_per_epoch)
     fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0])
-    monkeypatch.setattr(sweeps.retrain, "time", fake_time)
+    monkeypatch.setattr(lrsweep.sweeps.results.retrain, "time", fake_time)
     dataset = load_dataset(data_path)
     tensors = split_tensors(dataset, validation_rows(dataset), "cpu")
     configs = [TrainConfig(ScheduleConfig("constant", {}), lr=0.1, epochs=1)]

@@ -11,8 +11,8 @@ import torch
 from optuna.trial import TrialState
 
 from conftest import run_sweeps, study_trials
-from sweeps.export import write_document
-from trainer import InvalidInputError, ScheduleConfig, TrainConfig, build, load_config
+from lrsweep.sweeps.results.export import write_document
+from lrsweep.trainer import InvalidInputError, ScheduleConfig, TrainConfig, build, load_config
 
 NEW_KINDS = ("multistep", "onecycle", "cosine_warm_restarts", "cyclic", "warmup_cosine", "plateau")
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import torch_lrs
-from trainer import SCHEDULES, InvalidInputError, ScheduleConfig, build, lr_curve
-from trainer.schedules import PlateauTracker
+from lrsweep.trainer import SCHEDULES, InvalidInputError, ScheduleConfig, build, lr_curve
+from lrsweep.trainer.schedules import PlateauTracker
 
 EXAMPLES = {
     "constant": {},

@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import torch_lrs
-from sweeps.space import (
+from lrsweep.sweeps.study.space import (
     DEFAULT_SCHEDULERS,
     DIMENSIONS,
     SearchSpace,
     config_from_params,
     load_space,
 )
-from trainer import SCHEDULES, InvalidInputError, build
+from lrsweep.trainer import SCHEDULES, InvalidInputError, build
 
 
 def _sample(space: SearchSpace, n: int) -> list[optuna.trial.FrozenTrial]:
@@ -124,7 +124,7 @@ def test_space_survives_its_json_form() -> None:
 
 
 def _range(low: float, high: float, log: bool = False):  # type: ignore[no-untyped-def]
-    from sweeps.space import Range
+    from lrsweep.sweeps.study.space import Range
 
     return Range(low, high, log)
 

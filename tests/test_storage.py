@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 import pytest
 
-from storage import (
+from lrsweep.storage import (
     SqlTrialStore,
     StorageError,
     StorageSettings,

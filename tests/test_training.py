@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer import (
+from lrsweep.trainer import (
     EpochResult,
     RunStatus,
     ScheduleConfig,
@@ -15,7 +15,7 @@ from trainer import (
     train,
     validation_rows,
 )
-from trainer.training import resolve_device
+from lrsweep.trainer.training import resolve_device
 
 TUTORIAL_DROP = TrainConfig(
     ScheduleConfig("step", {"step_size": 10, "gamma": 0.5}), lr=0.1, momentum=0.9

@@ -21,25 +21,31 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from conftest import unique_study
-from storage import SqlTrialStore, StorageLost, StorageSettings, heartbeat, resolve_storage_url
-from storage.heartbeat import Heartbeat
-from storage.outage import (
+from lrsweep.storage import (
+    SqlTrialStore,
+    StorageLost,
+    StorageSettings,
+    heartbeat,
+    resolve_storage_url,
+)
+from lrsweep.storage.heartbeat import Heartbeat
+from lrsweep.storage.outage import (
     InterruptRequested,
     held_signals,
     is_transient,
     retrying,
     signals_held,
 )
-from sweeps.history import StudyHistory
-from sweeps.objective import objective
-from sweeps.proposals import ClaimedTrial, propose
-from sweeps.settings import StudySettings
-from sweeps.study import OpenStudy, create_or_join, fold_tensors
-from sweeps.trial_batch import run_trial_batch
-from sweeps.worker import hand_back, run_worker
-from sweeps.worker_options import WorkerOptions
-from trainer.data import DataSource, cached_dataset
-from trainer.training import Tensors
+from lrsweep.sweeps.study.objective import objective
+from lrsweep.sweeps.study.open import OpenStudy, create_or_join, fold_tensors
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.sweeps.worker.batch import run_trial_batch
+from lrsweep.sweeps.worker.history import StudyHistory
+from lrsweep.sweeps.worker.loop import hand_back, run_worker
+from lrsweep.sweeps.worker.options import WorkerOptions
+from lrsweep.sweeps.worker.proposals import ClaimedTrial, propose
+from lrsweep.trainer.data import DataSource, cached_dataset
+from lrsweep.trainer.training import Tensors
 
 EPOCHS = 6
 
@@ -122,7 +128,7 @@ def test_epochs_are_written_together_and_every_one_is_stored(
     """Within the store interval a batch's epochs wait and go in one transaction (the last
     epoch is written at once); with none, each epoch is its own. Either way every epoch of
     every trial is stored."""
-    import sweeps.trial_batch
+    import lrsweep.sweeps.worker.batch
 
     calls: list[int] = []
     real_write = SqlTrialStore.write_epoch
@@ -132,7 +138,7 @@ def test_epochs_are_written_together_and_every_one_is_stored(
         return real_write(self, *args)
 
     monkeypatch.setattr(SqlTrialStore, "write_epoch", counted)
-    monkeypatch.setattr(sweeps.trial_batch, "STORE_INTERVAL_S", interval)
+    monkeypatch.setattr(lrsweep.sweeps.worker.batch, "STORE_INTERVAL_S", interval)
     claimed = _claim(opened, 3)
     ended: set[int] = set()
     run_trial_batch(
@@ -150,9 +156,9 @@ def test_a_ctrl_c_mid_batch_stores_every_epoch_computed_before_it_stops(
 ) -> None:
     """A SIGINT held after epoch 2 of a batch whose epochs wait to be written: the epochs
     computed so far are stored, then the batch stops (its trials are left to hand back)."""
-    import sweeps.trial_batch
+    import lrsweep.sweeps.worker.batch
 
-    real_train = sweeps.trial_batch.train_batch
+    real_train = lrsweep.sweeps.worker.batch.train_batch
 
     def interrupted_after_epoch_2(*args: Any, on_epoch: Any, **kwargs: Any) -> Any:
         def then_ctrl_c(results: Any) -> Any:
@@ -162,8 +168,8 @@ def test_a_ctrl_c_mid_batch_stores_every_epoch_computed_before_it_stops(
 
         return real_train(*args, on_epoch=then_ctrl_c, **kwargs)
 
-    monkeypatch.setattr(sweeps.trial_batch, "train_batch", interrupted_after_epoch_2)
-    monkeypatch.setattr(sweeps.trial_batch, "STORE_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(lrsweep.sweeps.worker.batch, "train_batch", interrupted_after_epoch_2)
+    monkeypatch.setattr(lrsweep.sweeps.worker.batch, "STORE_INTERVAL_S", 3600.0)
     claimed = _claim(opened, 3)
     ended: set[int] = set()
     with pytest.raises(KeyboardInterrupt), signals_held():  # delivered as the block exits
@@ -305,10 +311,10 @@ def test_a_batch_that_fails_mid_way_still_stores_the_epochs_it_had_not_written(
     """Epochs waiting to be written when the heartbeat breaks (after epoch 2): one last write
     stores them, so the trial that diverged at epoch 0 keeps its result and is not handed
     back; the others keep their three epochs and are left to hand back."""
-    import sweeps.trial_batch
+    import lrsweep.sweeps.worker.batch
 
     failing = Heartbeat()
-    real_train = sweeps.trial_batch.train_batch
+    real_train = lrsweep.sweeps.worker.batch.train_batch
 
     def heartbeat_breaks_after_epoch_2(*args: Any, on_epoch: Any, **kwargs: Any) -> Any:
         def then_break(results: Any) -> Any:
@@ -322,9 +328,9 @@ def test_a_batch_that_fails_mid_way_still_stores_the_epochs_it_had_not_written(
     def broken_heartbeat(*_: object) -> Iterator[Heartbeat]:
         yield failing
 
-    monkeypatch.setattr(sweeps.trial_batch, "train_batch", heartbeat_breaks_after_epoch_2)
-    monkeypatch.setattr(sweeps.trial_batch, "heartbeat", broken_heartbeat)
-    monkeypatch.setattr(sweeps.trial_batch, "STORE_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(lrsweep.sweeps.worker.batch, "train_batch", heartbeat_breaks_after_epoch_2)
+    monkeypatch.setattr(lrsweep.sweeps.worker.batch, "heartbeat", broken_heartbeat)
+    monkeypatch.setattr(lrsweep.sweeps.worker.batch, "STORE_INTERVAL_S", 3600.0)
     claimed = _claim_constant_lrs(opened, (0.05, 1e6, 0.1))
     ended: set[int] = set()
     with pytest.raises(StorageLost, match="heartbeat failed"):
@@ -346,7 +352,7 @@ def test_a_heartbeat_that_breaks_mid_batch_stops_the_batch_at_the_next_epoch(
 ) -> None:
     """The heartbeat thread meets a non-transient error after the batch's first epoch: the
     batch stops at the next epoch instead of training on while its trials go stale."""
-    import sweeps.trial_batch
+    import lrsweep.sweeps.worker.batch
 
     failing = Heartbeat()
     real_write = SqlTrialStore.write_epoch
@@ -361,8 +367,10 @@ def test_a_heartbeat_that_breaks_mid_batch_stops_the_batch_at_the_next_epoch(
         yield failing
 
     monkeypatch.setattr(SqlTrialStore, "write_epoch", write_then_break_heartbeat)
-    monkeypatch.setattr(sweeps.trial_batch, "heartbeat", broken_heartbeat)
-    monkeypatch.setattr(sweeps.trial_batch, "STORE_INTERVAL_S", 0.0)  # every epoch written
+    monkeypatch.setattr(lrsweep.sweeps.worker.batch, "heartbeat", broken_heartbeat)
+    monkeypatch.setattr(
+        lrsweep.sweeps.worker.batch, "STORE_INTERVAL_S", 0.0
+    )  # every epoch written
     claimed = _claim(opened, 3)
     ended: set[int] = set()
     history = StudyHistory(opened.study.pruner)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO, assert_refused, run_sweeps
-from trainer import (
+from lrsweep.trainer import (
     ScheduleConfig,
     TrainConfig,
     load_dataset,
@@ -20,9 +20,9 @@ from trainer import (
     train,
     validation_rows,
 )
-from trainer.models import ModelSpec
-from trainer.module_stack import ModuleStack
-from trainer.vectorized import BatchMember, train_batch
+from lrsweep.trainer.models import ModelSpec
+from lrsweep.trainer.module_stack import ModuleStack
+from lrsweep.trainer.vectorized import BatchMember, train_batch
 
 KINDS = [
     ScheduleConfig("step", {"step_size": 2, "gamma": 0.5}),

@@ -7,10 +7,10 @@ names import it on first use.
 
 from typing import Any
 
-from trainer.config import TrainConfig, load_config
-from trainer.data import Dataset, load_dataset, stratified_split, validation_rows
-from trainer.errors import InvalidInputError
-from trainer.schedules import SCHEDULES, ScheduleConfig, build, lr_curve
+from lrsweep.trainer.config import TrainConfig, load_config
+from lrsweep.trainer.data import Dataset, load_dataset, stratified_split, validation_rows
+from lrsweep.trainer.errors import InvalidInputError
+from lrsweep.trainer.schedules import SCHEDULES, ScheduleConfig, build, lr_curve
 
 _TRAINING_NAMES = (
     "EpochResult",
@@ -25,7 +25,7 @@ _TRAINING_NAMES = (
 
 def __getattr__(name: str) -> Any:
     if name in _TRAINING_NAMES:
-        from trainer import training
+        from lrsweep.trainer import training
 
         return getattr(training, name)
     raise AttributeError(f"module 'trainer' has no attribute {name!r}")

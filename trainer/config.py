@@ -12,11 +12,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainer.data import DataSchema
-from trainer.documents import read_document
-from trainer.errors import InvalidInputError
-from trainer.models import ModelSpec
-from trainer.schedules import SCHEDULES, ScheduleConfig
+from lrsweep.trainer.data import DataSchema
+from lrsweep.trainer.documents import read_document
+from lrsweep.trainer.errors import InvalidInputError
+from lrsweep.trainer.models import ModelSpec
+from lrsweep.trainer.schedules import SCHEDULES, ScheduleConfig
 
 if TYPE_CHECKING:
     import torch

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainer.errors import InvalidInputError
-from trainer.stratify import kfold_assignment, shuffle_split_validation
+from lrsweep.trainer.errors import InvalidInputError
+from lrsweep.trainer.stratify import kfold_assignment, shuffle_split_validation
 
 DATA_ENV_VAR = "IONOSPHERE_CSV"
 # Header names that say "the label" (lower case): a last column that is not one, while another
@@ -482,7 +482,7 @@ def check_folds(dataset: Dataset, folds: int) -> None:
 
 def stratified_split(dataset: Dataset, validation_fraction: float, seed: int) -> Split:
     """Split rows so both parts keep the class ratios; the same seed gives the same split (the
-    rows of scikit-learn's `train_test_split(stratify=...)`, `trainer.stratify`)."""
+    rows of scikit-learn's `train_test_split(stratify=...)`, `lrsweep.trainer.stratify`)."""
     check_validation_fraction(dataset, validation_fraction)
     validation = shuffle_split_validation(dataset.labels, validation_fraction, seed)
     return Split(train=np.setdiff1d(np.arange(len(dataset)), validation), validation=validation)

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from trainer.models import ModelSpec
-from trainer.training import Tensors, classification_loss, make_model
+from lrsweep.trainer.models import ModelSpec
+from lrsweep.trainer.training import Tensors, classification_loss, make_model
 
 if TYPE_CHECKING:
-    from trainer.vectorized import _Step
+    from lrsweep.trainer.vectorized import _Step
 
 _SAID_ONE_AT_A_TIME: set[str] = set()
 

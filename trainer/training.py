@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.config import TrainConfig
-from trainer.data import Dataset
-from trainer.errors import InvalidInputError
-from trainer.models import ModelSpec
-from trainer.schedules import build
+from lrsweep.trainer.config import TrainConfig
+from lrsweep.trainer.data import Dataset
+from lrsweep.trainer.errors import InvalidInputError
+from lrsweep.trainer.models import ModelSpec
+from lrsweep.trainer.schedules import build
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainer.config import TrainConfig
-from trainer.models import ModelSpec
-from trainer.module_stack import ModuleStack
-from trainer.schedules import PlateauTracker, lr_curve
-from trainer.training import (
+from lrsweep.trainer.config import TrainConfig
+from lrsweep.trainer.models import ModelSpec
+from lrsweep.trainer.module_stack import ModuleStack
+from lrsweep.trainer.schedules import PlateauTracker, lr_curve
+from lrsweep.trainer.training import (
     EpochResult,
     RunStatus,
     Tensors,

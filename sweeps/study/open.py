@@ -12,16 +12,22 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from storage import StorageError, StorageSettings, TrialStore, open_storage, open_trial_store
-from storage.outage import retrying
-from storage.urls import sqlite_path
-from sweeps import proposals
-from sweeps.batch_sampler import BatchTPESampler
-from sweeps.settings import StudySettings
-from trainer import Dataset, InvalidInputError
+from lrsweep.storage import (
+    StorageError,
+    StorageSettings,
+    TrialStore,
+    open_storage,
+    open_trial_store,
+)
+from lrsweep.storage.outage import retrying
+from lrsweep.storage.urls import sqlite_path
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.sweeps.worker import proposals
+from lrsweep.sweeps.worker.sampling import BatchTPESampler
+from lrsweep.trainer import Dataset, InvalidInputError
 
 if TYPE_CHECKING:
-    from trainer.training import Tensors
+    from lrsweep.trainer.training import Tensors
 
 # The tutorial's two schedules (time-based and drop-based decay), run first when asked so every
 # study has a known reference point.
@@ -48,7 +54,7 @@ class OpenStudy:
 def fold_tensors(settings: StudySettings, dataset: Dataset, device: str) -> list[Tensors]:
     """The study's validation splits of `dataset` as device tensors: one, or one per fold.
     (torch is imported here, not with the module: the launcher and `status` need no torch.)"""
-    from trainer.training import split_tensors
+    from lrsweep.trainer.training import split_tensors
 
     return [split_tensors(dataset, rows, device) for rows in settings.validation_splits()]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sweeps.history import DEFAULT_SAMPLER_HISTORY
-from trainer import InvalidInputError
-from trainer.data import DataSource
+from lrsweep.sweeps.worker.history import DEFAULT_SAMPLER_HISTORY
+from lrsweep.trainer import InvalidInputError
+from lrsweep.trainer.data import DataSource
 
 if TYPE_CHECKING:
     import torch

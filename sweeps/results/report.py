@@ -12,11 +12,11 @@ import optuna
 import pandas as pd
 import plotly.offline
 
-from sweeps import figures
-from sweeps.export import top_trials
-from sweeps.selection import SELECTION_ATTR
-from sweeps.study import OpenStudy
-from sweeps.summary import format_summary, summarize
+from lrsweep.sweeps.results import figures
+from lrsweep.sweeps.results.export import top_trials
+from lrsweep.sweeps.results.selection import SELECTION_ATTR
+from lrsweep.sweeps.results.summary import format_summary, summarize
+from lrsweep.sweeps.study.open import OpenStudy
 
 PNG_DPI = 110
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import optuna
 
-from trainer import SCHEDULES, InvalidInputError, ScheduleConfig, TrainConfig
-from trainer.config import DEFAULT_BATCH_SIZE
-from trainer.documents import read_document
-from trainer.schedules import (
+from lrsweep.trainer import SCHEDULES, InvalidInputError, ScheduleConfig, TrainConfig
+from lrsweep.trainer.config import DEFAULT_BATCH_SIZE
+from lrsweep.trainer.documents import read_document
+from lrsweep.trainer.schedules import (
     AT_LEAST_1,
     COUNT,
     FACTOR,

@@ -14,10 +14,10 @@ from typing import Any
 
 import optuna
 
-from sweeps.space import SearchSpace, config_from_params
-from trainer import Dataset, InvalidInputError, TrainConfig, validation_rows
-from trainer.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
-from trainer.data import (
+from lrsweep.sweeps.study.space import SearchSpace, config_from_params
+from lrsweep.trainer import Dataset, InvalidInputError, TrainConfig, validation_rows
+from lrsweep.trainer.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
+from lrsweep.trainer.data import (
     DEFAULT_SPLIT_SEED,
     DEFAULT_VALIDATION_FRACTION,
     DataSchema,
@@ -25,7 +25,7 @@ from trainer.data import (
     smallest_class,
     stratified_folds,
 )
-from trainer.models import ModelSpec
+from lrsweep.trainer.models import ModelSpec
 
 SETTINGS_ATTR = "lrsweep.settings"
 CHOSEN_BY_DATA_ATTR = "lrsweep.chosen_by_data"
@@ -93,7 +93,7 @@ class StudySettings:
         fold_rows: the validation rows of each fold, drawn once when the study is created.
         pruner_spec: the pruner's Optuna class and constructor arguments, fixed when the study
             is created (`pruner_spec`), so later defaults never change an existing study.
-        tie_break: trials report `sweeps.objective` (accuracy with the loss tie-break); False
+        tie_break: trials report `study.objective` (accuracy with the loss tie-break); False
             for studies made before it, whose trials keep reporting plain accuracy so that one
             study never mixes two objectives.
         data_schema: the data's features, classes and label column (`DataSchema.to_dict`),

@@ -23,9 +23,9 @@ from collections import deque
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from storage import TrialStore
-from storage.bulk import CLAIM_KEY
-from sweeps.pruning import FinishedTrials
+from lrsweep.storage import TrialStore
+from lrsweep.storage.bulk import CLAIM_KEY
+from lrsweep.sweeps.worker.pruning import FinishedTrials
 
 DEFAULT_SAMPLER_HISTORY = 200
 

@@ -10,9 +10,9 @@ from typing import Any
 import optuna
 import yaml
 
-from sweeps.study import OpenStudy
-from sweeps.trial_attrs import LR_USED_ATTR
-from trainer import InvalidInputError, TrainConfig, lr_curve
+from lrsweep.sweeps.study.attributes import LR_USED_ATTR
+from lrsweep.sweeps.study.open import OpenStudy
+from lrsweep.trainer import InvalidInputError, TrainConfig, lr_curve
 
 
 def _completed(opened: OpenStudy) -> list[optuna.trial.FrozenTrial]:
@@ -59,7 +59,7 @@ def export_document(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> dict[
             "trial_number": trial.number,
             "trial_id": trial._trial_id,
             # The plain (fold-mean) accuracy; `objective` adds the loss tie-break
-            # (sweeps.objective). Studies made before the tie-break stored accuracy as value.
+            # (study.objective). Studies made before the tie-break stored accuracy as value.
             "validation_accuracy": trial.user_attrs.get("validation_accuracy", trial.value),
             "objective": trial.value,
             "folds": opened.settings.folds,

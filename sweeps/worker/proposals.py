@@ -14,11 +14,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps.batch_sampler import batch_fits
-from sweeps.history import sampler_mirror
-from sweeps.settings import StudySettings
-from sweeps.trial_attrs import SCHEDULER_CLASS_ATTR
-from trainer import TrainConfig
+from lrsweep.sweeps.study.attributes import SCHEDULER_CLASS_ATTR
+from lrsweep.sweeps.study.settings import StudySettings
+from lrsweep.sweeps.worker.history import sampler_mirror
+from lrsweep.sweeps.worker.sampling import batch_fits
+from lrsweep.trainer import TrainConfig
 
 
 @dataclass(frozen=True)

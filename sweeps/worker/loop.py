@@ -19,16 +19,16 @@ from dataclasses import dataclass
 
 import torch
 
-from storage import StorageLost
-from storage.outage import InterruptRequested, retrying, signals_held
-from storage.trial_store import finished_count
-from sweeps.history import StudyHistory
-from sweeps.proposals import ClaimedTrial, propose
-from sweeps.study import OpenStudy, fold_tensors
-from sweeps.trial_attrs import WORKER_ATTR
-from sweeps.trial_batch import BatchOutcome, run_trial_batch
-from sweeps.worker_options import WorkerOptions
-from trainer.training import resolve_device
+from lrsweep.storage import StorageLost
+from lrsweep.storage.outage import InterruptRequested, retrying, signals_held
+from lrsweep.storage.trial_store import finished_count
+from lrsweep.sweeps.study.attributes import WORKER_ATTR
+from lrsweep.sweeps.study.open import OpenStudy, fold_tensors
+from lrsweep.sweeps.worker.batch import BatchOutcome, run_trial_batch
+from lrsweep.sweeps.worker.history import StudyHistory
+from lrsweep.sweeps.worker.options import WorkerOptions
+from lrsweep.sweeps.worker.proposals import ClaimedTrial, propose
+from lrsweep.trainer.training import resolve_device
 
 POLL_INTERVAL_S = 0.25
 MAX_CONSECUTIVE_ERRORS = 3

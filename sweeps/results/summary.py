@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from sweeps.selection import SELECTION_ATTR
-from sweeps.study import OpenStudy
-from sweeps.trial_attrs import STOP_REASON_ATTR
+from lrsweep.sweeps.results.selection import SELECTION_ATTR
+from lrsweep.sweeps.study.attributes import STOP_REASON_ATTR
+from lrsweep.sweeps.study.open import OpenStudy
 
 
 def summarize(opened: OpenStudy) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def summarize(opened: OpenStudy) -> dict[str, Any]:
 
 
 def _choice(record: dict[str, Any] | None, finished: int) -> dict[str, Any] | None:
-    """The robust choice (`sweeps.selection`): the chosen and the raw best trial, each with its
+    """The robust choice (`results.selection`): the chosen and the raw best trial, each with its
     mean and spread over the retraining seeds; stale once the study has more finished trials
     than when it was made."""
     if record is None or record.get("raw_best_trial") is None:

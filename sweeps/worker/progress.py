@@ -14,8 +14,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from storage.trial_store import finished_count
-from sweeps.study import OpenStudy
+from lrsweep.storage.trial_store import finished_count
+from lrsweep.sweeps.study.open import OpenStudy
 
 REFRESH_S = 0.5
 

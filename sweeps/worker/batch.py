@@ -27,17 +27,17 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from storage import heartbeat
-from storage.bulk import EpochWrite, Finished
-from storage.outage import held_signals, raise_if_interrupted, retrying
-from sweeps.history import StudyHistory
-from sweeps.objective import objective
-from sweeps.proposals import ClaimedTrial
-from sweeps.pruning import BatchPruner
-from sweeps.study import OpenStudy
-from sweeps.trial_attrs import LR_USED_ATTR, STOP_REASON_ATTR
-from trainer.training import EpochResult, Tensors
-from trainer.vectorized import BatchMember, train_batch
+from lrsweep.storage import heartbeat
+from lrsweep.storage.bulk import EpochWrite, Finished
+from lrsweep.storage.outage import held_signals, raise_if_interrupted, retrying
+from lrsweep.sweeps.study.attributes import LR_USED_ATTR, STOP_REASON_ATTR
+from lrsweep.sweeps.study.objective import objective
+from lrsweep.sweeps.study.open import OpenStudy
+from lrsweep.sweeps.worker.history import StudyHistory
+from lrsweep.sweeps.worker.proposals import ClaimedTrial
+from lrsweep.sweeps.worker.pruning import BatchPruner
+from lrsweep.trainer.training import EpochResult, Tensors
+from lrsweep.trainer.vectorized import BatchMember, train_batch
 
 FINAL_ATTRS = (
     STOP_REASON_ATTR, "validation_accuracy", "validation_loss", "fold_accuracies", LR_USED_ATTR,

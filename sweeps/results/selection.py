@@ -17,12 +17,12 @@ from typing import Any
 
 import optuna
 
-from sweeps.export import trial_config
-from sweeps.retrain import SeedScores, score_over_seeds
-from sweeps.settings import StudySettings, default_folds
-from sweeps.study import OpenStudy, fold_tensors
-from trainer.data import Dataset, DataSource, stratified_folds, validation_rows
-from trainer.training import resolve_device
+from lrsweep.sweeps.results.export import trial_config
+from lrsweep.sweeps.results.retrain import SeedScores, score_over_seeds
+from lrsweep.sweeps.study.open import OpenStudy, fold_tensors
+from lrsweep.sweeps.study.settings import StudySettings, default_folds
+from lrsweep.trainer.data import Dataset, DataSource, stratified_folds, validation_rows
+from lrsweep.trainer.training import resolve_device
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
-"""`sweeps proxy`: Optuna's gRPC storage proxy in front of the study database, for sweeps with
-more workers than the database should hold connections for. Workers pass
-`--storage grpc://host:port`; see storage.proxy for what the proxy does on their behalf."""
+"""The two servers on a study's storage: `sweeps dashboard` (optuna-dashboard) and `sweeps
+proxy` (Optuna's gRPC storage proxy in front of the database, for sweeps with more workers than
+the database should hold connections for: workers pass `--storage grpc://host:port`; see
+lrsweep.storage.proxy for what the proxy does on their behalf). Both bind to 127.0.0.1 unless
+asked: neither authenticates."""
 
 from __future__ import annotations
 
@@ -12,10 +14,25 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import optuna
 
-from storage import StorageError, StorageSettings, open_storage
-from storage.outage import is_transient
-from storage.proxy import GRPC_OPTIONS, ProxyBackend
-from storage.urls import proxy_address
+from lrsweep.storage import StorageError, StorageSettings, open_storage
+from lrsweep.storage.outage import is_transient
+from lrsweep.storage.proxy import GRPC_OPTIONS, ProxyBackend
+from lrsweep.storage.urls import proxy_address
+from lrsweep.sweeps.study.open import open_existing_storage
+
+
+def serve_dashboard(storage_settings: StorageSettings, host: str, port: int) -> None:
+    """Serve until interrupted. Binds to 127.0.0.1 by default: the dashboard can edit notes
+    and has no authentication, so exposing it is an explicit `--host 0.0.0.0`."""
+    from optuna_dashboard import run_server
+
+    storage = open_existing_storage(storage_settings)
+    print(
+        f"optuna-dashboard for {storage_settings.masked_url} on http://{host}:{port}/",
+        file=sys.stderr,
+        flush=True,
+    )
+    run_server(storage, host=host, port=port)
 
 
 def serve_proxy(storage_settings: StorageSettings, host: str, port: int, threads: int) -> None:
@@ -46,7 +63,7 @@ def serve_proxy(storage_settings: StorageSettings, host: str, port: int, threads
 
 def _grpc_server(backend: ProxyBackend, host: str, port: int, threads: int) -> grpc.Server:
     """Optuna's gRPC proxy service (what `optuna.storages.run_grpc_proxy_server` serves), on a
-    server that takes requests as large as `storage.proxy.GRPC_OPTIONS` allows."""
+    server that takes requests as large as `lrsweep.storage.proxy.GRPC_OPTIONS` allows."""
     from optuna.storages._grpc.auto_generated import api_pb2_grpc
     from optuna.storages._grpc.servicer import OptunaStorageProxyService
 

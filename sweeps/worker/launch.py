@@ -1,7 +1,7 @@
 """Start K local worker processes on one study: one per GPU when there are GPUs, else CPUs.
 
-Each child is `python -m sweeps worker` with its own sampler seed (base seed + index, so seeded
-workers do not all propose the same first trials) and, on GPU hosts, its own
+Each child is `python -m lrsweep.sweeps worker` with its own sampler seed (base seed + index,
+so seeded workers do not all propose the same first trials) and, on GPU hosts, its own
 CUDA_VISIBLE_DEVICES. The storage URL travels in the environment, never on a command line
 where `ps` would show its password.
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from storage import STORAGE_ENV_VAR
-from trainer import InvalidInputError
+from lrsweep.storage import STORAGE_ENV_VAR
+from lrsweep.trainer import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def started_workers(
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
             seed_args = [] if base_seed is None else ["--seed", str(base_seed + index)]
-            command = [sys.executable, "-m", "sweeps", "worker", *worker_args, *seed_args]
+            command = [sys.executable, "-m", "lrsweep.sweeps", "worker", *worker_args, *seed_args]
             children.append(
                 subprocess.Popen(
                     [*command, LAUNCHED_FLAG], env=env, stdin=subprocess.PIPE, process_group=0

@@ -24,8 +24,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 from matplotlib.axes import Axes
 
-from sweeps.export import trial_config, trial_lr_curve
-from sweeps.study import OpenStudy
+from lrsweep.sweeps.results.export import trial_config, trial_lr_curve
+from lrsweep.sweeps.study.open import OpenStudy
 
 
 @dataclass(frozen=True)

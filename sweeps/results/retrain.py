@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from sweeps.objective import objective
-from trainer import TrainConfig, validation_rows
-from trainer.data import DataSource
-from trainer.models import ModelSpec
-from trainer.training import EpochResult, RunStatus, Tensors, resolve_device, split_tensors
-from trainer.vectorized import BatchMember, train_batch
+from lrsweep.sweeps.study.objective import objective
+from lrsweep.trainer import TrainConfig, validation_rows
+from lrsweep.trainer.data import DataSource
+from lrsweep.trainer.models import ModelSpec
+from lrsweep.trainer.training import EpochResult, RunStatus, Tensors, resolve_device, split_tensors
+from lrsweep.trainer.vectorized import BatchMember, train_batch
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class SeedScores:
 
     @property
     def mean_objective(self) -> float:
-        """What candidates are ranked by: the objective (`sweeps.objective`) of each run, a
+        """What candidates are ranked by: the objective (`study.objective`) of each run, a
         diverged run scoring 0, averaged over seeds."""
         return statistics.fmean(
             objective(run.accuracy, run.loss)

@@ -1,0 +1,1 @@
+"""Reading a study: ranking, the robust choice, export, status, report and figures."""

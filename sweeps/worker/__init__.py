@@ -1,0 +1,1 @@
+"""One worker's loop: propose -> claim -> train -> prune -> store, and launching many."""

@@ -18,7 +18,7 @@ import statistics
 import optuna
 
 from bench.sampler_quality import SAMPLERS, best_so_far, mean_sd
-from lrsweep.trainer.data import DataSource
+from lrsweep.sweeps.study.options import DataOptions
 
 CHECKPOINT_FRACTIONS = (0.25, 0.5, 1.0)
 
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    data = DataSource(args.data, args.label_column)
+    data = DataOptions(args.data, args.label_column)
     sweeps = {
         size: [
             best_so_far(args.trials, seed, SAMPLERS[0], data, trials_per_batch=size)

@@ -29,12 +29,12 @@ import optuna
 
 from lrsweep.storage import StorageSettings, resolve_storage_url
 from lrsweep.sweeps.study.open import TPE_ARGUMENTS, create_or_join, make_sampler
+from lrsweep.sweeps.study.options import DataOptions
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.sweeps.worker.history import DEFAULT_SAMPLER_HISTORY
 from lrsweep.sweeps.worker.loop import run_worker
 from lrsweep.sweeps.worker.options import WorkerOptions
 from lrsweep.sweeps.worker.proposals import propose
-from lrsweep.trainer.data import DataSource
 
 SAMPLERS = ("batch TPE (service)", "Optuna TPE, one ask at a time")
 CHECKPOINT_FRACTIONS = (0.25, 0.5, 1.0)
@@ -57,7 +57,7 @@ def main() -> None:
         for sampler in SAMPLERS:
             sweeps = [
                 best_so_far(
-                    size, seed, sampler, DataSource(args.data),
+                    size, seed, sampler, DataOptions(args.data),
                     sampler_history=args.sampler_history,
                 )
                 for seed in range(args.seeds)
@@ -115,13 +115,13 @@ def best_so_far(
     size: int,
     seed: int,
     sampler: str,
-    data: DataSource,
+    data: DataOptions,
     *,
     trials_per_batch: int | None = None,
     sampler_history: int = DEFAULT_SAMPLER_HISTORY,
 ) -> Sweep:
     """One worker's sweep of `size` trials on a fresh one-split study of `data`."""
-    dataset = data.load()
+    dataset = data.source.load()
     settings = StudySettings(data_sha256=dataset.sha256, folds=1)
     with TemporaryDirectory() as directory:
         url = resolve_storage_url(f"sqlite:///{Path(directory) / 'quality.db'}")

@@ -3,9 +3,10 @@
 A batch of K trials is claimed in one transaction, stores the K validation accuracies of one or
 more epochs (with any pruner marks, and the final state of every trial that ended in them) in
 one, and beats in one statement. Rows are written into Optuna's own tables through Optuna's own
-table definitions and value encoders, and timestamps as Optuna's RDB storage writes them (naive
-UTC), so what lands there is what Optuna itself would write; tests read it back through Optuna
-(the schema is pinned by the Optuna release in constraints.txt).
+table definitions and value encoders (`lrsweep.storage.optuna_rdb`), and timestamps as Optuna's
+RDB storage writes them (naive UTC), so what lands there is what Optuna itself would write;
+tests read it back through Optuna (the schema is pinned by the Optuna release in
+constraints.txt).
 
 Epoch writes are idempotent: a retry after a commit whose acknowledgement was lost inserts no
 row twice and reports the same trials finished.
@@ -23,18 +24,23 @@ from typing import Any
 
 import optuna
 from optuna.distributions import distribution_to_json
-from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-TRIALS: Table = models.TrialModel.__table__
-PARAMS: Table = models.TrialParamModel.__table__
-USER_ATTRS: Table = models.TrialUserAttributeModel.__table__
-SYSTEM_ATTRS: Table = models.TrialSystemAttributeModel.__table__
-INTERMEDIATE_VALUES: Table = models.TrialIntermediateValueModel.__table__
-VALUES: Table = models.TrialValueModel.__table__
-HEARTBEATS: Table = models.TrialHeartbeatModel.__table__
+from lrsweep.storage.optuna_objects import set_trial_id
+from lrsweep.storage.optuna_rdb import (
+    HEARTBEATS,
+    INTERMEDIATE_VALUES,
+    PARAMS,
+    SYSTEM_ATTRS,
+    TRIALS,
+    USER_ATTRS,
+    VALUES,
+    encode_intermediate_value,
+    encode_value,
+)
+
 CLAIM_KEY = "lrsweep:claim"
 """System attribute naming the claim that started a trial (how a retried claim finds it)."""
 EpochValues = Sequence[tuple[int, int, float]]
@@ -265,7 +271,7 @@ def write_epoch(
         records = []
         for trial_id, step, value in values:
             if trial_id in running:
-                stored, kind = INTERMEDIATE_VALUES_REPR(value)
+                stored, kind = encode_intermediate_value(value)
                 records.append(
                     {
                         "trial_id": trial_id,
@@ -282,9 +288,6 @@ def write_epoch(
     return EpochWrite(frozenset(done), frozenset(ids - running - done))
 
 
-INTERMEDIATE_VALUES_REPR = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
-
-
 def _finish(connection: Connection, finishing: Sequence[Finished]) -> None:
     """Final states, values and user attributes of RUNNING trials."""
     if not finishing:
@@ -299,7 +302,7 @@ def _finish(connection: Connection, finishing: Sequence[Finished]) -> None:
     values = []
     for outcome in finishing:
         if outcome.value is not None:
-            stored, kind = models.TrialValueModel.value_to_stored_repr(outcome.value)
+            stored, kind = encode_value(outcome.value)
             values.append(
                 {"trial_id": outcome.trial_id, "objective": 0, "value": stored, "value_type": kind}
             )
@@ -360,7 +363,8 @@ def _started(
     """`template` as the RUNNING trial it became, without reading it back (times in naive local
     time, as Optuna's FrozenTrials hold them)."""
     trial = copy.deepcopy(template)
-    trial.number, trial._trial_id, trial.datetime_start = number, trial_id, datetime.now()
+    trial.number, trial.datetime_start = number, datetime.now()
+    set_trial_id(trial, trial_id)
     trial.user_attrs.update(user_attrs)
     trial.system_attrs.update(system_attrs)
     return trial

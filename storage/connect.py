@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import sqlite3
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
-from lrsweep.storage.errors import StorageError
+from lrsweep.errors import StorageError
 from lrsweep.storage.locks import DatabaseLock
 from lrsweep.storage.proxy import ProxiedTrialStore, ProxyClient, connect_proxy
 from lrsweep.storage.requeue import RequeueStaleTrials
 from lrsweep.storage.trial_store import SqlTrialStore, TrialStore
-from lrsweep.storage.urls import mask_url, parse_url, proxy_address, sqlite_path
+from lrsweep.storage.urls import StorageUrl
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
@@ -41,8 +41,10 @@ class StorageSettings:
     heartbeat_interval: int = 10
     grace_period: int = 30
     max_retry: int = 3
+    parsed: StorageUrl = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "parsed", StorageUrl.parse(self.url))  # once, passed on
         if self.heartbeat_interval < 1:
             raise StorageError(f"heartbeat interval must be >= 1 s; got {self.heartbeat_interval}")
         if self.grace_period <= self.heartbeat_interval:
@@ -55,7 +57,7 @@ class StorageSettings:
 
     @property
     def masked_url(self) -> str:
-        return mask_url(self.url)
+        return self.parsed.masked
 
 
 def open_storage(
@@ -69,11 +71,11 @@ def open_storage(
     A `grpc://host:port` URL connects to a storage proxy (`sweeps proxy`) instead. `pool_size`
     sizes a PostgreSQL connection pool for a process with that many threads.
     """
-    address = proxy_address(settings.url)
-    if address is not None:
-        return connect_proxy(*address, heartbeat_interval=settings.heartbeat_interval)
+    url = settings.parsed
+    if url.proxy is not None:
+        return connect_proxy(*url.proxy, heartbeat_interval=settings.heartbeat_interval)
     engine_kwargs: dict[str, Any]
-    database_file = sqlite_path(settings.url)
+    database_file = url.sqlite_file
     if database_file is not None:
         _enable_wal(database_file, settings.masked_url)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
@@ -83,10 +85,10 @@ def open_storage(
             engine_kwargs["pool_size"] = pool_size
     try:
         # Workers starting together on a new database would race to create Optuna's tables.
-        with DatabaseLock(settings.url, "schema").held():
+        with DatabaseLock(url, "schema").held():
             storage = _rdb_storage(settings, engine_kwargs, storage_class)
     except (SQLAlchemyError, OSError) as exc:
-        reason = describe_database_error(exc, settings.url)
+        reason = describe_database_error(exc, url.password)
         raise StorageError(f"cannot open storage {settings.masked_url}: {reason}") from exc
     if database_file is not None:
         event.listen(storage.engine, "connect", _sqlite_synchronous_normal)
@@ -145,9 +147,8 @@ def _enable_wal(database_file: Any, masked: str) -> None:
         raise StorageError(f"cannot open storage {masked}: {exc}") from exc
 
 
-def describe_database_error(exc: BaseException, url: str) -> str:
-    """The first line of the driver's own message, with any password scrubbed out."""
+def describe_database_error(exc: BaseException, password: str | None) -> str:
+    """The first line of the driver's own message, with the password scrubbed out."""
     original = getattr(exc, "orig", None) or exc
     message = (str(original).strip().splitlines() or [type(original).__name__])[0]
-    password = parse_url(url).password
-    return message.replace(str(password), "***") if password else message
+    return message.replace(password, "***") if password else message

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from lrsweep.storage.errors import StorageLost
+from lrsweep.errors import StorageLost
 from lrsweep.storage.outage import HELD_SIGNALS, InterruptRequested, is_transient, retrying
 from lrsweep.storage.trial_store import TrialStore
 

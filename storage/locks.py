@@ -19,21 +19,21 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from lrsweep.storage.urls import sqlite_path
+from lrsweep.storage.urls import StorageUrl
 
 
 class DatabaseLock:
     """Mutex `name` shared by every process that opens the same database."""
 
-    def __init__(self, url: str, name: str, engine: Engine | None = None) -> None:
-        self._url = url
+    def __init__(self, url: StorageUrl, name: str, engine: Engine | None = None) -> None:
+        self._url = url.text
         self._engine = engine
-        database_file = sqlite_path(url)
+        database_file = url.sqlite_file
         self._lock_file = None if database_file is None else _lock_path(database_file, name)
         digest = hashlib.sha256(f"lrsweep:{name}".encode()).digest()
         self._advisory_key = int.from_bytes(digest[:8], "big", signed=True)
         with _REGISTRY_LOCK:
-            self._in_process = _IN_PROCESS.setdefault((url, name), threading.Lock())
+            self._in_process = _IN_PROCESS.setdefault((url.text, name), threading.Lock())
 
     @contextmanager
     def held(self) -> Iterator[None]:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import optuna
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from lrsweep.storage.errors import StorageLost
+from lrsweep.errors import StorageLost
 
 T = TypeVar("T")
 TRANSIENT = (OperationalError, InterfaceError, optuna.exceptions.StorageInternalError)

@@ -43,12 +43,13 @@ from typing import Any
 
 import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
-from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from lrsweep.errors import StorageError
 from lrsweep.storage import bulk
 from lrsweep.storage.bulk import CLAIM_KEY, EpochValues, EpochWrite, Finished, SystemAttrs
-from lrsweep.storage.errors import StorageError
+from lrsweep.storage.optuna_cache import CachedStorage
+from lrsweep.storage.optuna_objects import trial_id_of
 from lrsweep.storage.trial_store import SqlTrialStore, TrialStore
 
 ENQUEUE_KEY = "lrsweep:enqueue"
@@ -104,14 +105,14 @@ class ProxiedTrialStore(TrialStore):
     def states_from(self, first_id: int) -> dict[int, TrialState]:
         # The proxy answers with the whole study (from its cache); filtered here.
         trials = self._client.get_all_trials(self.study_id, deepcopy=False)
-        return {t._trial_id: t.state for t in trials if t._trial_id >= first_id}
+        return {trial_id_of(t): t.state for t in trials if trial_id_of(t) >= first_id}
 
     def trials_by_id(self, trial_ids: Collection[int]) -> Iterator[FrozenTrial]:
         if not trial_ids:
             return
         wanted = set(trial_ids)
         trials = self._client.get_all_trials(self.study_id, deepcopy=False)
-        yield from sorted((t for t in trials if t._trial_id in wanted), key=lambda t: t._trial_id)
+        yield from sorted((t for t in trials if trial_id_of(t) in wanted), key=trial_id_of)
 
     def claim(
         self,
@@ -167,7 +168,7 @@ class ProxiedTrialStore(TrialStore):
             return EpochWrite(frozenset(answer["finished"]), frozenset(answer["lost"]))
         # No answer kept (the proxy restarted, or another proxy took the write): the same
         # answer from the trials' states, as `bulk.write_epoch` computes it.
-        states = {t._trial_id: t.state for t in self.trials_by_id(set(ids))}
+        states = {trial_id_of(t): t.state for t in self.trials_by_id(set(ids))}
         done = frozenset(o.trial_id for o in finished if states[o.trial_id] == o.state)
         running = {i for i, state in states.items() if state == TrialState.RUNNING}
         return EpochWrite(done, frozenset(states) - running - done)
@@ -189,14 +190,14 @@ class ProxiedTrialStore(TrialStore):
         return self._client.heartbeat_interval
 
 
-class ProxyBackend(_CachedStorage):
+class ProxyBackend(CachedStorage):
     """The database side of `sweeps proxy`: Optuna's RDB storage in Optuna's own cache layer
     (what `optuna.storages.get_storage` builds, and what Optuna recommends behind the proxy: the
     proxy re-reads a study's trials on every worker's sync), answering the protocol in the
     module docstring.
 
-    Subclasses Optuna's private `_CachedStorage`; the Optuna release is pinned in
-    constraints.txt and tests/test_proxy.py exercises every request.
+    Subclasses Optuna's private cache layer (`lrsweep.storage.optuna_cache`);
+    tests/test_proxy.py exercises every request.
     """
 
     def __init__(self, database: optuna.storages.RDBStorage) -> None:

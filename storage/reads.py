@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from optuna.distributions import BaseDistribution, json_to_distribution
-from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, Table, select
 
 from lrsweep.storage.bulk import INTERMEDIATE_VALUES, PARAMS, SYSTEM_ATTRS, TRIALS, VALUES
+from lrsweep.storage.optuna_rdb import decode_intermediate_value, decode_value
 
 CHUNK = 500  # ids per IN (...) list, well within every database's limit
 
@@ -44,17 +44,16 @@ def _read(connection: Connection, ids: list[int]) -> Iterator[FrozenTrial]:
         distributions[trial_id][name] = distribution
         params[trial_id][name] = distribution.to_external_repr(stored)
     values = {
-        trial_id: models.TrialValueModel.stored_repr_to_value(value, value_type)
+        trial_id: decode_value(value, value_type)
         for trial_id, objective, value, value_type in _rows(
             connection, VALUES, ids, "objective", "value", "value_type"
         )
         if objective == 0
     }
     intermediate: dict[int, dict[int, float]] = defaultdict(dict)
-    decode = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
     columns = ("step", "intermediate_value", "intermediate_value_type")
     for trial_id, step, value, value_type in _rows(connection, INTERMEDIATE_VALUES, ids, *columns):
-        intermediate[trial_id][step] = decode(value, value_type)
+        intermediate[trial_id][step] = decode_intermediate_value(value, value_type)
     system_attrs: dict[int, dict[str, Any]] = defaultdict(dict)
     for trial_id, key, value_json in _rows(connection, SYSTEM_ATTRS, ids, "key", "value_json"):
         system_attrs[trial_id][key] = json.loads(value_json)

@@ -15,6 +15,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lrsweep.storage.bulk import annotate_trial, fail_if_running
+from lrsweep.storage.optuna_cache import uncached
+from lrsweep.storage.optuna_objects import study_id_of, study_storage, trial_id_of
 
 FAIL_REASON_ATTR = "fail_reason"
 RETRIED_AS_ATTR = "retried_as"
@@ -31,8 +33,8 @@ def requeue(
     """Record `reason` on the failed trial and queue a copy; returns the copy's number, or
     None when the trial has been retried `max_retry` times already. The annotations go to
     `database` directly: Optuna's API refuses attributes on a finished trial."""
-    storage = study._storage
-    annotate_trial(database, failed._trial_id, {FAIL_REASON_ATTR: reason})
+    storage, failed_id = study_storage(study), trial_id_of(failed)
+    annotate_trial(database, failed_id, {FAIL_REASON_ATTR: reason})
     history = [*failed.system_attrs.get("retry_history", []), failed.number]
     if len(history) > max_retry:
         return None
@@ -42,7 +44,7 @@ def requeue(
         "retry_history": history,
     }
     retry_id = storage.create_new_trial(
-        study._study_id,
+        study_id_of(study),
         template_trial=optuna.trial.create_trial(
             state=TrialState.WAITING,
             params=failed.params,
@@ -52,7 +54,7 @@ def requeue(
         ),
     )
     number = storage.get_trial_number_from_id(retry_id)
-    annotate_trial(database, failed._trial_id, {FAIL_REASON_ATTR: reason, RETRIED_AS_ATTR: number})
+    annotate_trial(database, failed_id, {FAIL_REASON_ATTR: reason, RETRIED_AS_ATTR: number})
     return number
 
 
@@ -67,7 +69,7 @@ def hand_back(
     its copy."""
     failed = [trial_id for trial_id in trial_ids if fail_if_running(database, trial_id)]
     for trial_id in failed:
-        requeue(study, study._storage.get_trial(trial_id), reason, database)
+        requeue(study, study_storage(study).get_trial(trial_id), reason, database)
     return len(failed)
 
 
@@ -80,9 +82,7 @@ class RequeueStaleTrials:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         # Called by Optuna's stale-trial check, which only runs on an RDB storage (wrapped in
         # Optuna's cache layer).
-        database = cast(
-            optuna.storages.RDBStorage, getattr(study._storage, "_backend", study._storage)
-        )
+        database = cast(optuna.storages.RDBStorage, uncached(study_storage(study)))
         requeue(
             study,
             trial,

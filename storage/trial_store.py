@@ -23,7 +23,9 @@ from sqlalchemy import select
 from lrsweep.storage import bulk, reads
 from lrsweep.storage.bulk import EpochValues, EpochWrite, Finished, SystemAttrs
 from lrsweep.storage.locks import DatabaseLock
+from lrsweep.storage.optuna_rdb import stale_trial_ids
 from lrsweep.storage.requeue import hand_back
+from lrsweep.storage.urls import StorageUrl
 
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 
@@ -104,7 +106,8 @@ class SqlTrialStore(TrialStore):
     def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
         self._storage = storage
         self.study_id = storage.get_study_id_from_name(study_name)
-        self._lock = DatabaseLock(storage.url, f"claim-{study_name}", engine=storage.engine)
+        url = StorageUrl.of(storage.engine.url)  # parsed by SQLAlchemy already
+        self._lock = DatabaseLock(url, f"claim-{study_name}", engine=storage.engine)
 
     def counts(self) -> Counter[str]:
         with self._storage.engine.connect() as connection:
@@ -154,7 +157,7 @@ class SqlTrialStore(TrialStore):
         """Optuna's `fail_stale_trials`, with a conditional UPDATE (`bulk.fail_if_running`)."""
         storage = self._storage
         with self._lock.held():
-            stale = storage._get_stale_trial_ids(self.study_id)
+            stale = stale_trial_ids(storage, self.study_id)
             failed = [trial_id for trial_id in stale if bulk.fail_if_running(storage, trial_id)]
             requeue = storage.get_heartbeat_stale_trial_callback()
             if requeue is not None:

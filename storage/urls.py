@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from lrsweep.storage.errors import StorageError
+from lrsweep.errors import StorageError
 
 STORAGE_ENV_VAR = "LRSWEEP_STORAGE"
 DEFAULT_SQLITE_FILE = "lrsweep.db"
@@ -37,7 +38,7 @@ def resolve_storage_url(text: str | None) -> str:
     url = parse_url(text)
     backend = url.get_backend_name()
     if backend == PROXY_SCHEME:
-        proxy_address(text)  # validates host and port
+        _proxy_address(url)  # validates host and port
         return text
     if backend == "sqlite":
         if not url.database or url.database == ":memory:":
@@ -63,13 +64,13 @@ def resolve_storage_url(text: str | None) -> str:
     )
 
 
-def proxy_address(url: str) -> tuple[str, int] | None:
+def _proxy_address(parsed: URL) -> tuple[str, int] | None:
     """(host, port) of a `grpc://host:port` storage-proxy URL, None for database URLs."""
-    parsed = parse_url(url)
     if parsed.get_backend_name() != PROXY_SCHEME:
         return None
     if not parsed.host or parsed.port is None or parsed.database:
-        raise StorageError(f"storage proxy URL {mask_url(url)} must be grpc://host:port")
+        masked = parsed.render_as_string(hide_password=True)
+        raise StorageError(f"storage proxy URL {masked} must be grpc://host:port")
     return parsed.host, parsed.port
 
 
@@ -89,9 +90,39 @@ def mask_url(text: str) -> str:
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", text)
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a SQLite URL, None for other backends."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database:
-        return None
-    return Path(parsed.database)
+@dataclass(frozen=True)
+class StorageUrl:
+    """A resolved storage URL parsed once and passed on: what to connect to, what to show a
+    person, and which kind of storage it names.
+
+    Args:
+        text: the SQLAlchemy URL, password included: for connecting and a launched worker's
+            environment only, never printed (not in the repr either).
+        masked: the URL with its password as ***.
+        sqlite_file: the database file of a SQLite URL, else None.
+        proxy: (host, port) of a `grpc://host:port` storage proxy, else None.
+        password: the password, to scrub from a driver's error message.
+    """
+
+    text: str = field(repr=False)
+    masked: str
+    sqlite_file: Path | None = None
+    proxy: tuple[str, int] | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, text: str) -> StorageUrl:
+        """The parts of a URL `resolve_storage_url` returned."""
+        return cls.of(parse_url(text), text)
+
+    @classmethod
+    def of(cls, url: URL, text: str | None = None) -> StorageUrl:
+        """The parts of a URL SQLAlchemy has parsed already (an engine's)."""
+        backend = url.get_backend_name()
+        return cls(
+            text=text or url.render_as_string(hide_password=False),
+            masked=url.render_as_string(hide_password=True),
+            sqlite_file=Path(url.database) if backend == "sqlite" and url.database else None,
+            proxy=_proxy_address(url),
+            password=url.password and str(url.password),
+        )

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import optuna
 
+from lrsweep.errors import require_positive
 from lrsweep.storage import StorageError, StorageSettings, open_storage
 from lrsweep.storage.outage import is_transient
 from lrsweep.storage.proxy import GRPC_OPTIONS, ProxyBackend
-from lrsweep.storage.urls import proxy_address
 from lrsweep.sweeps.study.open import open_existing_storage
 
 
@@ -37,7 +37,8 @@ def serve_dashboard(storage_settings: StorageSettings, host: str, port: int) -> 
 
 def serve_proxy(storage_settings: StorageSettings, host: str, port: int, threads: int) -> None:
     """Serve until interrupted, failing and re-queueing dead workers' trials as it goes."""
-    if proxy_address(storage_settings.url) is not None:
+    require_positive("--threads", threads)
+    if storage_settings.parsed.proxy is not None:
         raise StorageError("a storage proxy needs a database URL behind it, not another proxy")
     # One pooled connection per request thread, so no request waits for a connection.
     database = open_storage(storage_settings, pool_size=threads)
@@ -64,11 +65,10 @@ def serve_proxy(storage_settings: StorageSettings, host: str, port: int, threads
 def _grpc_server(backend: ProxyBackend, host: str, port: int, threads: int) -> grpc.Server:
     """Optuna's gRPC proxy service (what `optuna.storages.run_grpc_proxy_server` serves), on a
     server that takes requests as large as `lrsweep.storage.proxy.GRPC_OPTIONS` allows."""
-    from optuna.storages._grpc.auto_generated import api_pb2_grpc
-    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+    from lrsweep.storage.optuna_grpc import add_storage_service
 
     server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=GRPC_OPTIONS)
-    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(backend), server)
+    add_storage_service(server, backend)
     server.add_insecure_port(f"{host}:{port}")
     return server
 

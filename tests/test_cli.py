@@ -149,7 +149,7 @@ def test_a_database_lost_for_good_is_exit_1_not_2(
         retrying(database_away, "claiming trials", give_up_s=0.0)
 
     monkeypatch.setattr("lrsweep.sweeps.worker.loop.run_worker", worker_that_loses_its_database)
-    monkeypatch.setattr(cli, "_join_or_create", lambda *_, **__: None)
+    monkeypatch.setattr("lrsweep.sweeps.study.open.open_for_sweep", lambda *_, **__: None)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["worker", "--study", "x"]) == 1
     lines = capsys.readouterr().err.strip().splitlines()

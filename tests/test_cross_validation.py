@@ -14,9 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import opened_storage, run_sweeps, study_trials
-from lrsweep.sweeps.study.objective import objective
+from lrsweep.sweeps.study.objective import EpochScores, objective
 from lrsweep.sweeps.study.settings import StudySettings
-from lrsweep.sweeps.worker.batch import EpochScores
 from lrsweep.trainer import load_dataset
 from lrsweep.trainer.training import EpochResult
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_real_image, run_sweeps, study_trials, torch_lrs
 from lrsweep.storage import StorageSettings
 from lrsweep.sweeps.results import figures
-from lrsweep.sweeps.results.export import top_trials, trial_config
+from lrsweep.sweeps.results.ranking import top_trials, trial_config
 from lrsweep.sweeps.study.open import OpenStudy, create_or_join, open_existing
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.trainer import load_dataset

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,14 +38,16 @@ from lrsweep.storage.outage import (
 )
 from lrsweep.sweeps.study.objective import objective
 from lrsweep.sweeps.study.open import OpenStudy, create_or_join, fold_tensors
+from lrsweep.sweeps.study.options import DataOptions
 from lrsweep.sweeps.study.settings import StudySettings
-from lrsweep.sweeps.worker.batch import run_trial_batch
+from lrsweep.sweeps.worker.batch import TrialBatch
 from lrsweep.sweeps.worker.history import StudyHistory
 from lrsweep.sweeps.worker.loop import hand_back, run_worker
 from lrsweep.sweeps.worker.options import WorkerOptions
 from lrsweep.sweeps.worker.proposals import ClaimedTrial, propose
-from lrsweep.trainer.data import DataSource, cached_dataset
-from lrsweep.trainer.training import Tensors
+from lrsweep.trainer.data import cached_dataset
+from lrsweep.trainer.training import EpochResult, Tensors
+from lrsweep.trainer.vectorized import BatchTraining
 
 EPOCHS = 6
 
@@ -100,10 +102,10 @@ def test_a_trial_failed_meanwhile_is_reported_lost_and_kept_out_of_the_history(
     # Another worker's stale check fails it (and would queue a copy) while this batch trains.
     opened.storage.set_trial_state_values(stale.trial_id, TrialState.FAIL)
     history = StudyHistory(opened.study.pruner)
-    ended: set[int] = set()
-    outcome = run_trial_batch(opened, claimed, _folds(opened, data_path), history, ended)
+    batch = TrialBatch(opened, claimed, _folds(opened, data_path), history)
+    outcome = batch.run()
     assert outcome.lost == (stale.number,)
-    assert ended == {c.trial_id for c in claimed}  # nothing of this batch is left to hand back
+    assert batch.unfinished() == []  # nothing of this batch is left to hand back
     assert sum(outcome.by_reason.values()) == 2
     held = {t.number: t.state for t in history.sampler_view()}
     assert stale.number not in held
@@ -140,12 +142,12 @@ def test_epochs_are_written_together_and_every_one_is_stored(
     monkeypatch.setattr(SqlTrialStore, "write_epoch", counted)
     monkeypatch.setattr(lrsweep.sweeps.worker.batch, "STORE_INTERVAL_S", interval)
     claimed = _claim(opened, 3)
-    ended: set[int] = set()
-    run_trial_batch(
-        opened, claimed, _folds(opened, data_path), StudyHistory(opened.study.pruner), ended
+    batch = TrialBatch(
+        opened, claimed, _folds(opened, data_path), StudyHistory(opened.study.pruner)
     )
+    batch.run()
     assert len(calls) == writes
-    assert ended == {c.trial_id for c in claimed}
+    assert batch.unfinished() == []
     for trial in opened.study.get_trials():
         assert trial.state == TrialState.COMPLETE
         assert sorted(trial.intermediate_values) == list(range(EPOCHS))
@@ -158,30 +160,23 @@ def test_a_ctrl_c_mid_batch_stores_every_epoch_computed_before_it_stops(
     computed so far are stored, then the batch stops (its trials are left to hand back)."""
     import lrsweep.sweeps.worker.batch
 
-    real_train = lrsweep.sweeps.worker.batch.train_batch
+    class InterruptedAfterEpoch2(BatchTraining):
+        def epochs(self) -> Iterator[Mapping[int, EpochResult]]:
+            for results in super().epochs():
+                if next(iter(results.values())).epoch == 2:
+                    signal.raise_signal(signal.SIGINT)
+                yield results
 
-    def interrupted_after_epoch_2(*args: Any, on_epoch: Any, **kwargs: Any) -> Any:
-        def then_ctrl_c(results: Any) -> Any:
-            if next(iter(results.values())).epoch == 2:
-                signal.raise_signal(signal.SIGINT)
-            return on_epoch(results)
-
-        return real_train(*args, on_epoch=then_ctrl_c, **kwargs)
-
-    monkeypatch.setattr(lrsweep.sweeps.worker.batch, "train_batch", interrupted_after_epoch_2)
+    monkeypatch.setattr(lrsweep.sweeps.worker.batch, "BatchTraining", InterruptedAfterEpoch2)
     monkeypatch.setattr(lrsweep.sweeps.worker.batch, "STORE_INTERVAL_S", 3600.0)
     claimed = _claim(opened, 3)
-    ended: set[int] = set()
+    batch = TrialBatch(
+        opened, claimed, _folds(opened, data_path), StudyHistory(opened.study.pruner)
+    )
     with pytest.raises(KeyboardInterrupt), signals_held():  # delivered as the block exits
         with pytest.raises(InterruptRequested):
-            run_trial_batch(
-                opened,
-                claimed,
-                _folds(opened, data_path),
-                StudyHistory(opened.study.pruner),
-                ended,
-            )
-    assert not ended
+            batch.run()
+    assert batch.unfinished() == claimed
     for trial in opened.study.get_trials():
         assert trial.state == TrialState.RUNNING
         assert sorted(trial.intermediate_values) == [0, 1, 2]
@@ -194,7 +189,7 @@ def test_a_broken_heartbeat_stops_the_batch_and_hands_it_back(
         raise PermissionError("permission denied for table trial_heartbeats")
 
     monkeypatch.setattr(SqlTrialStore, "record_heartbeats", broken)
-    options = WorkerOptions(target_trials=8, data=DataSource(str(data_path)), quiet=True)
+    options = WorkerOptions(target_trials=8, data=DataOptions(str(data_path)), quiet=True)
     with pytest.raises(StorageLost, match="heartbeat failed .*PermissionError"):
         run_worker(opened, options)
     trials = opened.study.get_trials()
@@ -314,30 +309,28 @@ def test_a_batch_that_fails_mid_way_still_stores_the_epochs_it_had_not_written(
     import lrsweep.sweeps.worker.batch
 
     failing = Heartbeat()
-    real_train = lrsweep.sweeps.worker.batch.train_batch
 
-    def heartbeat_breaks_after_epoch_2(*args: Any, on_epoch: Any, **kwargs: Any) -> Any:
-        def then_break(results: Any) -> Any:
-            if next(iter(results.values())).epoch == 3:
-                failing.error = PermissionError("permission denied for table trial_heartbeats")
-            return on_epoch(results)
-
-        return real_train(*args, on_epoch=then_break, **kwargs)
+    class HeartbeatBreaksAfterEpoch2(BatchTraining):
+        def epochs(self) -> Iterator[Mapping[int, EpochResult]]:
+            for results in super().epochs():
+                if next(iter(results.values())).epoch == 3:
+                    failing.error = PermissionError("permission denied for table trial_heartbeats")
+                yield results
 
     @contextmanager
     def broken_heartbeat(*_: object) -> Iterator[Heartbeat]:
         yield failing
 
-    monkeypatch.setattr(lrsweep.sweeps.worker.batch, "train_batch", heartbeat_breaks_after_epoch_2)
+    monkeypatch.setattr(lrsweep.sweeps.worker.batch, "BatchTraining", HeartbeatBreaksAfterEpoch2)
     monkeypatch.setattr(lrsweep.sweeps.worker.batch, "heartbeat", broken_heartbeat)
     monkeypatch.setattr(lrsweep.sweeps.worker.batch, "STORE_INTERVAL_S", 3600.0)
     claimed = _claim_constant_lrs(opened, (0.05, 1e6, 0.1))
-    ended: set[int] = set()
+    batch = TrialBatch(
+        opened, claimed, _folds(opened, data_path), StudyHistory(opened.study.pruner)
+    )
     with pytest.raises(StorageLost, match="heartbeat failed"):
-        run_trial_batch(
-            opened, claimed, _folds(opened, data_path), StudyHistory(opened.study.pruner), ended
-        )
-    assert ended == {claimed[1].trial_id}
+        batch.run()
+    assert batch.unfinished() == [claimed[0], claimed[2]]
     trials = {t.number: t for t in opened.study.get_trials()}
     diverged = trials[claimed[1].number]
     assert diverged.state == TrialState.PRUNED and diverged.user_attrs["stop_reason"] == "diverged"
@@ -372,11 +365,12 @@ def test_a_heartbeat_that_breaks_mid_batch_stops_the_batch_at_the_next_epoch(
         lrsweep.sweeps.worker.batch, "STORE_INTERVAL_S", 0.0
     )  # every epoch written
     claimed = _claim(opened, 3)
-    ended: set[int] = set()
-    history = StudyHistory(opened.study.pruner)
+    batch = TrialBatch(
+        opened, claimed, _folds(opened, data_path), StudyHistory(opened.study.pruner)
+    )
     with pytest.raises(StorageLost, match="heartbeat failed .*permission denied"):
-        run_trial_batch(opened, claimed, _folds(opened, data_path), history, ended)
-    assert not ended
+        batch.run()
+    assert batch.unfinished() == claimed
     for trial in opened.study.get_trials():
         assert trial.state == TrialState.RUNNING and sorted(trial.intermediate_values) == [0]
 
@@ -481,11 +475,12 @@ def test_a_cross_validated_batch_finishes_diverged_and_pruned_trials_whole(
         StorageSettings(resolve_storage_url(storage_url)), unique_study(), settings, dataset
     )
     claimed = _claim_constant_lrs(opened, (0.05, 1e6, 0.1))
-    ended: set[int] = set()
-    history = StudyHistory(opened.study.pruner)
-    outcome = run_trial_batch(opened, claimed, _folds(opened, data_path), history, ended)
+    batch = TrialBatch(
+        opened, claimed, _folds(opened, data_path), StudyHistory(opened.study.pruner)
+    )
+    outcome = batch.run()
     assert outcome.by_reason == {"diverged": 1, "pruned": 2}
-    assert ended == {c.trial_id for c in claimed}
+    assert batch.unfinished() == []
     trials = {t.number: t for t in opened.study.get_trials()}
     diverged = trials[claimed[1].number]
     assert diverged.state == TrialState.PRUNED

@@ -7,9 +7,9 @@ names import it on first use.
 
 from typing import Any
 
+from lrsweep.errors import InvalidInputError
 from lrsweep.trainer.config import TrainConfig, load_config
 from lrsweep.trainer.data import Dataset, load_dataset, stratified_split, validation_rows
-from lrsweep.trainer.errors import InvalidInputError
 from lrsweep.trainer.schedules import SCHEDULES, ScheduleConfig, build, lr_curve
 
 _TRAINING_NAMES = (

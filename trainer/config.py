@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lrsweep.errors import InvalidInputError
 from lrsweep.trainer.data import DataSchema
 from lrsweep.trainer.documents import read_document
-from lrsweep.trainer.errors import InvalidInputError
 from lrsweep.trainer.models import ModelSpec
 from lrsweep.trainer.schedules import SCHEDULES, ScheduleConfig
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lrsweep.trainer.errors import InvalidInputError
+from lrsweep.errors import InvalidInputError
 from lrsweep.trainer.stratify import kfold_assignment, shuffle_split_validation
 
 DATA_ENV_VAR = "IONOSPHERE_CSV"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from lrsweep.trainer.errors import InvalidInputError
+from lrsweep.errors import InvalidInputError
 
 
 def read_document(path: str | os.PathLike[str], what: str, suffixes: tuple[str, ...]) -> object:

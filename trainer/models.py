@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lrsweep.trainer.errors import InvalidInputError
+from lrsweep.errors import InvalidInputError
 
 if TYPE_CHECKING:  # torch loads with the first model built: configs and the CLI start faster
     import torch

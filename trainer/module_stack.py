@@ -14,17 +14,14 @@ import copy
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from lrsweep.trainer.models import ModelSpec
+from lrsweep.trainer.stack import SgdStep
 from lrsweep.trainer.training import Tensors, classification_loss, make_model
-
-if TYPE_CHECKING:
-    from lrsweep.trainer.vectorized import _Step
 
 _SAID_ONE_AT_A_TIME: set[str] = set()
 
@@ -110,7 +107,7 @@ class ModuleStack:
         return stacked.permute(1, 2, 0)  # [A, B, O] -> [B, O, A]
 
     def sgd_step(
-        self, x: torch.Tensor, y: torch.Tensor, step: _Step, logits_out: torch.Tensor
+        self, x: torch.Tensor, y: torch.Tensor, step: SgdStep, logits_out: torch.Tensor
     ) -> None:
         """One mini-batch of SGD for every member, its logits before the update written to
         `logits_out` [B, O, A].
@@ -140,7 +137,7 @@ class ModuleStack:
                     _sgd_update(param, self.velocity[name], grad, settings, step.decaying)
 
     def _sgd_step_one_at_a_time(
-        self, x: torch.Tensor, y: torch.Tensor, step: _Step, logits_out: torch.Tensor
+        self, x: torch.Tensor, y: torch.Tensor, step: SgdStep, logits_out: torch.Tensor
     ) -> None:
         """`sgd_step` with each member's own leaves: `y` is [B, A], one column per member."""
         trainable = [name for name, value in self.params.items() if value.requires_grad]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from torch.optim import Optimizer
     from torch.optim.lr_scheduler import LRScheduler
 
-from lrsweep.trainer.errors import InvalidInputError
+from lrsweep.errors import InvalidInputError
 
 
 @dataclass(frozen=True)

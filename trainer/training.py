@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from lrsweep.errors import InvalidInputError
 from lrsweep.trainer.config import TrainConfig
 from lrsweep.trainer.data import Dataset
-from lrsweep.trainer.errors import InvalidInputError
 from lrsweep.trainer.models import ModelSpec
 from lrsweep.trainer.schedules import build
 

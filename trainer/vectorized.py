@@ -13,7 +13,7 @@ or are stopped leave the batch without touching the rest.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +22,7 @@ from lrsweep.trainer.config import TrainConfig
 from lrsweep.trainer.models import ModelSpec
 from lrsweep.trainer.module_stack import ModuleStack
 from lrsweep.trainer.schedules import PlateauTracker, lr_curve
+from lrsweep.trainer.stack import SgdStep, Stack
 from lrsweep.trainer.training import (
     EpochResult,
     RunStatus,
@@ -154,7 +155,7 @@ class _Stack:
         self.__post_init__()
 
     def sgd_step(
-        self, x: torch.Tensor, y: torch.Tensor, step: _Step, logits_out: torch.Tensor
+        self, x: torch.Tensor, y: torch.Tensor, step: SgdStep, logits_out: torch.Tensor
     ) -> None:
         """One mini-batch of SGD for every member, its logits before the update written to
         `logits_out` [B, O, A] (the epoch's train loss is computed from them at its end)."""
@@ -210,95 +211,127 @@ def train_batch(
     on_epoch: BatchCallback | None = None,
     model_spec: ModelSpec | None = None,
 ) -> list[TrainResult]:
-    """Train all members together; see the module docstring. Results are in member order.
+    """`BatchTraining` run to its end, `on_epoch` choosing after each epoch whom to stop."""
+    training = BatchTraining(members, folds, order_seed=order_seed, model_spec=model_spec)
+    for results in training.epochs():
+        if on_epoch is not None:
+            training.stop(on_epoch(results))
+    return training.results()
+
+
+class BatchTraining:
+    """All members trained together, epoch by epoch; see the module docstring.
+
+        training = BatchTraining(members, folds, order_seed=7)
+        for results in training.epochs():  # {member index: EpochResult} of members running
+            training.stop(members_to_stop)  # they end STOPPED, after this epoch
+        training.results()  # one TrainResult per member, in member order
+
     A user's model (`model_spec`) trains through `ModuleStack` (torch.func) instead of the
-    hand-written built-in MLP.
-
-    Members of one fold see the same mini-batch order (seeded by `fold_order_seed`), so every
-    step's inputs are shared and layer 1 is one large matmul per fold and mini-batch size (a
-    searched `batch_size` splits a fold's members into groups); member k computes what
-    `training.train(config, folds[fold], seed=seed, order_seed=fold_order_seed(...))` does.
-    Forward and backward passes are written out (no autograd), and each epoch reads its numbers
-    back from the device once.
+    hand-written built-in MLP. Members of one fold see the same mini-batch order (seeded by
+    `fold_order_seed`), so every step's inputs are shared and layer 1 is one large matmul per
+    fold and mini-batch size (a searched `batch_size` splits a fold's members into groups);
+    member k computes what `training.train(config, folds[fold], seed=seed,
+    order_seed=fold_order_seed(...))` does. Forward and backward passes are written out (no
+    autograd), and each epoch reads its numbers back from the device once.
     """
-    if not members:
-        return []
-    epochs = members[0].config.epochs
-    if any(m.config.epochs != epochs for m in members):
-        raise ValueError("members of one batch must share epochs")
-    if any(not 0 <= m.fold < len(folds) for m in members):
-        raise ValueError(f"a member's fold is outside the batch's {len(folds)} folds")
-    device = folds[0].x_train.device
-    curves = [lr_curve(m.config.schedule, m.config.lr, epochs) for m in members]
-    plateaus = {
-        index: PlateauTracker.of(m.config.schedule, m.config.lr)
-        for index, m in enumerate(members)
-        if m.config.schedule.reads_metric
-    }
-    settings = _MemberSettings(
-        lrs=torch.tensor(curves, dtype=torch.float32, device=device),
-        momenta=torch.tensor([m.config.momentum for m in members], device=device),
-        decays=torch.tensor([m.config.weight_decay for m in members], device=device),
-        decaying=any(m.config.weight_decay for m in members),
-    )
-    groups = []
-    for fold, batch_size in sorted({(m.fold, m.config.batch_size) for m in members}):
-        tensors = folds[fold]
-        indices = [
-            i for i, m in enumerate(members) if (m.fold, m.config.batch_size) == (fold, batch_size)
+
+    def __init__(
+        self,
+        members: Sequence[BatchMember],
+        folds: Sequence[Tensors],
+        *,
+        order_seed: int,
+        model_spec: ModelSpec | None = None,
+    ) -> None:
+        self._epochs = members[0].config.epochs if members else 0
+        if any(m.config.epochs != self._epochs for m in members):
+            raise ValueError("members of one batch must share epochs")
+        if any(not 0 <= m.fold < len(folds) for m in members):
+            raise ValueError(f"a member's fold is outside the batch's {len(folds)} folds")
+        epochs = self._epochs
+        self._curves = [lr_curve(m.config.schedule, m.config.lr, epochs) for m in members]
+        self._plateaus = {
+            index: PlateauTracker.of(m.config.schedule, m.config.lr)
+            for index, m in enumerate(members)
+            if m.config.schedule.reads_metric
+        }
+        self._groups: list[_FoldGroup] = []
+        self._settings: _MemberSettings | None = None
+        if members:
+            device = folds[0].x_train.device
+            self._settings = _MemberSettings(
+                lrs=torch.tensor(self._curves, dtype=torch.float32, device=device),
+                momenta=torch.tensor([m.config.momentum for m in members], device=device),
+                decays=torch.tensor([m.config.weight_decay for m in members], device=device),
+                decaying=any(m.config.weight_decay for m in members),
+            )
+        for fold, batch_size in sorted({(m.fold, m.config.batch_size) for m in members}):
+            tensors = folds[fold]
+            indices = [
+                i
+                for i, m in enumerate(members)
+                if (m.fold, m.config.batch_size) == (fold, batch_size)
+            ]
+            seeds = [members[i].seed for i in indices]
+            stack: Stack = (
+                _Stack.of(indices, seeds, tensors)
+                if model_spec is None
+                else ModuleStack.of(indices, seeds, tensors, model_spec)
+            )
+            order = torch.Generator().manual_seed(fold_order_seed(order_seed, fold))
+            self._groups.append(_FoldGroup(tensors, stack, order, batch_size))
+        self._histories: list[list[EpochResult]] = [[] for _ in members]
+        self._statuses = [RunStatus.COMPLETED] * len(members)
+        self._weights: list[tuple[torch.Tensor, ...]] = [() for _ in members]
+        self._stopping: set[int] = set()
+
+    def epochs(self) -> Iterator[Mapping[int, EpochResult]]:
+        """Train one epoch per step of the loop and yield its results; members that diverged
+        are missing from them (and end DIVERGED)."""
+        epochs, curves, settings = self._epochs, self._curves, self._settings
+        for epoch in range(epochs):
+            assert settings is not None  # a batch with epochs has members
+            results: dict[int, EpochResult] = {}
+            for group in self._groups:
+                if group.stack.members:
+                    for member, numbers in group.train_epoch(epoch, settings).items():
+                        if numbers is None:
+                            self._statuses[member] = RunStatus.DIVERGED
+                            continue
+                        accuracy, train_loss, val_loss = numbers
+                        results[member] = EpochResult(
+                            epoch, accuracy, train_loss, curves[member][epoch], val_loss
+                        )
+            for member, result in results.items():
+                self._histories[member].append(result)
+                if member in self._plateaus and epoch + 1 < epochs:  # next lr follows accuracy
+                    lr = self._plateaus[member].step(result.validation_accuracy)
+                    curves[member][epoch + 1 :] = [lr] * (epochs - epoch - 1)
+                    settings.lrs[member, epoch + 1 :] = lr
+            self._stopping = set()
+            yield results
+            stopped = self._stopping
+            for member in stopped:
+                self._statuses[member] = RunStatus.STOPPED
+            last_epoch = epoch == epochs - 1
+            for group in self._groups:
+                group.drop(lambda m: m not in results or m in stopped, last_epoch, self._weights)
+            if not any(group.stack.members for group in self._groups):
+                break
+
+    def stop(self, members: Iterable[int]) -> None:
+        """End these members after the epoch just yielded (status STOPPED)."""
+        self._stopping.update(members)
+
+    def results(self) -> list[TrainResult]:
+        """Each member's status, epochs and final weights, in member order."""
+        return [
+            TrainResult(status, tuple(history), final)
+            for status, history, final in zip(
+                self._statuses, self._histories, self._weights, strict=True
+            )
         ]
-        seeds = [members[i].seed for i in indices]
-        stack = (
-            _Stack.of(indices, seeds, tensors)
-            if model_spec is None
-            else ModuleStack.of(indices, seeds, tensors, model_spec)
-        )
-        order = torch.Generator().manual_seed(fold_order_seed(order_seed, fold))
-        groups.append(_FoldGroup(tensors, stack, order, batch_size))
-    histories: list[list[EpochResult]] = [[] for _ in members]
-    statuses = [RunStatus.COMPLETED] * len(members)
-    weights: list[tuple[torch.Tensor, ...]] = [() for _ in members]
-
-    for epoch in range(epochs):
-        results: dict[int, EpochResult] = {}
-        for group in groups:
-            if group.stack.members:
-                for member, numbers in group.train_epoch(epoch, settings).items():
-                    if numbers is None:
-                        statuses[member] = RunStatus.DIVERGED
-                        continue
-                    accuracy, train_loss, val_loss = numbers
-                    results[member] = EpochResult(
-                        epoch, accuracy, train_loss, curves[member][epoch], val_loss
-                    )
-        for member, result in results.items():
-            histories[member].append(result)
-            if member in plateaus and epoch + 1 < epochs:  # its next lr follows its accuracy
-                lr = plateaus[member].step(result.validation_accuracy)
-                curves[member][epoch + 1 :] = [lr] * (epochs - epoch - 1)
-                settings.lrs[member, epoch + 1 :] = lr
-        stopped = on_epoch(results) if on_epoch is not None else set()
-        for member in stopped:
-            statuses[member] = RunStatus.STOPPED
-        last_epoch = epoch == epochs - 1
-        for group in groups:
-            group.drop(lambda m: m not in results or m in stopped, last_epoch, weights)
-        if not any(group.stack.members for group in groups):
-            break
-    return [
-        TrainResult(status, tuple(history), final)
-        for status, history, final in zip(statuses, histories, weights, strict=True)
-    ]
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One epoch's SGD settings of the members still running, each [1, A]."""
-
-    neg_lr: torch.Tensor
-    momentum: torch.Tensor
-    decay: torch.Tensor
-    decaying: bool
 
 
 @dataclass(frozen=True)
@@ -317,7 +350,7 @@ class _FoldGroup:
     stacked weights, the fold's batch order."""
 
     tensors: Tensors
-    stack: _Stack | ModuleStack
+    stack: Stack
     batch_order: torch.Generator
     batch_size: int
 
@@ -330,7 +363,7 @@ class _FoldGroup:
         n_train = len(tensors.y_train)
         order = torch.randperm(n_train, generator=self.batch_order).to(tensors.x_train.device)
         features, labels = tensors.x_train[order], tensors.y_train[order]
-        step = _Step(
+        step = SgdStep(
             neg_lr=settings.lrs[stack.columns, epoch].neg().unsqueeze(0),  # [1, A]
             momentum=settings.momenta[stack.columns].unsqueeze(0),
             decay=settings.decays[stack.columns].unsqueeze(0),

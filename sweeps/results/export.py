@@ -10,33 +10,11 @@ from typing import Any
 import optuna
 import yaml
 
+from lrsweep.storage.optuna_objects import trial_id_of
+from lrsweep.sweeps.results.ranking import trial_config
 from lrsweep.sweeps.study.attributes import LR_USED_ATTR
 from lrsweep.sweeps.study.open import OpenStudy
-from lrsweep.trainer import InvalidInputError, TrainConfig, lr_curve
-
-
-def _completed(opened: OpenStudy) -> list[optuna.trial.FrozenTrial]:
-    """The completed trials; a clear error if there are none (an empty or all-pruned study)."""
-    complete = opened.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        raise InvalidInputError(f"study {opened.study.study_name!r} has no completed trial yet")
-    return complete
-
-
-def best_trial(opened: OpenStudy) -> optuna.trial.FrozenTrial:
-    """The completed trial with the highest validation accuracy (Optuna's own `best_trial`)."""
-    _completed(opened)
-    return opened.study.best_trial
-
-
-def top_trials(opened: OpenStudy, k: int) -> list[optuna.trial.FrozenTrial]:
-    """The `k` completed trials with the highest accuracy, earliest first among equals."""
-    ranked = sorted(_completed(opened), key=lambda trial: (-float(trial.value or 0), trial.number))
-    return ranked[:k]
-
-
-def trial_config(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> TrainConfig:
-    return opened.settings.train_config(trial.params)
+from lrsweep.trainer import InvalidInputError, lr_curve
 
 
 def trial_lr_curve(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> list[float]:
@@ -57,7 +35,7 @@ def export_document(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> dict[
         "source": {
             "study": opened.study.study_name,
             "trial_number": trial.number,
-            "trial_id": trial._trial_id,
+            "trial_id": trial_id_of(trial),
             # The plain (fold-mean) accuracy; `objective` adds the loss tie-break
             # (study.objective). Studies made before the tie-break stored accuracy as value.
             "validation_accuracy": trial.user_attrs.get("validation_accuracy", trial.value),
@@ -91,3 +69,14 @@ def write_trials_csv(opened: OpenStudy, out: Path) -> int:
     frame = opened.study.trials_dataframe()
     frame.to_csv(out, index=False)
     return len(frame)
+
+
+def export_path(out: str | None, fmt: str | None) -> Path:
+    """The export file: its suffix decides the format, so `trainer.load_config` reads it back."""
+    if out is None:
+        return Path(f"best.{fmt or 'json'}")
+    path = Path(out)
+    suffix_format = "yaml" if path.suffix in (".yaml", ".yml") else "json"
+    if path.suffix not in (".json", ".yaml", ".yml") or (fmt and fmt != suffix_format):
+        raise InvalidInputError(f"--out {out} must end in .json, .yaml or .yml matching --format")
+    return path

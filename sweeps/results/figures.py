@@ -24,7 +24,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 from matplotlib.axes import Axes
 
-from lrsweep.sweeps.results.export import trial_config, trial_lr_curve
+from lrsweep.sweeps.results.export import trial_lr_curve
+from lrsweep.sweeps.results.ranking import trial_config
 from lrsweep.sweeps.study.open import OpenStudy
 
 

@@ -12,8 +12,9 @@ import optuna
 import pandas as pd
 import plotly.offline
 
+from lrsweep.errors import require_positive
 from lrsweep.sweeps.results import figures
-from lrsweep.sweeps.results.export import top_trials
+from lrsweep.sweeps.results.ranking import top_trials
 from lrsweep.sweeps.results.selection import SELECTION_ATTR
 from lrsweep.sweeps.results.summary import format_summary, summarize
 from lrsweep.sweeps.study.open import OpenStudy
@@ -31,6 +32,7 @@ class Report:
 
 def write_report(opened: OpenStudy, out_dir: Path, *, top_k: int) -> Report:
     """Draw every chart of the study into `out_dir` (created if needed)."""
+    require_positive("--top", top_k)
     top = _with_chosen(opened, top_trials(opened, top_k))  # refuses an empty study first
     charts = [figures.optimization_history(opened.study)]
     if len(top) > 1:  # importances need two completed trials to compare

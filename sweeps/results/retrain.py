@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from lrsweep.sweeps.study.objective import objective
+from lrsweep.errors import require_positive
+from lrsweep.sweeps.study.objective import EpochScores, objective
 from lrsweep.trainer import TrainConfig, validation_rows
 from lrsweep.trainer.data import DataSource
 from lrsweep.trainer.models import ModelSpec
@@ -123,9 +124,10 @@ def score_over_seeds(
                 if any(run.status == RunStatus.DIVERGED or not run.history for run in runs):
                     scores[index].append(SeedRun(seed, RunStatus.DIVERGED, None))
                     continue
-                accuracy = statistics.fmean(run.history[-1].validation_accuracy for run in runs)
-                loss = statistics.fmean(run.history[-1].validation_loss for run in runs)
-                scores[index].append(SeedRun(seed, RunStatus.COMPLETED, accuracy, loss))
+                final = EpochScores.of([run.history[-1] for run in runs])
+                scores[index].append(
+                    SeedRun(seed, RunStatus.COMPLETED, final.accuracy, final.loss)
+                )
             if on_seed is not None:
                 on_seed(seed, time.perf_counter() - started)
     return [SeedScores(tuple(runs)) for runs in scores]
@@ -209,6 +211,7 @@ def retrain(
 ) -> dict[str, Any]:
     """`sweeps train`: one config over `seeds` seeds (of the built-in MLP, or `model_spec`),
     as a JSON-ready report."""
+    require_positive("--seeds", seeds)
     tensors, evaluated_on = evaluation_tensors(data, test_csv, device)
     (scores,) = score_over_seeds([config], [tensors], seeds, model_spec)
     return {

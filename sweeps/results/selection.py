@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 
-from lrsweep.sweeps.results.export import trial_config
+from lrsweep.sweeps.results.ranking import finished_trials, study_order, trial_config
 from lrsweep.sweeps.results.retrain import SeedScores, score_over_seeds
 from lrsweep.sweeps.study.open import OpenStudy, fold_tensors
 from lrsweep.sweeps.study.settings import StudySettings, default_folds
@@ -178,8 +178,8 @@ def selection_record(opened: OpenStudy, ranking: Ranking) -> dict[str, Any]:
         "method": f"best mean validation accuracy over {_seeds(ranking.seeds)} on "
         f"{_splits(ranking.folds)}, among the study's top {len(candidates)} trials",
         "chosen_trial": ranking.chosen.trial.number,
-        "raw_best_trial": min(candidates, key=_study_rank).trial.number,
-        "finished_trials": _finished_count(opened),
+        "raw_best_trial": min(candidates, key=lambda c: study_order(c.trial)).trial.number,
+        "finished_trials": finished_trials(opened.study),
         "folds": ranking.folds,
         "seeds": ranking.seeds,
         "candidates": [
@@ -210,19 +210,9 @@ def no_retraining_record(
         "method": f"no retraining: {why}",
         "chosen_trial": trial.number,
         "raw_best_trial": None,
-        "finished_trials": _finished_count(opened),
+        "finished_trials": finished_trials(opened.study),
         "candidates": [],
     }
-
-
-def _study_rank(candidate: Candidate) -> tuple[float, int]:
-    """The study's own order of the candidates (`export.top_trials`): best value, earliest."""
-    return (-float(candidate.trial.value or 0.0), candidate.trial.number)
-
-
-def _finished_count(opened: OpenStudy) -> int:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(opened.study.get_trials(deepcopy=False, states=states))
 
 
 def record_selection(opened: OpenStudy, record: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from lrsweep.storage.trial_store import finished_count
 from lrsweep.sweeps.results.selection import SELECTION_ATTR
 from lrsweep.sweeps.study.attributes import STOP_REASON_ATTR
 from lrsweep.sweeps.study.open import OpenStudy
@@ -42,9 +43,7 @@ def summarize(opened: OpenStudy) -> dict[str, Any]:
                 "label_column": opened.settings.data_schema["label_column"],
             },
         },
-        "choice": _choice(
-            opened.study.user_attrs.get(SELECTION_ATTR), by_state["COMPLETE"] + by_state["PRUNED"]
-        ),
+        "choice": _choice(opened.study.user_attrs.get(SELECTION_ATTR), finished_count(by_state)),
     }
 
 

@@ -19,6 +19,15 @@ numbers as user attributes (`validation_accuracy`, `validation_loss`, `fold_accu
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lrsweep.sweeps.study.attributes import LR_USED_ATTR
+
+if TYPE_CHECKING:
+    from lrsweep.trainer.training import EpochResult
 
 LOSS_CAP = 10.0
 TIE_BREAK = 1e-7
@@ -28,3 +37,39 @@ def objective(accuracy: float, loss: float) -> float:
     """Accuracy, minus a tie-break too small to reorder different accuracies."""
     capped = min(loss, LOSS_CAP) if math.isfinite(loss) else LOSS_CAP
     return accuracy - TIE_BREAK * capped
+
+
+@dataclass(frozen=True)
+class EpochScores:
+    """A trial's validation numbers for one epoch: means over its folds, and each fold's."""
+
+    accuracy: float
+    loss: float
+    fold_accuracies: tuple[float, ...]
+    lrs_used: Sequence[Sequence[float]] = ()  # so far, [epoch][fold], of a plateau schedule
+
+    @classmethod
+    def of(
+        cls, fold_results: Sequence[EpochResult], lrs_used: Sequence[Sequence[float]] = ()
+    ) -> EpochScores:
+        return cls(
+            statistics.fmean(r.validation_accuracy for r in fold_results),
+            statistics.fmean(r.validation_loss for r in fold_results),
+            tuple(r.validation_accuracy for r in fold_results),
+            lrs_used,
+        )
+
+    @property
+    def objective(self) -> float:
+        return objective(self.accuracy, self.loss)
+
+    def user_attrs(self) -> dict[str, object]:
+        attrs: dict[str, object] = {
+            "validation_accuracy": self.accuracy,
+            "validation_loss": self.loss,
+        }
+        if len(self.fold_accuracies) > 1:
+            attrs["fold_accuracies"] = list(self.fold_accuracies)
+        if self.lrs_used:
+            attrs[LR_USED_ATTR] = [list(folds) for folds in self.lrs_used]
+        return attrs

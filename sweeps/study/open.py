@@ -16,15 +16,17 @@ from lrsweep.storage import (
     StorageError,
     StorageSettings,
     TrialStore,
+    close_storage,
     open_storage,
     open_trial_store,
 )
 from lrsweep.storage.outage import retrying
-from lrsweep.storage.urls import sqlite_path
+from lrsweep.sweeps.study.options import DataOptions, StudyOptions
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.sweeps.worker import proposals
 from lrsweep.sweeps.worker.sampling import BatchTPESampler
 from lrsweep.trainer import Dataset, InvalidInputError
+from lrsweep.trainer.data import DataSource
 
 if TYPE_CHECKING:
     from lrsweep.trainer.training import Tensors
@@ -124,7 +126,7 @@ def create_or_join(
     StorageError at once; one that goes away after the connection was made is waited for.
     """
     prepare = functools.cache(lambda: NewStudy.prepare(requested, dataset, enqueue_baselines))
-    database_file = sqlite_path(storage_settings.url)
+    database_file = storage_settings.parsed.sqlite_file
     if database_file is not None and not database_file.exists():
         prepare()  # no study can be there yet: refuse before the file is made
     storage = open_storage(storage_settings)
@@ -221,7 +223,7 @@ def join(
 
 def open_existing_storage(storage_settings: StorageSettings) -> optuna.storages.BaseStorage:
     """Open a storage that must already exist: a mistyped SQLite path creates no new file."""
-    database_file = sqlite_path(storage_settings.url)
+    database_file = storage_settings.parsed.sqlite_file
     if database_file is not None and not database_file.exists():
         raise StorageError(f"no study storage at {database_file} (the file does not exist)")
     return open_storage(storage_settings)
@@ -230,3 +232,54 @@ def open_existing_storage(storage_settings: StorageSettings) -> optuna.storages.
 def open_existing(storage_settings: StorageSettings, study_name: str) -> OpenStudy:
     """Join a study that must already exist (status, export)."""
     return join(open_existing_storage(storage_settings), study_name, sampler_seed=None)
+
+
+def open_for_sweep(
+    storage_settings: StorageSettings,
+    study_name: str,
+    options: StudyOptions,
+    data: DataOptions,
+    *,
+    sampler_seed: int | None = None,
+    baselines: bool = False,
+) -> OpenStudy:
+    """Validate the data, then create the study `options` ask for, or join the existing one
+    (its stored settings win; `options.baselines`, when given, overrides `baselines`)."""
+    source = data.source
+    try:
+        dataset = source.load()
+    except InvalidInputError as error:
+        if source.label_column is not None:
+            raise
+        dataset = _as_the_study_reads_it(storage_settings, study_name, source, error)
+    if options.model is not None:  # a bad --model is refused before any study exists
+        from lrsweep.trainer.models import ModelSpec  # imports torch
+
+        ModelSpec(options.model).check(dataset.features[:2], dataset.schema.n_outputs)
+    requested, explicit = options.requested(dataset)
+    opened = create_or_join(
+        storage_settings,
+        study_name,
+        requested,
+        dataset,
+        explicit=explicit,
+        sampler_seed=sampler_seed,
+        enqueue_baselines=baselines if options.baselines is None else options.baselines,
+    )
+    opened.settings.load_data(source)
+    return opened
+
+
+def _as_the_study_reads_it(
+    storage_settings: StorageSettings, study_name: str, source: DataSource, error: Exception
+) -> Dataset:
+    """A file unreadable with its last column as the label may be an existing study's, read
+    with the label column the study recorded; otherwise `error` stands."""
+    try:
+        opened = open_existing(storage_settings, study_name)
+    except (InvalidInputError, StorageError):
+        raise error from None
+    try:
+        return opened.settings.load_data(source)
+    finally:
+        close_storage(opened.storage)

@@ -14,6 +14,7 @@ from typing import Any
 
 import optuna
 
+from lrsweep.storage.optuna_objects import study_storage
 from lrsweep.sweeps.study.space import SearchSpace, config_from_params
 from lrsweep.trainer import Dataset, InvalidInputError, TrainConfig, validation_rows
 from lrsweep.trainer.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
@@ -259,4 +260,4 @@ class StudySettings:
                     f"study {study.study_name!r} was not created by lrsweep (no settings found)"
                 )
             time.sleep(0.2)
-            study = optuna.load_study(study_name=study.study_name, storage=study._storage)
+            study = optuna.load_study(study_name=study.study_name, storage=study_storage(study))

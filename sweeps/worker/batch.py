@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import statistics
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -29,15 +28,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lrsweep.storage import heartbeat
 from lrsweep.storage.bulk import EpochWrite, Finished
+from lrsweep.storage.optuna_objects import trial_id_of
 from lrsweep.storage.outage import held_signals, raise_if_interrupted, retrying
 from lrsweep.sweeps.study.attributes import LR_USED_ATTR, STOP_REASON_ATTR
-from lrsweep.sweeps.study.objective import objective
+from lrsweep.sweeps.study.objective import EpochScores
 from lrsweep.sweeps.study.open import OpenStudy
 from lrsweep.sweeps.worker.history import StudyHistory
 from lrsweep.sweeps.worker.proposals import ClaimedTrial
 from lrsweep.sweeps.worker.pruning import BatchPruner
 from lrsweep.trainer.training import EpochResult, Tensors
-from lrsweep.trainer.vectorized import BatchMember, train_batch
+from lrsweep.trainer.vectorized import BatchMember, BatchTraining
 
 FINAL_ATTRS = (
     STOP_REASON_ATTR, "validation_accuracy", "validation_loss", "fold_accuracies", LR_USED_ATTR,
@@ -56,72 +56,82 @@ class BatchOutcome:
     lost: tuple[int, ...] = field(default=())
 
 
-def run_trial_batch(
-    opened: OpenStudy,
-    claimed: list[ClaimedTrial],
-    folds: Sequence[Tensors],
-    history: StudyHistory,
-    ended: set[int],
-) -> BatchOutcome:
-    """Train, prune and finish every claimed trial; finished trials go into `history`, and the
-    id of every trial that ended (finished, or lost to another worker) into `ended`, so a
-    batch stopped half-way hands back only the rest.
+class TrialBatch:
+    """A claimed batch of trials, trained, pruned and finished together:
+
+        batch = TrialBatch(opened, claimed, folds, history)
+        outcome = batch.run()  # every trial finished, stored, and added to `history`
+        batch.unfinished()  # after an exception: the claimed trials to hand back
 
     Each trial trains one model per fold (members trial * F + fold of one vectorized batch)
     and reports the objective of the fold means; a trial ends when any of its folds diverges.
     Between epochs it stops for a held signal (InterruptRequested) or a broken heartbeat.
     """
-    store = opened.store
-    pruner = BatchPruner(
-        opened.study.pruner,
-        opened.study.study_name,
-        opened.study.direction,
-        finished=history.finished,
-        live=history.live,
-        running=[c.stored for c in claimed],
-    )
-    n_folds, tie_break = len(folds), opened.settings.tie_break
-    training = set(range(len(claimed)))  # trials still being trained
-    scores: dict[int, EpochScores] = {}
-    lrs_used: dict[int, list[list[float]]] = {}  # of trials whose lr follows their accuracy
-    by_reason: Counter[str] = Counter()
-    completed: list[float] = []
-    lost: list[int] = []
-    unstored = _UnstoredEpochs()
 
-    def store_epochs(retry: bool = True) -> set[int]:
-        """Write what is unstored; record the trials it finished; return the indices of trials
-        another worker failed meanwhile. Without `retry`, one attempt (on the way out of a
-        failed batch)."""
-        nonlocal unstored
-        rows, marks, finishing = unstored.rows, unstored.marks, unstored.finishing
-        outcomes = [_outcome(trial) for trial, _ in finishing.values()]
+    def __init__(
+        self,
+        opened: OpenStudy,
+        claimed: list[ClaimedTrial],
+        folds: Sequence[Tensors],
+        history: StudyHistory,
+    ) -> None:
+        self._opened, self._claimed, self._folds, self._history = opened, claimed, folds, history
+        self._pruner = BatchPruner(
+            opened.study.pruner,
+            opened.study.study_name,
+            opened.study.direction,
+            finished=history.finished,
+            live=history.live,
+            running=[c.stored for c in claimed],
+        )
+        self._training = set(range(len(claimed)))  # indices of trials still being trained
+        self._scores: dict[int, EpochScores] = {}
+        self._lrs_used: dict[int, list[list[float]]] = {}  # of trials whose lr follows accuracy
+        self._by_reason: Counter[str] = Counter()
+        self._completed: list[float] = []
+        self._lost: list[int] = []
+        self._unstored = _UnstoredEpochs()
+        self.ended: set[int] = set()  # ids of trials finished, or lost to another worker
 
-        def write() -> EpochWrite:
-            return store.write_epoch(rows, marks, outcomes)
+    def run(self) -> BatchOutcome:
+        """Train every epoch, judge it, store it; see the module docstring."""
+        n_folds, claimed = len(self._folds), self._claimed
+        members = [
+            BatchMember(c.config, seed=c.number, fold=fold)
+            for c in claimed
+            for fold in range(n_folds)
+        ]
+        training = BatchTraining(
+            members,
+            self._folds,
+            order_seed=claimed[0].number,
+            model_spec=self._opened.settings.model_spec,
+        )
+        with heartbeat(self._opened.store, [c.trial_id for c in claimed]) as beat:
+            try:
+                for results in training.epochs():
+                    beat.check()
+                    leaving = self._after_epoch(results)
+                    training.stop(i * n_folds + fold for i in leaving for fold in range(n_folds))
+            except BaseException:
+                # A signal, a broken heartbeat or an error: trials that ended in epochs not yet
+                # written keep their results if one write still lands; the rest are handed back.
+                if self._unstored.rows or self._unstored.finishing:
+                    with contextlib.suppress(Exception):
+                        self._store(retry=False)
+                raise
+        return BatchOutcome(
+            self._by_reason, max(self._completed, default=None), tuple(sorted(self._lost))
+        )
 
-        # Training waits while the database is away, so no computed epoch is dropped; the
-        # write is idempotent, so a retry after a lost acknowledgement changes nothing.
-        result = retrying(write, "storing epoch results") if retry else write()
-        unstored = _UnstoredEpochs()
-        for trial, reason in finishing.values():
-            if trial._trial_id in result.finished:
-                history.add(trial)
-                by_reason[reason] += 1
-                ended.add(trial._trial_id)
-                if trial.state == TrialState.COMPLETE and trial.value is not None:
-                    completed.append(trial.value)
-        gone = {
-            i
-            for i, c in enumerate(claimed)
-            if c.trial_id in result.lost and c.trial_id not in ended
-        }
-        lost.extend(claimed[i].number for i in sorted(gone))
-        ended.update(claimed[i].trial_id for i in gone)
-        return gone
+    def unfinished(self) -> list[ClaimedTrial]:
+        """The claimed trials that have not ended: what a stopped batch hands back."""
+        return [trial for trial in self._claimed if trial.trial_id not in self.ended]
 
-    def after_epoch(results: Mapping[int, EpochResult]) -> set[int]:
-        beat.check()
+    def _after_epoch(self, results: Mapping[int, EpochResult]) -> set[int]:
+        """Score, report and prune one epoch's results; store them when due; return the
+        indices of the trials that leave the batch."""
+        claimed, n_folds, pruner = self._claimed, len(self._folds), self._pruner
         by_trial: dict[int, list[EpochResult]] = {}
         for member, result in sorted(results.items()):
             by_trial.setdefault(member // n_folds, []).append(result)
@@ -130,55 +140,63 @@ def run_trial_batch(
         for index, fold_results in whole.items():
             trial_id, epoch = claimed[index].trial_id, fold_results[0].epoch
             if claimed[index].config.schedule.reads_metric:
-                lrs_used.setdefault(index, []).append([r.lr for r in fold_results])
-            scores[index] = EpochScores.of(fold_results, lrs_used.get(index, ()))
-            value = scores[index].objective if tie_break else scores[index].accuracy
+                self._lrs_used.setdefault(index, []).append([r.lr for r in fold_results])
+            scores = EpochScores.of(fold_results, self._lrs_used.get(index, ()))
+            self._scores[index] = scores
+            value = scores.objective if self._opened.settings.tie_break else scores.accuracy
             rows.append((trial_id, epoch, value))
             pruner.report(trial_id, epoch, value)
             if pruner.should_prune(trial_id):
                 stop.add(index)
-        ending = {index: "diverged" for index in training - whole.keys()}
+        ending = {index: "diverged" for index in self._training - whole.keys()}
         for index, fold_results in whole.items():
             if index in stop:
                 ending[index] = "pruned"
             elif fold_results[0].epoch == claimed[index].config.epochs - 1:
                 ending[index] = "finished"
-        finishing = {
-            i: (_finished(pruner.trial(claimed[i].trial_id), reason, scores.get(i)), reason)
-            for i, reason in ending.items()
-        }
-        unstored.rows.extend(rows)
-        unstored.marks.extend(pruner.take_system_attrs())
-        unstored.finishing.update(finishing)
-        training.difference_update(ending)
+        self._unstored.rows.extend(rows)
+        self._unstored.marks.extend(pruner.take_system_attrs())
+        for i, reason in ending.items():
+            trial = _finished(pruner.trial(claimed[i].trial_id), reason, self._scores.get(i))
+            self._unstored.finishing[i] = (trial, reason)
+        self._training.difference_update(ending)
         leaving = set(ending)
-        if not training or held_signals() or unstored.due():
-            gone = store_epochs()
-            leaving |= gone & training
-            training.difference_update(gone)
+        if not self._training or held_signals() or self._unstored.due():
+            gone = self._store()
+            leaving |= gone & self._training
+            self._training.difference_update(gone)
         raise_if_interrupted()  # after the write: a Ctrl-C keeps every epoch computed
-        return {index * n_folds + fold for index in leaving for fold in range(n_folds)}
+        return leaving
 
-    members = [
-        BatchMember(c.config, seed=c.number, fold=fold) for c in claimed for fold in range(n_folds)
-    ]
-    with heartbeat(store, [c.trial_id for c in claimed]) as beat:
-        try:
-            train_batch(
-                members,
-                folds,
-                order_seed=claimed[0].number,
-                on_epoch=after_epoch,
-                model_spec=opened.settings.model_spec,
-            )
-        except BaseException:
-            # A signal, a broken heartbeat or an error: trials that ended in epochs not yet
-            # written keep their results if one write still lands; the rest are handed back.
-            if unstored.rows or unstored.finishing:
-                with contextlib.suppress(Exception):
-                    store_epochs(retry=False)
-            raise
-    return BatchOutcome(by_reason, max(completed, default=None), tuple(sorted(lost)))
+    def _store(self, retry: bool = True) -> set[int]:
+        """Write what is unstored; record the trials it finished; return the indices of trials
+        another worker failed meanwhile. Without `retry`, one attempt (on the way out of a
+        failed batch)."""
+        unstored, store = self._unstored, self._opened.store
+        outcomes = [_outcome(trial) for trial, _ in unstored.finishing.values()]
+
+        def write() -> EpochWrite:
+            return store.write_epoch(unstored.rows, unstored.marks, outcomes)
+
+        # Training waits while the database is away, so no computed epoch is dropped; the
+        # write is idempotent, so a retry after a lost acknowledgement changes nothing.
+        result = retrying(write, "storing epoch results") if retry else write()
+        self._unstored = _UnstoredEpochs()
+        for trial, reason in unstored.finishing.values():
+            if trial_id_of(trial) in result.finished:
+                self._history.add(trial)
+                self._by_reason[reason] += 1
+                self.ended.add(trial_id_of(trial))
+                if trial.state == TrialState.COMPLETE and trial.value is not None:
+                    self._completed.append(trial.value)
+        gone = {
+            i
+            for i, c in enumerate(self._claimed)
+            if c.trial_id in result.lost and c.trial_id not in self.ended
+        }
+        self._lost.extend(self._claimed[i].number for i in sorted(gone))
+        self.ended.update(self._claimed[i].trial_id for i in gone)
+        return gone
 
 
 @dataclass
@@ -196,42 +214,6 @@ class _UnstoredEpochs:
         stays well within a gRPC message through the storage proxy)."""
         waited = time.monotonic() - self.since
         return waited >= STORE_INTERVAL_S or len(self.rows) >= MAX_UNSTORED_ROWS
-
-
-@dataclass(frozen=True)
-class EpochScores:
-    """A trial's validation numbers for one epoch: means over its folds, and each fold's."""
-
-    accuracy: float
-    loss: float
-    fold_accuracies: tuple[float, ...]
-    lrs_used: Sequence[Sequence[float]] = ()  # so far, [epoch][fold], of a plateau schedule
-
-    @classmethod
-    def of(
-        cls, fold_results: Sequence[EpochResult], lrs_used: Sequence[Sequence[float]] = ()
-    ) -> EpochScores:
-        return cls(
-            statistics.fmean(r.validation_accuracy for r in fold_results),
-            statistics.fmean(r.validation_loss for r in fold_results),
-            tuple(r.validation_accuracy for r in fold_results),
-            lrs_used,
-        )
-
-    @property
-    def objective(self) -> float:
-        return objective(self.accuracy, self.loss)
-
-    def user_attrs(self) -> dict[str, object]:
-        attrs: dict[str, object] = {
-            "validation_accuracy": self.accuracy,
-            "validation_loss": self.loss,
-        }
-        if len(self.fold_accuracies) > 1:
-            attrs["fold_accuracies"] = list(self.fold_accuracies)
-        if self.lrs_used:
-            attrs[LR_USED_ATTR] = [list(folds) for folds in self.lrs_used]
-        return attrs
 
 
 def _finished(
@@ -258,10 +240,10 @@ def _finished(
         },
         system_attrs=trial.system_attrs,
         intermediate_values=dict(values),
-        trial_id=trial._trial_id,
+        trial_id=trial_id_of(trial),
     )
 
 
 def _outcome(trial: FrozenTrial) -> Finished:
     final = {key: trial.user_attrs[key] for key in FINAL_ATTRS if key in trial.user_attrs}
-    return Finished(trial._trial_id, trial.state, trial.value, final)
+    return Finished(trial_id_of(trial), trial.state, trial.value, final)

@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lrsweep.storage import TrialStore
 from lrsweep.storage.bulk import CLAIM_KEY
+from lrsweep.storage.optuna_objects import trial_id_of
 from lrsweep.sweeps.worker.pruning import FinishedTrials
 
 DEFAULT_SAMPLER_HISTORY = 200
@@ -67,9 +68,10 @@ class StudyHistory:
 
     def add(self, trial: FrozenTrial) -> None:
         """Record a finished trial (this worker's own need not be read back)."""
-        if trial._trial_id in self._recorded or trial._trial_id < self._first_unfinished:
+        trial_id = trial_id_of(trial)
+        if trial_id in self._recorded or trial_id < self._first_unfinished:
             return
-        self._recorded.add(trial._trial_id)
+        self._recorded.add(trial_id)
         self.finished.add(trial)
         if trial.state == TrialState.FAIL:
             return
@@ -85,8 +87,8 @@ class StudyHistory:
         """What TPE fits on: other workers' running trials, and at most `sampler_history`
         finished ones, the best completed half and the most recently finished other half."""
         best = [trial for _, _, trial in self._best]
-        chosen = {trial._trial_id for trial in best}
-        recent = [trial for trial in self._recent if trial._trial_id not in chosen]
+        chosen = {trial_id_of(trial) for trial in best}
+        recent = [trial for trial in self._recent if trial_id_of(trial) not in chosen]
         running = [trial for trial in self.live if trial.state == TrialState.RUNNING]
         keep = max(0, len(recent) - (self._limit - len(best)))
         return [*best, *recent[keep:], *running]

@@ -19,13 +19,17 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from lrsweep.storage import STORAGE_ENV_VAR
-from lrsweep.trainer import InvalidInputError
+from lrsweep.errors import InvalidInputError
+from lrsweep.storage import STORAGE_ENV_VAR, StorageSettings
+from lrsweep.sweeps.study.open import OpenStudy, open_for_sweep
+from lrsweep.sweeps.study.options import StudyOptions
+from lrsweep.sweeps.worker.options import WorkerOptions
+from lrsweep.sweeps.worker.progress import StudyProgress, wants_progress
 
 
 @dataclass(frozen=True)
@@ -115,23 +119,20 @@ class StartedWorkers:
 
 @contextmanager
 def started_workers(
-    plan: LaunchPlan, storage_url: str, worker_args: Sequence[str], base_seed: int | None
+    plan: LaunchPlan, storage_url: str, worker_argvs: Sequence[Sequence[str]]
 ) -> Iterator[StartedWorkers]:
-    """Start the plan's workers at once: their imports (about a second each) overlap the
-    launcher's own work. If the block fails before `run`, they are told to exit (their stdin
-    closes) and waited for; nothing of theirs touched the study."""
+    """Start the plan's workers at once, worker i with `worker_argvs[i]`: their imports (about
+    a second each) overlap the launcher's own work. If the block fails before `run`, they are
+    told to exit (their stdin closes) and waited for; nothing of theirs touched the study."""
     children: list[subprocess.Popen[bytes]] = []
     try:
-        for index, gpu in enumerate(plan.gpus):
+        for gpu, argv in zip(plan.gpus, worker_argvs, strict=True):
             env = {**os.environ, STORAGE_ENV_VAR: storage_url, "OMP_NUM_THREADS": "1"}
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
-            seed_args = [] if base_seed is None else ["--seed", str(base_seed + index)]
-            command = [sys.executable, "-m", "lrsweep.sweeps", "worker", *worker_args, *seed_args]
+            command = [sys.executable, "-m", "lrsweep.sweeps", "worker", *argv, LAUNCHED_FLAG]
             children.append(
-                subprocess.Popen(
-                    [*command, LAUNCHED_FLAG], env=env, stdin=subprocess.PIPE, process_group=0
-                )
+                subprocess.Popen(command, env=env, stdin=subprocess.PIPE, process_group=0)
             )
         yield StartedWorkers(children)
     except BaseException:
@@ -140,6 +141,61 @@ def started_workers(
         for child in children:
             child.wait()
         raise
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A sweep's workers run to their end: the study, their exit code, how many ran."""
+
+    opened: OpenStudy
+    exit_code: int
+    workers: int
+
+
+def launch(
+    storage: StorageSettings,
+    study_name: str,
+    study: StudyOptions,
+    options: WorkerOptions,
+    workers: int | None = None,
+    *,
+    baselines: bool = False,
+) -> Launched:
+    """Run `workers` processes (default: one per GPU, else per core) on the study, created or
+    joined here while they start. Each gets `options` (the sampler seed plus its index); under
+    a progress bar their own per-batch lines would tear it, so they go quiet."""
+    plan = LaunchPlan.for_this_machine(workers, options.device)
+    show_progress = wants_progress()
+    child = replace(options, quiet=options.quiet or show_progress)
+    common = [
+        "--study", study_name,
+        "--heartbeat-interval", str(storage.heartbeat_interval),
+        "--grace-period", str(storage.grace_period),
+    ]  # fmt: skip
+    argvs = [
+        [*common, *replace(child, seed=_plus(options.seed, index)).to_argv()]
+        for index in range(plan.workers)
+    ]
+    with started_workers(plan, storage.url, argvs) as started:
+        opened = open_for_sweep(
+            storage,
+            study_name,
+            study,
+            options.data,
+            sampler_seed=options.seed,
+            baselines=baselines,
+        )
+        print(
+            f"starting {plan.workers} workers on study {study_name!r} ({storage.masked_url})",
+            file=sys.stderr,
+        )
+        with StudyProgress(opened, options.target_trials) if show_progress else nullcontext():
+            code = started.run()
+    return Launched(opened, code, plan.workers)
+
+
+def _plus(seed: int | None, index: int) -> int | None:
+    return None if seed is None else seed + index
 
 
 def _send_and_close(child: subprocess.Popen[bytes], message: bytes) -> None:

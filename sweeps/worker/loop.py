@@ -24,7 +24,7 @@ from lrsweep.storage.outage import InterruptRequested, retrying, signals_held
 from lrsweep.storage.trial_store import finished_count
 from lrsweep.sweeps.study.attributes import WORKER_ATTR
 from lrsweep.sweeps.study.open import OpenStudy, fold_tensors
-from lrsweep.sweeps.worker.batch import BatchOutcome, run_trial_batch
+from lrsweep.sweeps.worker.batch import BatchOutcome, TrialBatch
 from lrsweep.sweeps.worker.history import StudyHistory
 from lrsweep.sweeps.worker.options import WorkerOptions
 from lrsweep.sweeps.worker.proposals import ClaimedTrial, propose
@@ -64,7 +64,7 @@ class WorkerSummary:
 def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     """Run batches of `opened.study` until the target or the time limit; see module docstring."""
     settings = opened.settings
-    dataset = settings.load_data(options.data)
+    dataset = settings.load_data(options.data.source)
     if settings.model_spec is not None:  # the study's model must import and run here too
         settings.model_spec.check(dataset.features[:2], dataset.schema.n_outputs)
     device = resolve_device(options.device)
@@ -96,7 +96,7 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
         if deadline is not None and time.monotonic() >= deadline:
             break  # no claim after the deadline, however long sampling took
         claimed: list[ClaimedTrial] = []
-        ended: set[int] = set()
+        batch: TrialBatch | None = None
         claim_id = uuid.uuid4().hex  # once per claim: a retry finds what a lost answer started
 
         def claim() -> None:
@@ -113,12 +113,13 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
                 # Not cut short by a held signal: a retry must find what a lost answer started.
                 retrying(claim, "claiming trials", interruptible=False)
                 if claimed:
-                    outcome = run_trial_batch(opened, claimed, folds, history, ended)
+                    batch = TrialBatch(opened, claimed, folds, history)
+                    outcome = batch.run()
             except InterruptRequested:
-                hand_back(opened, _unfinished(claimed, ended), "interrupted")
+                hand_back(opened, _unfinished(claimed, batch), "interrupted")
             except Exception as exc:  # a failing batch must not leave its trials RUNNING
                 handed = hand_back(
-                    opened, _unfinished(claimed, ended), f"{type(exc).__name__}: {exc}"
+                    opened, _unfinished(claimed, batch), f"{type(exc).__name__}: {exc}"
                 )
                 if isinstance(exc, StorageLost):
                     raise
@@ -146,8 +147,9 @@ def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     return WorkerSummary(sum(totals.values()), dict(totals), stopped_because or timed_out)
 
 
-def _unfinished(claimed: list[ClaimedTrial], ended: set[int]) -> list[ClaimedTrial]:
-    return [trial for trial in claimed if trial.trial_id not in ended]
+def _unfinished(claimed: list[ClaimedTrial], batch: TrialBatch | None) -> list[ClaimedTrial]:
+    """What a failed claim or batch hands back: the claimed trials that have not ended."""
+    return claimed if batch is None else batch.unfinished()
 
 
 def hand_back(opened: OpenStudy, trials: list[ClaimedTrial], reason: str) -> int:

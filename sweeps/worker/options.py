@@ -1,14 +1,17 @@
 """How long one worker runs and on what: checked by `sweeps launch` before any worker starts, so
-this module imports no torch (the launcher does not train)."""
+this module imports no torch (the launcher does not train). Each field is its flag too
+(`sweeps.flags`): a new worker option is one field here, and launched workers get it through
+`to_argv`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lrsweep.errors import InvalidInputError
+from lrsweep.sweeps.flags import nested, option, to_argv
+from lrsweep.sweeps.study.options import DataOptions
 from lrsweep.sweeps.worker.history import DEFAULT_SAMPLER_HISTORY
-from lrsweep.trainer import InvalidInputError
-from lrsweep.trainer.data import DataSource
 
 if TYPE_CHECKING:
     import torch
@@ -18,6 +21,7 @@ MAX_TRIALS_PER_BATCH_CPU, MAX_TRIALS_PER_BATCH_GPU = 64, 4096
 # rows, one split, 50 trials, one worker: batches of 4, 8, 16 and 25 trials reached the same
 # best (0.9876-0.9878, 3 seeds) in 24.6, 15.3, 11.6 and 9.3 s (bench/NOTES.md, step 20).
 MIN_MODELS_PER_BATCH = 16
+MAX_SEED = 2**31  # NumPy seeds are below 2**32, and launch adds the worker index
 
 
 @dataclass(frozen=True)
@@ -29,27 +33,62 @@ class WorkerOptions:
         timeout_s: stop claiming new trials after this many seconds (None: no limit).
         data: the CSV and its label column (default: ionosphere, the study's label column).
         device: "cpu", "cuda", "cuda:N" or None for automatic.
+        seed: the sampler's seed (None: random); `launch` adds each worker's index.
         trials_per_batch: trials trained together as one vectorized model (None: chosen
             from the device and the target).
         sampler_history: most finished trials TPE fits on (the best half and the most recent).
-        threads: torch CPU threads; 1 is fastest for this small model.
         quiet: print nothing per batch.
+        threads: torch CPU threads; 1 is fastest for this small model.
     """
 
-    target_trials: int | None = None
-    timeout_s: float | None = None
-    data: DataSource = DataSource()
-    device: str | None = None
-    trials_per_batch: int | None = None
-    sampler_history: int = DEFAULT_SAMPLER_HISTORY
+    target_trials: int | None = option(
+        None,
+        "--trials",
+        parse=int,
+        metavar="N",
+        help="finished trials in the whole study to reach",
+    )
+    timeout_s: float | None = option(
+        None,
+        "--timeout",
+        parse=float,
+        metavar="SECONDS",
+        help="stop starting trials after this long",
+    )
+    data: DataOptions = nested(DataOptions)
+    device: str | None = option(
+        None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)"
+    )
+    seed: int | None = option(
+        None, "--seed", parse=int, help="sampler seed (launch adds the worker index)"
+    )
+    trials_per_batch: int | None = option(
+        None,
+        "--trials-per-batch",
+        "--batch-size-trials",  # its name before 0.2, kept for existing scripts
+        parse=int,
+        metavar="K",
+        help="trials trained together as one vectorized model (default: from device and --trials)",
+    )
+    sampler_history: int = option(
+        DEFAULT_SAMPLER_HISTORY,
+        "--sampler-history",
+        parse=int,
+        metavar="H",
+        help="most finished trials TPE fits on (default {default}: the best and the most recent)",
+    )
+    quiet: bool = option(False, "--quiet", help="no line per batch")
     threads: int = 1
-    quiet: bool = False
 
     def __post_init__(self) -> None:
         if self.target_trials is not None and self.target_trials < 1:
             raise InvalidInputError(f"--trials must be >= 1; got {self.target_trials}")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise InvalidInputError(f"--timeout must be > 0 seconds; got {self.timeout_s}")
+        if self.seed is not None and not 0 <= self.seed < MAX_SEED:
+            raise InvalidInputError(
+                f"--seed must be between 0 and {MAX_SEED - 1}; got {self.seed}"
+            )
         if self.trials_per_batch is not None and self.trials_per_batch < 1:
             raise InvalidInputError(
                 f"--trials-per-batch must be >= 1; got {self.trials_per_batch}"
@@ -58,6 +97,10 @@ class WorkerOptions:
             raise InvalidInputError(f"--sampler-history must be >= 10; got {self.sampler_history}")
         if self.threads < 1:
             raise InvalidInputError(f"--threads must be >= 1; got {self.threads}")
+
+    def to_argv(self) -> list[str]:
+        """The flags that make a launched worker run with these options."""
+        return to_argv(self)
 
     def trials_per_batch_for(self, device: torch.device, folds: int) -> int:
         """Explicit, else large on a GPU and enough rounds (about 16) for TPE and the pruner,

@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from lrsweep.storage.optuna_objects import trial_id_of
 from lrsweep.sweeps.study.attributes import SCHEDULER_CLASS_ATTR
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.sweeps.worker.history import sampler_mirror
@@ -30,7 +31,7 @@ class ClaimedTrial:
 
     @property
     def trial_id(self) -> int:
-        return self.stored._trial_id
+        return trial_id_of(self.stored)
 
     @property
     def number(self) -> int:

@@ -25,9 +25,16 @@ from typing import Any, cast
 
 import numpy as np
 import optuna
-from optuna.pruners import _percentile
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+from lrsweep.storage.optuna_objects import trial_id_of
+from lrsweep.sweeps.worker.optuna_percentile import (
+    PercentileSettings,
+    best_intermediate_value,
+    is_first_in_interval_step,
+    percentile_settings,
+)
 
 RUNG_PREFIX = "completed_rung_"  # SuccessiveHalving's marks (and Hyperband's, per bracket)
 
@@ -80,7 +87,7 @@ def _stripped(trial: FrozenTrial) -> FrozenTrial:
         user_attrs={},
         system_attrs={k: v for k, v in trial.system_attrs.items() if k.startswith(RUNG_PREFIX)},
         intermediate_values={} if last is None else {last: trial.intermediate_values[last]},
-        trial_id=trial._trial_id,
+        trial_id=trial_id_of(trial),
     )
 
 
@@ -90,7 +97,7 @@ class TrialsView:
     def __init__(self, study_name: str, direction: StudyDirection, trials: Iterable[FrozenTrial]):
         self._study_name = study_name
         self._direction = direction
-        self._trials = {trial._trial_id: trial for trial in trials}
+        self._trials = {trial_id_of(trial): trial for trial in trials}
         self.pending_system_attrs: list[tuple[int, str, Any]] = []
 
     def get_study_id_from_name(self, study_name: str) -> int:
@@ -168,33 +175,36 @@ class BatchPruner:
         self, pruner: optuna.pruners.PercentilePruner, trial: FrozenTrial
     ) -> bool:
         """PercentilePruner.prune, step for step, with the per-step percentile memoized."""
+        settings = percentile_settings(pruner)
         n_completed = self._finished.completed
-        if n_completed == 0 or n_completed < pruner._n_startup_trials:
+        if n_completed == 0 or n_completed < settings.n_startup_trials:
             return False
         step = trial.last_step
-        if step is None or step < pruner._n_warmup_steps:
+        if step is None or step < settings.n_warmup_steps:
             return False
-        if not _percentile._is_first_in_interval_step(
-            step, trial.intermediate_values.keys(), pruner._n_warmup_steps, pruner._interval_steps
+        if not is_first_in_interval_step(
+            step,
+            trial.intermediate_values.keys(),
+            settings.n_warmup_steps,
+            settings.interval_steps,
         ):
             return False
         direction = self._study.direction
-        best = _percentile._get_best_intermediate_result_over_steps(trial, direction)
+        best = best_intermediate_value(trial, direction)
         if math.isnan(best):
             return True
         if step not in self._percentile_by_step:
-            self._percentile_by_step[step] = self._percentile_at(pruner, step)
+            self._percentile_by_step[step] = self._percentile_at(settings, step)
         threshold = self._percentile_by_step[step]
         if math.isnan(threshold):
             return False
         return best < threshold if direction == StudyDirection.MAXIMIZE else best > threshold
 
-    def _percentile_at(self, pruner: optuna.pruners.PercentilePruner, step: int) -> float:
-        """`_percentile._get_percentile_intermediate_result_over_trials` over the kept values."""
+    def _percentile_at(self, settings: PercentileSettings, step: int) -> float:
+        """The threshold `PercentilePruner` computes at `step`, over the kept values."""
         values = self._finished.completed_at(step)
-        if len(values) < pruner._n_min_trials:
+        if len(values) < settings.n_min_trials:
             return math.nan
         maximize = self._study.direction == StudyDirection.MAXIMIZE
-        return float(
-            np.nanpercentile(values, 100 - pruner._percentile if maximize else pruner._percentile)
-        )
+        percentile = settings.percentile
+        return float(np.nanpercentile(values, 100 - percentile if maximize else percentile))

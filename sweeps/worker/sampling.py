@@ -4,7 +4,7 @@ Optuna's `TPESampler` refits its two Parzen estimators (the good and the bad tri
 suggestion: one relative fit per ask plus one per conditional parameter, each O(history). A
 batch of K trials asked one at a time pays that K times over nearly the same history. Here the
 first suggestion of a batch over a search space splits the trials and builds the estimators as
-TPE does (`_split_trials`, `_build_parzen_estimator`); every proposal of the batch then draws its
+TPE does (`split_trials`, `build_parzen_estimator`); every proposal of the batch then draws its
 `n_ei_candidates` from the good estimator and keeps the candidate with the highest acquisition
 (log l(x) - log g(x)), exactly TPE's choice for that fit. Proposals are drawn DRAW_CHUNK at a
 time, so the acquisition is evaluated in few vectorized calls and a conditional parameter few
@@ -14,8 +14,8 @@ The batch's proposals are i.i.d. TPE asks on one fit, as K workers asking at the
 would be: other workers' running trials are in the fit as constant liars, this batch's own are
 not. bench/NOTES.md holds the best-so-far comparison with Optuna's one-ask-at-a-time TPE.
 
-Outside `batch_fits` the sampler is Optuna's TPE unchanged. Relies on TPE's private `_sample`
-and its helpers; the Optuna release is pinned in constraints.txt.
+Outside `batch_fits` the sampler is Optuna's TPE unchanged. TPE's private step and helpers come
+through `lrsweep.sweeps.worker.optuna_tpe`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
-from optuna.samplers._tpe.sampler import _split_trials, default_gamma
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
+
+from lrsweep.sweeps.worker.optuna_tpe import ExposedTPESampler, ParzenEstimator, split_trials
 
 DRAW_CHUNK = 16
 
@@ -41,8 +41,8 @@ class _Fit:
     def __init__(
         self,
         sampler: BatchTPESampler,
-        below: _ParzenEstimator,
-        above: _ParzenEstimator,
+        below: ParzenEstimator,
+        above: ParzenEstimator,
         search_space: dict[str, BaseDistribution],
     ) -> None:
         self._sampler = sampler
@@ -58,8 +58,8 @@ class _Fit:
 
     def _draw(self, count: int) -> list[dict[str, Any]]:
         """`count` proposals: for each, the best of `n_ei_candidates` draws by acquisition."""
-        n_candidates = self._sampler._n_ei_candidates
-        samples = self._below.sample(self._sampler._rng.rng, count * n_candidates)
+        n_candidates = self._sampler.n_ei_candidates
+        samples = self._below.sample(self._sampler.rng, count * n_candidates)
         acquisition = self._below.log_pdf(samples) - self._above.log_pdf(samples)
         best = acquisition.reshape(count, n_candidates).argmax(axis=1)
         rows = best + np.arange(count) * n_candidates
@@ -72,7 +72,7 @@ class _Fit:
         ]
 
 
-class BatchTPESampler(optuna.samplers.TPESampler):
+class BatchTPESampler(ExposedTPESampler):
     """`TPESampler` with one fit per search space while a `batch_fits` block is open.
 
     `draw_chunk` proposals are drawn together; with 1, a batch of K equals K asks of
@@ -84,11 +84,11 @@ class BatchTPESampler(optuna.samplers.TPESampler):
         self._draw_chunk = draw_chunk
         self._fits: dict[Hashable, _Fit] | None = None
 
-    def _sample(
+    def sample_search_space(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
         if self._fits is None:
-            return super()._sample(study, trial, search_space)
+            return super().sample_search_space(study, trial, search_space)
         key = frozenset(search_space.items())
         if key not in self._fits:
             self._fits[key] = self._fit(study, trial, search_space)
@@ -97,20 +97,17 @@ class BatchTPESampler(optuna.samplers.TPESampler):
     def _fit(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> _Fit:
-        """TPE's split and estimators, as `TPESampler._sample` builds them for `trial`."""
+        """TPE's split and estimators, as `TPESampler`'s own step builds them for `trial`."""
         states = [TrialState.COMPLETE, TrialState.PRUNED]
-        if self._constant_liar:
+        if self.constant_liar:
             states.append(TrialState.RUNNING)
         trials = [
-            t
-            for t in study._get_trials(deepcopy=False, states=states, use_cache=False)
-            if t.number != trial.number
+            t for t in study.get_trials(deepcopy=False, states=states) if t.number != trial.number
         ]
-        gamma = self._gamma or default_gamma
         n = sum(t.state != TrialState.RUNNING for t in trials)
-        below_trials, above_trials = _split_trials(study, trials, gamma(n))
-        below = self._build_parzen_estimator(study, search_space, below_trials, handle_below=True)
-        above = self._build_parzen_estimator(study, search_space, above_trials, handle_below=False)
+        below_trials, above_trials = split_trials(study, trials, self.gamma(n))
+        below = self.build_parzen_estimator(study, search_space, below_trials, below=True)
+        above = self.build_parzen_estimator(study, search_space, above_trials, below=False)
         return _Fit(self, below, above, search_space)
 
 

@@ -1,0 +1,116 @@
+"""What a person asks of a study: the data to read, and the settings of a new study. Each field
+is its command-line flag too (`sweeps.flags`); checked and turned into `StudySettings` here."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lrsweep.sweeps.flags import option
+from lrsweep.sweeps.study.settings import PRUNERS, StudySettings, default_folds
+from lrsweep.sweeps.study.space import load_space
+from lrsweep.trainer import Dataset
+from lrsweep.trainer.data import DataSource
+
+DEFAULT_RUN_TRIALS = 100  # what `sweeps run` and `sweeps.run()` sweep for when not told
+DEFAULT_RUN_SEED = 0  # `sweeps run` is reproducible unless told otherwise
+
+
+def _yes_no(text: str) -> bool:
+    if text not in ("yes", "no"):
+        raise argparse.ArgumentTypeError(f"must be yes or no; got {text!r}")
+    return text == "yes"
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """The CSV and how to read it (default: $IONOSPHERE_CSV, else OpenML's ionosphere)."""
+
+    path: str | None = option(
+        None,
+        "--data",
+        metavar="CSV",
+        help="classification CSV, with or without a header (default $IONOSPHERE_CSV or OpenML "
+        "ionosphere)",
+        show=lambda path: str(Path(path).resolve()),  # a launched worker may start elsewhere
+    )
+    label_column: str | None = option(
+        None,
+        "--label-column",
+        metavar="NAME|INDEX",
+        help="the label's column: a header name or a 0-based position, -1 the last (default: "
+        "the study's, else the last)",
+    )
+    header: bool | None = option(
+        None,
+        "--header",
+        metavar="{yes,no}",
+        parse=_yes_no,
+        show=lambda header: "yes" if header else "no",
+        help="whether the first row is a header (default: the study's, else read from the file "
+        "as a person would: README, Your data)",
+    )
+
+    @property
+    def source(self) -> DataSource:
+        return DataSource(self.path, self.label_column, header=self.header)
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """The settings a new study is created with; a worker joining an existing study takes the
+    study's, and only an explicitly given one that differs is refused (`open.join`)."""
+
+    space: str | None = option(
+        None, "--space", help="search-space file (.toml/.yaml) overriding ranges"
+    )
+    model: str | None = option(
+        None,
+        "--model",
+        metavar="MODULE:FUNCTION",
+        help="your model: FUNCTION(n_features, n_outputs) -> nn.Module (imports MODULE: your "
+        "code runs; default the built-in MLP)",
+    )
+    pruner: str | None = option(None, "--pruner", help=f"{', '.join(PRUNERS)} (default median)")
+    epochs: int | None = option(None, "--epochs", parse=int, help="epochs per trial (default 50)")
+    folds: int | None = option(
+        None,
+        "--folds",
+        parse=int,
+        help="cross-validate each trial over F stratified folds, trained together (default: 5 "
+        "when one split's accuracy is noisier than 1 point, else 1; 1: one train/validation "
+        "split, --validation-fraction)",
+    )
+    validation_fraction: float | None = option(
+        None, "--validation-fraction", parse=float, help="held-out share (default 0.3)"
+    )
+    baselines: bool | None = option(
+        None,
+        "--baselines",
+        negatable=True,
+        help="run the tutorial's schedules first (default: on for `run`)",
+    )
+
+    def requested(self, dataset: Dataset) -> tuple[StudySettings, frozenset[str]]:
+        """The settings a new study on `dataset` gets, and the names the person gave (a join
+        with another value for one of those is refused). A validation fraction asks for one
+        split; otherwise, without --folds, the data's noise decides (`default_folds`)."""
+        given: dict[str, Any] = {
+            "pruner": self.pruner,
+            "epochs": self.epochs,
+            "folds": self.folds,
+            "validation_fraction": self.validation_fraction,
+            "space": load_space(self.space) if self.space else None,
+            "model": self.model,
+        }
+        explicit = {name: value for name, value in given.items() if value is not None}
+        chosen: dict[str, Any] = {}
+        if self.validation_fraction is not None:
+            chosen = {"folds": 1}
+        elif self.folds is None:
+            folds, why = default_folds(dataset)
+            chosen = {"folds": folds, "chosen_by_data": why}
+        settings = StudySettings(data_sha256=dataset.sha256, **{**chosen, **explicit})
+        return settings, frozenset(explicit)

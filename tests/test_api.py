@@ -1,0 +1,130 @@
+"""The Python API as users call it: the README's example run as written, flags that round-trip
+through a launched worker's argv, and the installed name that a user's own `trainer.py` cannot
+shadow."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import REPO, run_sweeps
+from lrsweep import sweeps
+from lrsweep.errors import InvalidInputError, LrsweepError
+from lrsweep.sweeps.cli import build_parser
+from lrsweep.sweeps.flags import from_flags
+
+
+def readme_python_example() -> str:
+    """The first ```python block of the README's "Python API" section."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "the README's Python API section has no python example"
+    return match.group(1)
+
+
+@pytest.mark.slow
+def test_readme_example_runs_as_written(tmp_path: Path, data_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", readme_python_example()],
+        cwd=tmp_path,
+        env={**os.environ, "IONOSPHERE_CSV": str(data_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout  # the example's lines, between what the library says itself
+    for line in (
+        r"trial \d+: \w+ in [\d.]+ s",
+        r"\d+ more trials; stopped because the study has its 16 finished trials",
+        r"exported trial \d+: lr [\d.e-]+, 50 epochs",
+    ):
+        assert re.search(f"^{line}$", printed, re.M), printed
+    assert (tmp_path / "best.json").is_file() and (tmp_path / "best.yaml").is_file()
+    opened = sweeps.open_study("api", str(tmp_path / "api.db"))
+    finished = [trial for trial in opened.study.trials if trial.state.is_finished()]
+    assert len(finished) == 16
+    selection = yaml.safe_load((tmp_path / "best.yaml").read_text())["selection"]
+    assert len(selection["candidates"]) == 3 and selection["seeds"] == 2, selection
+
+
+def test_api_errors_are_the_commands_errors(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="--seeds needs --top K"):
+        sweeps.ChoiceOptions(seeds=2)
+    with pytest.raises(LrsweepError, match="no study storage at"):
+        sweeps.open_study("missing", str(tmp_path / "nothing.db"))
+    assert not (tmp_path / "nothing.db").exists()
+
+
+texts = st.text(alphabet="abcxyz_-0123456789", min_size=1, max_size=8)
+worker_options = st.builds(
+    sweeps.WorkerOptions,
+    target_trials=st.none() | st.integers(1, 10**6),
+    timeout_s=st.none() | st.floats(0.001, 1e6),
+    data=st.builds(
+        sweeps.DataOptions,
+        path=st.none() | st.just("/data/train.csv"),
+        label_column=st.none() | texts,
+        header=st.none() | st.booleans(),
+    ),
+    device=st.none() | st.sampled_from(["cpu", "cuda", "cuda:1"]),
+    seed=st.none() | st.integers(0, 2**31 - 1),
+    trials_per_batch=st.none() | st.integers(1, 4096),
+    sampler_history=st.integers(10, 10_000),
+    quiet=st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(worker_options)
+def test_worker_options_reach_a_launched_worker_unchanged(options: sweeps.WorkerOptions) -> None:
+    """What `launch` hands a worker (`to_argv`) parses back to the very same options: a new
+    field is a new flag on both sides at once."""
+    args = build_parser().parse_args(["worker", "--study", "s", *options.to_argv()])
+    assert from_flags(sweeps.WorkerOptions, vars(args)) == options
+
+
+@pytest.mark.slow
+def test_a_users_own_trainer_storage_and_sweeps_modules_stay_theirs(
+    tmp_path: Path, data_path: Path
+) -> None:
+    """Training code often has a `trainer.py`: with `--model` the working directory is on the
+    path, and the user's model imports its own `trainer`, `storage` and `sweeps`, not ours,
+    while lrsweep keeps using its own."""
+    for name in ("trainer", "storage", "sweeps"):
+        (tmp_path / f"{name}.py").write_text(f"OWNER = 'user {name}'\n")
+    (tmp_path / "nets.py").write_text(
+        textwrap.dedent(
+            """
+            import storage
+            import sweeps
+            import trainer
+            from torch import nn
+
+            assert (trainer.OWNER, storage.OWNER, sweeps.OWNER) == (
+                "user trainer", "user storage", "user sweeps"
+            ), (trainer, storage, sweeps)
+
+
+            def build(n_features, n_outputs):
+                return nn.Sequential(nn.Linear(n_features, 8), nn.ReLU(), nn.Linear(8, n_outputs))
+            """
+        )
+    )
+    result = run_sweeps(
+        "worker", "--study", "mine", "--storage", "mine.db", "--data", str(data_path),
+        "--model", "nets:build", "--trials", "2", "--epochs", "2", "--folds", "1", "--quiet",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "worker done: 2 trials" in result.stderr

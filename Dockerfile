@@ -7,5 +7,6 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY trainer ./trainer
 COPY storage ./storage
 COPY sweeps ./sweeps
+COPY lrsweep ./lrsweep
 RUN pip install --no-cache-dir -c constraints.txt .
 ENTRYPOINT ["sweeps"]

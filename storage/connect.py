@@ -37,7 +37,7 @@ class StorageSettings:
         max_retry: how many times a dead worker's trial is re-queued.
     """
 
-    url: str
+    url: str = field(repr=False)  # its password too: `parsed.masked` is for people
     heartbeat_interval: int = 10
     grace_period: int = 30
     max_retry: int = 3

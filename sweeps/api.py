@@ -10,14 +10,16 @@
 from __future__ import annotations
 
 import datetime
+import os
+import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
 
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import InvalidInputError, LrsweepError
 from lrsweep.storage import StorageSettings, close_storage, resolve_storage_url
 from lrsweep.sweeps.results.choice import ChoiceOptions, Exported
 from lrsweep.sweeps.study.open import OpenStudy
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from lrsweep.sweeps.worker.loop import WorkerSummary  # imports torch
 
 DEFAULT_STUDY = "lrsweep"
+Storage = str | os.PathLike[str] | StorageSettings | None  # a file, a URL, or settings
+Data = str | os.PathLike[str] | DataOptions | None  # a CSV, or how to read one
 DEFAULT_OUT = "best.json"
 
 
@@ -59,10 +63,10 @@ def storage_settings(storage: str | None = None, **timing: int) -> StorageSettin
 
 
 def run(
-    data: str | DataOptions | None = None,
+    data: Data = None,
     *,
-    trials: int = DEFAULT_RUN_TRIALS,
-    storage: str | StorageSettings | None = None,
+    trials: int | None = None,
+    storage: Storage = None,
     study: str = DEFAULT_STUDY,
     workers: int | None = None,
     out: str | Path = DEFAULT_OUT,
@@ -71,29 +75,45 @@ def run(
     choice: ChoiceOptions = ChoiceOptions(after_sweep=True),
 ) -> SweepResult:
     """Create or resume `study`, sweep it on all cores (or GPUs) in worker processes until it
-    has `trials` finished trials, and export the robust choice to `out`: what `sweeps run`
-    does. `options` gives every worker option at once (its seed defaults to DEFAULT_RUN_SEED);
-    `data` and `trials` are shortcuts for two of them."""
+    has `trials` finished trials (default DEFAULT_RUN_TRIALS), and export the robust choice to
+    `out`: what `sweeps run` does. `options` gives every worker option at once instead of
+    `data` and `trials`; a run's target and sampler seed default to DEFAULT_RUN_TRIALS and
+    DEFAULT_RUN_SEED there too. Raises SweepFailed when a worker fails, SweepInterrupted when
+    the workers were interrupted; either way nothing is exported."""
     from lrsweep.sweeps.results.choice import export_choice
+    from lrsweep.sweeps.results.export import export_path
     from lrsweep.sweeps.results.selection import SweepPace
     from lrsweep.sweeps.worker.launch import launch
 
+    out = export_path(str(out), None)  # a bad name is refused before the sweep, not after
     if options is None:
-        options = WorkerOptions(target_trials=trials, data=_data(data), seed=DEFAULT_RUN_SEED)
+        options = WorkerOptions(data=_data(data), target_trials=trials)
+    elif data is not None or trials is not None:
+        raise InvalidInputError("give data and trials inside options, or without options")
+    options = replace(
+        options,
+        target_trials=options.target_trials or DEFAULT_RUN_TRIALS,
+        seed=DEFAULT_RUN_SEED if options.seed is None else options.seed,
+    )
     settings = _settings(storage)
     started, started_at = time.perf_counter(), datetime.datetime.now()  # Optuna's clock
     launched = launch(settings, study, study_options, options, workers, baselines=True)
-    if launched.exit_code != 0:
-        close_storage(launched.opened.storage)
-        raise SweepFailed(launched.exit_code)
-    seconds = time.perf_counter() - started
-    pace = SweepPace.of_sweep(launched.opened, started_at, seconds, launched.workers)
-    exported = export_choice(
-        launched.opened, Path(out), choice, options.data, options.device, sweep=pace
-    )
-    return SweepResult(
-        launched.opened, exported.trial, exported.path, load_config(exported.path), seconds
-    )
+    opened = launched.opened
+    try:
+        if launched.exit_code in INTERRUPTED_CODES:
+            raise SweepInterrupted(launched.exit_code)
+        if launched.exit_code != 0:
+            raise SweepFailed(launched.exit_code)
+        seconds = time.perf_counter() - started
+        pace = SweepPace.of_sweep(opened, started_at, seconds, launched.workers)
+        exported = export_choice(opened, out, choice, options.data, options.device, sweep=pace)
+    except BaseException:
+        close_storage(opened.storage)
+        raise
+    return SweepResult(opened, exported.trial, exported.path, load_config(exported.path), seconds)
+
+
+INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 
 class SweepFailed(LrsweepError):
@@ -104,10 +124,19 @@ class SweepFailed(LrsweepError):
         self.exit_code = exit_code
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """The workers were interrupted (Ctrl-C, SIGTERM) and handed their trials back; a
+    KeyboardInterrupt, so that no `except Exception` swallows it."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
 def run_worker(
     study: str,
     *,
-    storage: str | StorageSettings | None = None,
+    storage: Storage = None,
     options: WorkerOptions = WorkerOptions(),
     study_options: StudyOptions = StudyOptions(),
 ) -> WorkerSummary:
@@ -129,50 +158,39 @@ def run_worker(
 def export(
     study: str,
     *,
-    storage: str | StorageSettings | None = None,
+    storage: Storage = None,
     out: str | Path = DEFAULT_OUT,
     choice: ChoiceOptions = ChoiceOptions(),
-    data: str | DataOptions | None = None,
+    data: Data = None,
     device: str | None = None,
 ) -> Exported:
     """Write the study's best trial (or with `choice.top`, the robust choice among the best K)
     as a config file `load_config` reads back: what `sweeps export` does."""
     from lrsweep.sweeps.results.choice import export_choice
+    from lrsweep.sweeps.results.export import export_path
 
+    path = export_path(str(out), None)
     opened = open_study(study, storage)
     try:
-        return export_choice(opened, Path(out), choice, _data(data), device)
+        return export_choice(opened, path, choice, _data(data), device)
     finally:
         close_storage(opened.storage)
 
 
-def open_study(study: str, storage: str | StorageSettings | None = None) -> OpenStudy:
+def open_study(study: str, storage: Storage = None) -> OpenStudy:
     """An existing study with its settings (a mistyped SQLite path creates no file)."""
     from lrsweep.sweeps.study.open import open_existing
 
     return open_existing(_settings(storage), study)
 
 
-def _settings(storage: str | StorageSettings | None) -> StorageSettings:
-    return storage if isinstance(storage, StorageSettings) else storage_settings(storage)
+def _settings(storage: Storage) -> StorageSettings:
+    if isinstance(storage, StorageSettings):
+        return storage
+    return storage_settings(None if storage is None else os.fspath(storage))
 
 
-def _data(data: str | DataOptions | None) -> DataOptions:
-    return data if isinstance(data, DataOptions) else DataOptions(data)
-
-
-__all__ = [
-    "ChoiceOptions",
-    "DataOptions",
-    "Exported",
-    "StudyOptions",
-    "SweepFailed",
-    "SweepResult",
-    "WorkerOptions",
-    "export",
-    "load_config",
-    "open_study",
-    "run",
-    "run_worker",
-    "storage_settings",
-]
+def _data(data: Data) -> DataOptions:
+    if isinstance(data, DataOptions):
+        return data
+    return DataOptions(None if data is None else os.fspath(data))

@@ -19,7 +19,6 @@ from typing import Any, NoReturn
 
 from lrsweep.errors import LrsweepError, UsageError
 from lrsweep.sweeps.flags import add_flags, from_flags
-from lrsweep.sweeps.study.options import DataOptions
 
 EXIT_OK = 0
 
@@ -82,7 +81,7 @@ def _server_options(parser: argparse.ArgumentParser, *, port: int, host_note: st
     parser.add_argument("--port", type=int, default=port, help=f"port (default {port})")
 
 
-def _worker_parser(commands: Any, name: str, help_text: str, **defaults: Any) -> Any:
+def _worker_parser(commands: Any, name: str, help_text: str) -> Any:
     """A command that runs workers: storage, study, new-study and worker flags."""
     from lrsweep.sweeps.study.options import StudyOptions
     from lrsweep.sweeps.worker.options import WorkerOptions
@@ -94,13 +93,14 @@ def _worker_parser(commands: Any, name: str, help_text: str, **defaults: Any) ->
         parser.add_argument_group("new study (ignored when joining unless they conflict)"),
         StudyOptions,
     )
-    add_flags(parser, WorkerOptions, **defaults)
+    add_flags(parser, WorkerOptions)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lrsweep.sweeps.api import DEFAULT_OUT
     from lrsweep.sweeps.results.choice import ChoiceOptions
-    from lrsweep.sweeps.study.options import DEFAULT_RUN_SEED, DEFAULT_RUN_TRIALS, DataOptions
+    from lrsweep.sweeps.study.options import DataOptions
 
     parser = _Parser(prog="sweeps", description="Learning-rate schedule sweeps on Optuna.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -109,15 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         "anew (split seed + 1), export the best mean"
     )
 
-    run = _worker_parser(
-        commands,
-        "run",
-        "create/resume a study, sweep on all cores, export",
-        target_trials=DEFAULT_RUN_TRIALS,
-        seed=DEFAULT_RUN_SEED,
-    )
+    run = _worker_parser(commands, "run", "create/resume a study, sweep on all cores, export")
     run.add_argument("--workers", type=int, help="worker processes (default: GPUs, else cores)")
-    run.add_argument("--out", default="best.json", help="exported best config (default best.json)")
+    run.add_argument("--out", default=DEFAULT_OUT, help=f"exported config (default {DEFAULT_OUT})")
     add_flags(run.add_argument_group(choice_title), ChoiceOptions)
     run.set_defaults(handler=_cmd_run)
 
@@ -245,28 +239,23 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from lrsweep.sweeps.api import SweepFailed, run
+    from lrsweep.sweeps.api import SweepFailed, SweepInterrupted, run
     from lrsweep.sweeps.results.choice import ChoiceOptions
-    from lrsweep.sweeps.results.export import export_path
     from lrsweep.sweeps.results.summary import format_summary, summarize
-    from lrsweep.sweeps.study.options import DEFAULT_RUN_SEED, DEFAULT_RUN_TRIALS, StudyOptions
+    from lrsweep.sweeps.study.options import StudyOptions
     from lrsweep.sweeps.worker.options import WorkerOptions
 
-    choice = _options(args, ChoiceOptions, after_sweep=True)  # refused before any sweep
-    options = _options(
-        args, WorkerOptions, target_trials=DEFAULT_RUN_TRIALS, seed=DEFAULT_RUN_SEED
-    )
     try:
         result = run(
             storage=_storage_settings(args),
             study=args.study,
             workers=args.workers,
-            out=export_path(args.out, None),
-            options=options,
+            out=args.out,
+            options=_options(args, WorkerOptions),  # the run's target and seed: run()'s
             study_options=_options(args, StudyOptions),
-            choice=choice,
+            choice=_options(args, ChoiceOptions, after_sweep=True),
         )
-    except SweepFailed as failed:  # the worker said why itself
+    except (SweepFailed, SweepInterrupted) as failed:  # the workers said why themselves
         return failed.exit_code
     print(format_summary(summarize(result.opened)))
     print(f"sweep wall time {result.seconds:.1f}s")
@@ -335,6 +324,7 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from lrsweep.sweeps.results.retrain import retrain
+    from lrsweep.sweeps.study.options import DataOptions
     from lrsweep.trainer.config import load_export
 
     exported = load_export(args.config)

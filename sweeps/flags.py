@@ -67,13 +67,11 @@ def _nested_fields(
     ]
 
 
-def add_flags(parser: Any, config: type[DataclassInstance], **overrides: Any) -> None:
-    """Add `config`'s flags to an argparse parser (or group); `overrides` replace a field's
-    default in this command's --help (the values themselves come from `from_flags`)."""
+def add_flags(parser: Any, config: type[DataclassInstance]) -> None:
+    """Add `config`'s flags to an argparse parser (or group)."""
     import argparse
 
     for item, flag in flagged_fields(config):
-        default = overrides.get(item.name, item.default)
         kwargs: dict[str, Any] = {"dest": item.name, "default": None}
         if flag.negatable:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -81,22 +79,22 @@ def add_flags(parser: Any, config: type[DataclassInstance], **overrides: Any) ->
             kwargs["action"] = "store_true"
         else:
             kwargs |= {"type": flag.parse, "metavar": flag.metavar, "choices": flag.choices}
-        help_text = flag.help.replace("{default}", str(default))
+        help_text = flag.help.replace("{default}", str(item.default))
         parser.add_argument(*flag.names, help=help_text, **kwargs)
     for _, inner in _nested_fields(config):
         add_flags(parser, inner)
 
 
-def from_flags(config: type[Config], values: Mapping[str, Any], **overrides: Any) -> Config:
-    """`config` from parsed flag values: a flag not given keeps the field's default, unless
-    `overrides` names another for this command."""
+def from_flags(config: type[Config], values: Mapping[str, Any], **unflagged: Any) -> Config:
+    """`config` from parsed flag values (a flag not given keeps the field's default), and the
+    fields without a flag from `unflagged`."""
     given = {
         item.name: values[item.name]
         for item, _ in flagged_fields(config)
         if values.get(item.name) is not None
     }
     inner = {name: from_flags(kind, values) for name, kind in _nested_fields(config)}
-    return config(**{**overrides, **given, **inner})
+    return config(**{**unflagged, **given, **inner})
 
 
 def to_argv(config: DataclassInstance) -> list[str]:

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from lrsweep import sweeps
 from lrsweep.errors import InvalidInputError, LrsweepError
 from lrsweep.sweeps.cli import build_parser
 from lrsweep.sweeps.flags import from_flags
+from lrsweep.sweeps.worker.launch import worker_argvs
 
 
 def readme_python_example() -> str:
@@ -82,6 +84,7 @@ worker_options = st.builds(
     trials_per_batch=st.none() | st.integers(1, 4096),
     sampler_history=st.integers(10, 10_000),
     quiet=st.booleans(),
+    threads=st.integers(1, 64),
 )
 
 
@@ -128,3 +131,23 @@ def test_a_users_own_trainer_storage_and_sweeps_modules_stay_theirs(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "worker done: 2 trials" in result.stderr
+
+
+def test_each_launched_worker_gets_the_options_its_own_seed_and_the_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `launch` starts: every worker with the options, the sampler seed plus its index,
+    the data file as an absolute path (it may start elsewhere), quiet under a progress bar."""
+    monkeypatch.chdir(tmp_path)
+    storage = sweeps.storage_settings("s.db", heartbeat_interval=3, grace_period=9)
+    options = sweeps.WorkerOptions(target_trials=40, seed=7, data=sweeps.DataOptions("d.csv"))
+    argvs = worker_argvs(storage, "the study", options, 3, quiet=True)
+    parsed = [build_parser().parse_args(["worker", *argv]) for argv in argvs]
+    assert [from_flags(sweeps.WorkerOptions, vars(args)) for args in parsed] == [
+        replace(options, seed=seed, quiet=True, data=sweeps.DataOptions(str(tmp_path / "d.csv")))
+        for seed in (7, 8, 9)
+    ]
+    for args in parsed:
+        assert (args.study, args.heartbeat_interval, args.grace_period) == ("the study", 3, 9)
+    unseeded = worker_argvs(storage, "s", replace(options, seed=None), 2, quiet=False)
+    assert not any(arg.startswith(("--seed", "--quiet")) for argv in unseeded for arg in argv)

@@ -121,7 +121,10 @@ def test_workers_ride_out_a_postgres_restart(
         _worker(postgres_server_url, study, data_path, target, tmp_path, "--grace-period", "60")
         for _ in range(2)
     ]
-    # The workers are held mid-batch while the server stops, so the outage certainly meets one.
+    # Both workers have joined (one still connecting when the server stops would be refused,
+    # rightly: a database never reached is bad input), and are held mid-batch while the server
+    # stops, so the outage certainly meets one.
+    wait_for_running(postgres_server_url, study, workers=2)
     freeze_while_running(postgres_server_url, study, *workers)
     try:
         _postgres_cluster("stop")

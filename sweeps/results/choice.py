@@ -54,7 +54,7 @@ class ChoiceOptions:
         parse=int,
         metavar="S",
         help=f"seeds per candidate (default {DEFAULT_CHOICE_SEEDS}; after `run`, as many of "
-        "them as fit in a quarter of the sweep's time)",
+        "them as fit in a quarter of the sweep's time; `export` needs --top with it)",
     )
     after_sweep: bool = False
 

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 from lrsweep.errors import require_positive
 from lrsweep.sweeps.study.objective import EpochScores, objective
 from lrsweep.trainer import TrainConfig, validation_rows
 from lrsweep.trainer.data import DataSource
 from lrsweep.trainer.models import ModelSpec
-from lrsweep.trainer.training import EpochResult, RunStatus, Tensors, resolve_device, split_tensors
+from lrsweep.trainer.training import (
+    EpochResult,
+    RunStatus,
+    Tensors,
+    resolve_device,
+    split_tensors,
+    torch_threads,
+)
 from lrsweep.trainer.vectorized import BatchMember, train_batch
 
 
@@ -98,7 +102,7 @@ def score_over_seeds(
     of those before, and (with `first_seed_in_budget`) the first stops after two epochs,
     raising `OverBudget`, when its epochs would not fit; `on_seed(seed, seconds so far)` after
     each."""
-    with _one_thread():  # as workers train: the engine's small ops are slower on more threads
+    with torch_threads(1):  # as workers train: the engine's small ops are slower on more threads
         scores: list[list[SeedRun]] = [[] for _ in configs]
         n_folds = len(folds)
         started = time.perf_counter()
@@ -131,19 +135,6 @@ def score_over_seeds(
             if on_seed is not None:
                 on_seed(seed, time.perf_counter() - started)
     return [SeedScores(tuple(runs)) for runs in scores]
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Torch on one CPU thread meanwhile, as in the workers: on 70,000 rows, 4 models, 5
-    epochs, two threads took 1.73 s for what one did in 1.50 s on an idle 2-core machine, and
-    7.9 s against 2.1 s beside another busy process (the engine's ops are small)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class OverBudget(Exception):

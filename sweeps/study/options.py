@@ -12,7 +12,8 @@ from lrsweep.sweeps.flags import option
 from lrsweep.sweeps.study.settings import PRUNERS, StudySettings, default_folds
 from lrsweep.sweeps.study.space import load_space
 from lrsweep.trainer import Dataset
-from lrsweep.trainer.data import DataSource
+from lrsweep.trainer.config import DEFAULT_EPOCHS
+from lrsweep.trainer.data import DEFAULT_VALIDATION_FRACTION, DataSource
 
 DEFAULT_RUN_TRIALS = 100  # what `sweeps run` and `sweeps.run()` sweep for when not told
 DEFAULT_RUN_SEED = 0  # `sweeps run` is reproducible unless told otherwise
@@ -74,7 +75,9 @@ class StudyOptions:
         "code runs; default the built-in MLP)",
     )
     pruner: str | None = option(None, "--pruner", help=f"{', '.join(PRUNERS)} (default median)")
-    epochs: int | None = option(None, "--epochs", parse=int, help="epochs per trial (default 50)")
+    epochs: int | None = option(
+        None, "--epochs", parse=int, help=f"epochs per trial (default {DEFAULT_EPOCHS})"
+    )
     folds: int | None = option(
         None,
         "--folds",
@@ -84,7 +87,10 @@ class StudyOptions:
         "split, --validation-fraction)",
     )
     validation_fraction: float | None = option(
-        None, "--validation-fraction", parse=float, help="held-out share (default 0.3)"
+        None,
+        "--validation-fraction",
+        parse=float,
+        help=f"held-out share (default {DEFAULT_VALIDATION_FRACTION})",
     )
     baselines: bool | None = option(
         None,

@@ -101,14 +101,14 @@ class TrialBatch:
             for c in claimed
             for fold in range(n_folds)
         ]
-        training = BatchTraining(
-            members,
-            self._folds,
-            order_seed=claimed[0].number,
-            model_spec=self._opened.settings.model_spec,
-        )
         with heartbeat(self._opened.store, [c.trial_id for c in claimed]) as beat:
             try:
+                training = BatchTraining(  # stacking a large batch takes a while: under the beat
+                    members,
+                    self._folds,
+                    order_seed=claimed[0].number,
+                    model_spec=self._opened.settings.model_spec,
+                )
                 for results in training.epochs():
                     beat.check()
                     leaving = self._after_epoch(results)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from lrsweep.errors import InvalidInputError
+from lrsweep.errors import require_positive
 from lrsweep.storage import STORAGE_ENV_VAR, StorageSettings
 from lrsweep.sweeps.study.open import OpenStudy, open_for_sweep
 from lrsweep.sweeps.study.options import StudyOptions
@@ -42,8 +42,8 @@ class LaunchPlan:
     @classmethod
     def for_this_machine(cls, workers: int | None, device: str | None) -> LaunchPlan:
         """One worker per GPU when CUDA is usable, else one per CPU core (or `workers`)."""
-        if workers is not None and workers < 1:
-            raise InvalidInputError(f"--workers must be >= 1; got {workers}")
+        if workers is not None:
+            require_positive("--workers", workers)
         gpu_count = 0
         if device != "cpu" and any(Path("/dev").glob("nvidia[0-9]*")):
             import torch  # only on GPU hosts: importing torch costs a second or two
@@ -166,16 +166,7 @@ def launch(
     a progress bar their own per-batch lines would tear it, so they go quiet."""
     plan = LaunchPlan.for_this_machine(workers, options.device)
     show_progress = wants_progress()
-    child = replace(options, quiet=options.quiet or show_progress)
-    common = [
-        "--study", study_name,
-        "--heartbeat-interval", str(storage.heartbeat_interval),
-        "--grace-period", str(storage.grace_period),
-    ]  # fmt: skip
-    argvs = [
-        [*common, *replace(child, seed=_plus(options.seed, index)).to_argv()]
-        for index in range(plan.workers)
-    ]
+    argvs = worker_argvs(storage, study_name, options, plan.workers, quiet=show_progress)
     with started_workers(plan, storage.url, argvs) as started:
         opened = open_for_sweep(
             storage,
@@ -192,6 +183,28 @@ def launch(
         with StudyProgress(opened, options.target_trials) if show_progress else nullcontext():
             code = started.run()
     return Launched(opened, code, plan.workers)
+
+
+def worker_argvs(
+    storage: StorageSettings, study_name: str, options: WorkerOptions, count: int, *, quiet: bool
+) -> list[list[str]]:
+    """The flags of each of `count` launched workers: the study and heartbeat settings (the URL
+    goes through the environment), `options` with the sampler seed plus the worker's index (so
+    seeded workers do not all propose the same first trials), and --quiet when asked."""
+    common = [
+        f"--study={study_name}",
+        f"--heartbeat-interval={storage.heartbeat_interval}",
+        f"--grace-period={storage.grace_period}",
+    ]
+    return [
+        [
+            *common,
+            *replace(
+                options, seed=_plus(options.seed, index), quiet=options.quiet or quiet
+            ).to_argv(),
+        ]
+        for index in range(count)
+    ]
 
 
 def _plus(seed: int | None, index: int) -> int | None:

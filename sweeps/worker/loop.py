@@ -17,8 +17,6 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-import torch
-
 from lrsweep.storage import StorageLost
 from lrsweep.storage.outage import InterruptRequested, retrying, signals_held
 from lrsweep.storage.trial_store import finished_count
@@ -28,7 +26,7 @@ from lrsweep.sweeps.worker.batch import BatchOutcome, TrialBatch
 from lrsweep.sweeps.worker.history import StudyHistory
 from lrsweep.sweeps.worker.options import WorkerOptions
 from lrsweep.sweeps.worker.proposals import ClaimedTrial, propose
-from lrsweep.trainer.training import resolve_device
+from lrsweep.trainer.training import resolve_device, torch_threads
 
 POLL_INTERVAL_S = 0.25
 MAX_CONSECUTIVE_ERRORS = 3
@@ -63,12 +61,16 @@ class WorkerSummary:
 
 def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     """Run batches of `opened.study` until the target or the time limit; see module docstring."""
+    with torch_threads(options.threads):
+        return _run_batches(opened, options)
+
+
+def _run_batches(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
     settings = opened.settings
     dataset = settings.load_data(options.data.source)
     if settings.model_spec is not None:  # the study's model must import and run here too
         settings.model_spec.check(dataset.features[:2], dataset.schema.n_outputs)
     device = resolve_device(options.device)
-    torch.set_num_threads(options.threads)
     folds = fold_tensors(settings, dataset, str(device))
     store = retrying(lambda: opened.store, "opening the study")  # it reads the study id
     history = StudyHistory(opened.study.pruner, options.sampler_history)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lrsweep.errors import InvalidInputError
+from lrsweep.errors import InvalidInputError, require_positive
 from lrsweep.sweeps.flags import nested, option, to_argv
 from lrsweep.sweeps.study.options import DataOptions
 from lrsweep.sweeps.worker.history import DEFAULT_SAMPLER_HISTORY
@@ -21,6 +21,7 @@ MAX_TRIALS_PER_BATCH_CPU, MAX_TRIALS_PER_BATCH_GPU = 64, 4096
 # rows, one split, 50 trials, one worker: batches of 4, 8, 16 and 25 trials reached the same
 # best (0.9876-0.9878, 3 seeds) in 24.6, 15.3, 11.6 and 9.3 s (bench/NOTES.md, step 20).
 MIN_MODELS_PER_BATCH = 16
+MIN_SAMPLER_HISTORY = 10  # TPE's startup trials: fewer and it would never model anything
 MAX_SEED = 2**31  # NumPy seeds are below 2**32, and launch adds the worker index
 
 
@@ -78,25 +79,31 @@ class WorkerOptions:
         help="most finished trials TPE fits on (default {default}: the best and the most recent)",
     )
     quiet: bool = option(False, "--quiet", help="no line per batch")
-    threads: int = 1
+    threads: int = option(
+        1,
+        "--threads",
+        parse=int,
+        metavar="T",
+        help="torch CPU threads per worker (default {default}: fastest for small models, one "
+        "worker per core)",
+    )
 
     def __post_init__(self) -> None:
-        if self.target_trials is not None and self.target_trials < 1:
-            raise InvalidInputError(f"--trials must be >= 1; got {self.target_trials}")
+        if self.target_trials is not None:
+            require_positive("--trials", self.target_trials)
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise InvalidInputError(f"--timeout must be > 0 seconds; got {self.timeout_s}")
         if self.seed is not None and not 0 <= self.seed < MAX_SEED:
             raise InvalidInputError(
                 f"--seed must be between 0 and {MAX_SEED - 1}; got {self.seed}"
             )
-        if self.trials_per_batch is not None and self.trials_per_batch < 1:
+        if self.trials_per_batch is not None:
+            require_positive("--trials-per-batch", self.trials_per_batch)
+        if self.sampler_history < MIN_SAMPLER_HISTORY:
             raise InvalidInputError(
-                f"--trials-per-batch must be >= 1; got {self.trials_per_batch}"
+                f"--sampler-history must be >= {MIN_SAMPLER_HISTORY}; got {self.sampler_history}"
             )
-        if self.sampler_history < 10:
-            raise InvalidInputError(f"--sampler-history must be >= 10; got {self.sampler_history}")
-        if self.threads < 1:
-            raise InvalidInputError(f"--threads must be >= 1; got {self.threads}")
+        require_positive("--threads", self.threads)
 
     def to_argv(self) -> list[str]:
         """The flags that make a launched worker run with these options."""

@@ -28,13 +28,14 @@ from tempfile import TemporaryDirectory
 import optuna
 
 from lrsweep.storage import StorageSettings, resolve_storage_url
-from lrsweep.sweeps.study.open import TPE_ARGUMENTS, create_or_join, make_sampler
+from lrsweep.sweeps.study.open import create_or_join
 from lrsweep.sweeps.study.options import DataOptions
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.sweeps.worker.history import DEFAULT_SAMPLER_HISTORY
 from lrsweep.sweeps.worker.loop import run_worker
 from lrsweep.sweeps.worker.options import WorkerOptions
 from lrsweep.sweeps.worker.proposals import propose
+from lrsweep.sweeps.worker.sampling import TPE_ARGUMENTS, make_sampler
 
 SAMPLERS = ("batch TPE (service)", "Optuna TPE, one ask at a time")
 CHECKPOINT_FRACTIONS = (0.25, 0.5, 1.0)
@@ -125,20 +126,18 @@ def best_so_far(
     settings = StudySettings(data_sha256=dataset.sha256, folds=1)
     with TemporaryDirectory() as directory:
         url = resolve_storage_url(f"sqlite:///{Path(directory) / 'quality.db'}")
-        opened = create_or_join(
-            StorageSettings(url), "quality", settings, dataset, sampler_seed=seed
-        )
-        if sampler != SAMPLERS[0]:
-            opened.study.sampler = optuna.samplers.TPESampler(seed=seed, **TPE_ARGUMENTS)
+        opened = create_or_join(StorageSettings(url), "quality", settings, dataset)
+        sequential = optuna.samplers.TPESampler(seed=seed, **TPE_ARGUMENTS)
         started, wall_start = time.perf_counter(), datetime.datetime.now()
         options = WorkerOptions(
             target_trials=size,
             data=data,
+            seed=seed,
             trials_per_batch=trials_per_batch,
             sampler_history=sampler_history,
             quiet=True,
         )
-        run_worker(opened, options)
+        run_worker(opened, options, None if sampler == SAMPLERS[0] else sequential)
         elapsed = time.perf_counter() - started
         trials = opened.study.get_trials(deepcopy=False)
     by_trial, best = [], float("-inf")

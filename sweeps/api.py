@@ -146,9 +146,7 @@ def run_worker(
     from lrsweep.sweeps.study.open import open_for_sweep
     from lrsweep.sweeps.worker.loop import run_worker as work
 
-    opened = open_for_sweep(
-        _settings(storage), study, study_options, options.data, sampler_seed=options.seed
-    )
+    opened = open_for_sweep(_settings(storage), study, study_options, options.data)
     try:
         return work(opened, options)
     finally:

@@ -197,7 +197,6 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         args.study,
         _options(args, StudyOptions),
         options.data,
-        sampler_seed=options.seed,
     )
     summary = run_worker(opened, options)
     print(

@@ -13,11 +13,10 @@ from hypothesis import strategies as st
 from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from lrsweep.sweeps.study.open import TPE_ARGUMENTS, make_sampler
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.sweeps.worker.history import sampler_mirror
 from lrsweep.sweeps.worker.proposals import propose
-from lrsweep.sweeps.worker.sampling import DRAW_CHUNK, BatchTPESampler
+from lrsweep.sweeps.worker.sampling import DRAW_CHUNK, TPE_ARGUMENTS, BatchTPESampler, make_sampler
 
 SETTINGS = StudySettings(data_sha256="0" * 64)
 

@@ -98,7 +98,6 @@ def test_report_on_a_study_without_completed_trials_is_refused(
             StudySettings(data_sha256=dataset.sha256),
             dataset,
             explicit=frozenset(),
-            sampler_seed=0,
             enqueue_baselines=False,
         )
     )

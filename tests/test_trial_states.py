@@ -45,6 +45,7 @@ from lrsweep.sweeps.worker.history import StudyHistory
 from lrsweep.sweeps.worker.loop import hand_back, run_worker
 from lrsweep.sweeps.worker.options import WorkerOptions
 from lrsweep.sweeps.worker.proposals import ClaimedTrial, propose
+from lrsweep.sweeps.worker.sampling import make_sampler
 from lrsweep.trainer.data import cached_dataset
 from lrsweep.trainer.training import EpochResult, Tensors
 from lrsweep.trainer.vectorized import BatchTraining
@@ -67,7 +68,7 @@ def opened(storage_url: str, data_path: Path) -> Iterator[OpenStudy]:
 
 def _claim(opened: OpenStudy, count: int) -> list[ClaimedTrial]:
     history = StudyHistory(opened.study.pruner)
-    proposals = propose(opened.settings, opened.study.sampler, "x", history.sampler_view(), count)
+    proposals = propose(opened.settings, make_sampler(0), "x", history.sampler_view(), count)
     started = opened.store.claim(proposals, None, {"worker": "test"}, uuid.uuid4().hex)
     return [ClaimedTrial.of(opened.settings, trial) for trial in started]
 

@@ -1,13 +1,13 @@
-"""Create or join a study: storage, settings, seeded sampler, pruner, baseline schedules."""
+"""Create or join a study: storage, settings, pruner, baseline schedules. (The sampler is the
+worker's own: `worker.sampling.make_sampler`.)"""
 
 from __future__ import annotations
 
 import functools
 import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -24,7 +24,6 @@ from lrsweep.storage.outage import retrying
 from lrsweep.sweeps.study.options import DataOptions, StudyOptions
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.sweeps.worker import proposals
-from lrsweep.sweeps.worker.sampling import BatchTPESampler
 from lrsweep.trainer import Dataset, InvalidInputError
 from lrsweep.trainer.data import DataSource
 
@@ -61,26 +60,6 @@ def fold_tensors(settings: StudySettings, dataset: Dataset, device: str) -> list
     return [split_tensors(dataset, rows, device) for rows in settings.validation_splits()]
 
 
-TPE_ARGUMENTS: dict[str, Any] = {
-    "n_startup_trials": 10,
-    "multivariate": True,
-    "constant_liar": True,
-}
-
-
-def make_sampler(seed: int | None) -> BatchTPESampler:
-    """TPE over the conditional space, fitted once per batch; constant liar keeps parallel
-    workers apart.
-
-    Multivariate over the parameters every trial has (scheduler, lr, momentum), independent for
-    the conditional ones: `group=True` would model each scheduler's group jointly but costs 3x
-    per ask (23 ms vs 7.4 ms at 300 trials, bench/NOTES.md).
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return BatchTPESampler(seed=seed, **TPE_ARGUMENTS)
-
-
 @dataclass(frozen=True)
 class NewStudy:
     """Everything a new study writes, prepared and checked before anything is: its settings
@@ -114,7 +93,6 @@ def create_or_join(
     dataset: Dataset,
     *,
     explicit: frozenset[str] = frozenset(),
-    sampler_seed: int | None = None,
     enqueue_baselines: bool = False,
 ) -> OpenStudy:
     """Create the study with `requested` settings, or join it with its stored ones.
@@ -131,9 +109,7 @@ def create_or_join(
         prepare()  # no study can be there yet: refuse before the file is made
     storage = open_storage(storage_settings)
     return retrying(
-        lambda: _create_or_join(
-            storage, study_name, prepare, requested, explicit=explicit, sampler_seed=sampler_seed
-        ),
+        lambda: _create_or_join(storage, study_name, prepare, requested, explicit=explicit),
         "joining the study",
     )
 
@@ -145,10 +121,9 @@ def _create_or_join(
     requested: StudySettings,
     *,
     explicit: frozenset[str],
-    sampler_seed: int | None,
 ) -> OpenStudy:
     def joined() -> OpenStudy:
-        return join(storage, study_name, sampler_seed, requested=requested, explicit=explicit)
+        return join(storage, study_name, requested=requested, explicit=explicit)
 
     if _exists(storage, study_name):
         return joined()
@@ -163,7 +138,6 @@ def _create_or_join(
             storage=storage,
             study_name=study_name,
             direction="maximize",
-            sampler=make_sampler(sampler_seed),
             pruner=new.settings.build_pruner(),
         )
     except optuna.exceptions.DuplicatedStudyError:
@@ -191,12 +165,11 @@ def _exists(storage: optuna.storages.BaseStorage, study_name: str) -> bool:
 def join(
     storage: optuna.storages.BaseStorage,
     study_name: str,
-    sampler_seed: int | None,
     *,
     requested: StudySettings | None = None,
     explicit: frozenset[str] = frozenset(),
 ) -> OpenStudy:
-    """Load an existing study with its stored settings, its pruner and a seeded sampler."""
+    """Load an existing study with its stored settings and its pruner."""
     try:
         stub = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
@@ -215,7 +188,6 @@ def join(
     study = optuna.load_study(
         study_name=study_name,
         storage=storage,
-        sampler=make_sampler(sampler_seed),
         pruner=settings.build_pruner(),
     )
     return OpenStudy(study, settings, storage)
@@ -231,7 +203,7 @@ def open_existing_storage(storage_settings: StorageSettings) -> optuna.storages.
 
 def open_existing(storage_settings: StorageSettings, study_name: str) -> OpenStudy:
     """Join a study that must already exist (status, export)."""
-    return join(open_existing_storage(storage_settings), study_name, sampler_seed=None)
+    return join(open_existing_storage(storage_settings), study_name)
 
 
 def open_for_sweep(
@@ -240,7 +212,6 @@ def open_for_sweep(
     options: StudyOptions,
     data: DataOptions,
     *,
-    sampler_seed: int | None = None,
     baselines: bool = False,
 ) -> OpenStudy:
     """Validate the data, then create the study `options` ask for, or join the existing one
@@ -263,7 +234,6 @@ def open_for_sweep(
         requested,
         dataset,
         explicit=explicit,
-        sampler_seed=sampler_seed,
         enqueue_baselines=baselines if options.baselines is None else options.baselines,
     )
     opened.settings.load_data(source)

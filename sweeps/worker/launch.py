@@ -173,7 +173,6 @@ def launch(
             study_name,
             study,
             options.data,
-            sampler_seed=options.seed,
             baselines=baselines,
         )
         print(

@@ -17,6 +17,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
+from optuna.samplers import BaseSampler
+
 from lrsweep.storage import StorageLost
 from lrsweep.storage.outage import InterruptRequested, retrying, signals_held
 from lrsweep.storage.trial_store import finished_count
@@ -26,6 +28,7 @@ from lrsweep.sweeps.worker.batch import BatchOutcome, TrialBatch
 from lrsweep.sweeps.worker.history import StudyHistory
 from lrsweep.sweeps.worker.options import WorkerOptions
 from lrsweep.sweeps.worker.proposals import ClaimedTrial, propose
+from lrsweep.sweeps.worker.sampling import make_sampler
 from lrsweep.trainer.training import resolve_device, torch_threads
 
 POLL_INTERVAL_S = 0.25
@@ -59,13 +62,16 @@ class WorkerSummary:
     stopped_because: str
 
 
-def run_worker(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
-    """Run batches of `opened.study` until the target or the time limit; see module docstring."""
+def run_worker(
+    opened: OpenStudy, options: WorkerOptions, sampler: BaseSampler | None = None
+) -> WorkerSummary:
+    """Run batches of `opened.study` until the target or the time limit; see module docstring.
+    Proposals come from `sampler` (default: `make_sampler(options.seed)`)."""
     with torch_threads(options.threads):
-        return _run_batches(opened, options)
+        return _run_batches(opened, options, sampler or make_sampler(options.seed))
 
 
-def _run_batches(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
+def _run_batches(opened: OpenStudy, options: WorkerOptions, sampler: BaseSampler) -> WorkerSummary:
     settings = opened.settings
     dataset = settings.load_data(options.data.source)
     if settings.model_spec is not None:  # the study's model must import and run here too
@@ -93,7 +99,7 @@ def _run_batches(opened: OpenStudy, options: WorkerOptions) -> WorkerSummary:
             continue
         count = batch_share(available, trials_per_batch, history.running_batches())
         proposals = propose(
-            settings, opened.study.sampler, opened.study.study_name, history.sampler_view(), count
+            settings, sampler, opened.study.study_name, history.sampler_view(), count
         )
         if deadline is not None and time.monotonic() >= deadline:
             break  # no claim after the deadline, however long sampling took

@@ -20,6 +20,7 @@ through `lrsweep.sweeps.worker.optuna_tpe`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -123,3 +124,23 @@ def batch_fits(sampler: optuna.samplers.BaseSampler) -> Iterator[None]:
         yield
     finally:
         sampler._fits = None
+
+
+TPE_ARGUMENTS: dict[str, Any] = {
+    "n_startup_trials": 10,
+    "multivariate": True,
+    "constant_liar": True,
+}
+
+
+def make_sampler(seed: int | None) -> BatchTPESampler:
+    """TPE over the conditional space, fitted once per batch; constant liar keeps parallel
+    workers apart.
+
+    Multivariate over the parameters every trial has (scheduler, lr, momentum), independent for
+    the conditional ones: `group=True` would model each scheduler's group jointly but costs 3x
+    per ask (23 ms vs 7.4 ms at 300 trials, bench/NOTES.md).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return BatchTPESampler(seed=seed, **TPE_ARGUMENTS)

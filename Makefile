@@ -1,8 +1,10 @@
 # The two commands: `make run` (default sweep, export, report) and `make test` (lint, types,
-# browser, tests).
+# browser, tests). CI also runs `make test-lowest`: the suite but its slow multi-process tests,
+# with Optuna, SQLAlchemy, pandas, scikit-learn and NumPy at the floors pyproject.toml declares.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+LOWEST := .venv-lowest
 # Tests and CI read the shared copy; without it the loader fetches the data from OpenML.
 IONOSPHERE_CSV ?= $(wildcard $(CURDIR)/../shared/data/ionosphere.csv)
 export IONOSPHERE_CSV
@@ -12,13 +14,19 @@ export IONOSPHERE_CSV
 CHROMIUM_PACKAGES := chromium chromium-driver
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install browser run test
+.PHONY: install browser run test test-lowest
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+$(LOWEST)/.installed: pyproject.toml constraints.txt .ci/lowest.py | install
+	$(PYTHON) -m venv $(LOWEST)
+	$(BIN)/python .ci/lowest.py > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/pip install --quiet -c $(LOWEST)/constraints.txt -e '.[test]'
 	touch $@
 
 run: install
@@ -35,3 +43,7 @@ test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+test-lowest: $(LOWEST)/.installed browser
+	$(LOWEST)/bin/pip list 2>/dev/null | grep -i -E '^(optuna|sqlalchemy|pandas|scikit-learn|numpy) '
+	$(LOWEST)/bin/pytest -m 'not slow' -p no:cacheprovider

@@ -19,7 +19,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import optuna
@@ -51,7 +51,7 @@ SystemAttrs = Sequence[tuple[int, str, Any]]
 
 def utc_now() -> datetime:
     """Now as Optuna's RDB storage stores it: naive UTC (FrozenTrials hold naive local time)."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)

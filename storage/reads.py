@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Collection, Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from optuna.distributions import BaseDistribution, json_to_distribution
@@ -97,4 +97,4 @@ def _local(stored: datetime | None) -> datetime | None:
     """Optuna's conversion of a stored naive-UTC timestamp to naive local time."""
     if stored is None:
         return None
-    return stored.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
+    return stored.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)

@@ -48,9 +48,12 @@ def resolve_storage_url(text: str | None) -> str:
             )
         return url.render_as_string(hide_password=False)
     if backend == "postgresql":
-        if url.get_driver_name() in ("psycopg2", "pg8000", "asyncpg"):
+        # The driver the URL names, if any: SQLAlchemy 2.0 reports its default, psycopg2, for
+        # a bare postgresql:// (2.1 reports psycopg), which stands for ours.
+        driver = url.drivername.partition("+")[2]
+        if driver and driver != POSTGRES_DRIVER:
             raise StorageError(
-                f"PostgreSQL driver {url.get_driver_name()!r} is not installed; use "
+                f"PostgreSQL driver {driver!r} is not installed; use "
                 f"postgresql:// or postgresql+{POSTGRES_DRIVER}://"
             )
         if not url.database:

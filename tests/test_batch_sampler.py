@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.sweeps.worker.history import sampler_mirror
+from lrsweep.sweeps.worker.prefetch import Proposals
 from lrsweep.sweeps.worker.proposals import propose
 from lrsweep.sweeps.worker.sampling import DRAW_CHUNK, TPE_ARGUMENTS, BatchTPESampler, make_sampler
 
@@ -133,3 +134,29 @@ def test_a_batch_spreads_nearly_as_far_as_sequential_constant_liar_tpe() -> None
     their_kinds, their_spread = (statistics.fmean(column) for column in zip(*theirs, strict=True))
     assert kinds >= their_kinds - 1.5, (ours, theirs)
     assert spread >= 0.7 * their_spread, (ours, theirs)
+
+
+def test_prefetched_proposals_are_fitted_on_the_history_they_were_asked_with() -> None:
+    """Overlap: the next batch is proposed from the snapshot taken when this one was claimed,
+    exactly as proposing then would; a larger claim tops it up from the newer history, and
+    without overlap a prefetch is nothing and the claim proposes on the history it is given."""
+    then, now = _history(30, seed=1), _history(40, seed=2)
+    expected = propose(SETTINGS, make_sampler(5), "s", then, 8)
+    with Proposals(SETTINGS, make_sampler(5), "s", overlap=True) as proposals:
+        proposals.prefetch(then, 8)
+        assert [t.params for t in proposals.take(now, 8)] == [t.params for t in expected]
+        proposals.prefetch(then, 4)
+        topped_up = proposals.take(now, 6)
+    sampler = make_sampler(5)
+    propose(SETTINGS, sampler, "s", then, 8)  # the same draws as above, in the same order
+    expected_top = propose(SETTINGS, sampler, "s", then, 4) + propose(
+        SETTINGS, sampler, "s", now, 2
+    )
+    assert [t.params for t in topped_up] == [t.params for t in expected_top]
+    with Proposals(SETTINGS, make_sampler(5), "s", overlap=False) as proposals:
+        proposals.prefetch(then, 8)
+        on_now = proposals.take(now, 8)
+    assert [t.params for t in on_now] == [
+        t.params for t in propose(SETTINGS, make_sampler(5), "s", now, 8)
+    ]
+    assert proposals.waited_s > 0

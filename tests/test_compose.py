@@ -53,6 +53,9 @@ def test_gpu_override_reserves_one_gpu_per_worker() -> None:
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert device["count"] == 1
+    # Built on an official PyTorch CUDA image, its torch kept (tests/test_packaging.py).
+    assert worker["build"] == {"context": ".", "dockerfile": "Dockerfile.gpu"}
+    assert (REPO / worker["build"]["dockerfile"]).exists()
 
 
 def test_proxy_override_puts_workers_behind_the_grpc_proxy() -> None:

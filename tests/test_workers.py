@@ -24,13 +24,14 @@ pytestmark = pytest.mark.slow
 
 
 def _start_worker(
-    storage_url: str, study: str, data: Path, trials: int, seed: int, cwd: Path
+    storage_url: str, study: str, data: Path, trials: int, seed: int, cwd: Path, *more: str
 ) -> subprocess.Popen[str]:
     return start_worker(
         storage_url,
         study,
         data,
         cwd,
+        *more,
         "--trials",
         str(trials),
         "--epochs",
@@ -48,19 +49,24 @@ def _start_worker(
 def test_two_workers_reach_exactly_n_finished_trials(
     storage_url: str, data_path: Path, tmp_path: Path
 ) -> None:
+    """The second worker proposes its next batch while one trains (`--overlap`); the first
+    proposes between batches: both end the study exact."""
     study_name, target = unique_study(), 40
     # The first worker is held mid-batch until the second has claimed trials of its own: on a
     # fast machine one worker could otherwise finish them all before the other has started.
     workers = [_start_worker(storage_url, study_name, data_path, target, 0, tmp_path)]
     freeze_while_running(storage_url, study_name, workers[0])
     try:
-        workers.append(_start_worker(storage_url, study_name, data_path, target, 1, tmp_path))
+        workers.append(
+            _start_worker(storage_url, study_name, data_path, target, 1, tmp_path, "--overlap")
+        )
         wait_for_running(storage_url, study_name, workers=2)
     finally:
         workers[0].send_signal(signal.SIGCONT)
     for worker in workers:
         _, stderr = worker.communicate(timeout=300)
         assert worker.returncode == 0, stderr
+        assert "s waiting for proposals" in stderr and "s training and storing" in stderr
 
     trials = study_trials(storage_url, study_name)
     states = [t.state for t in trials]

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
+import sys
 from pathlib import Path
 
 import yaml
 
 from lrsweep.errors import InvalidInputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, published as tomli before it joined the standard library
+    import tomli as tomllib
 
 
 def read_document(path: str | os.PathLike[str], what: str, suffixes: tuple[str, ...]) -> object:

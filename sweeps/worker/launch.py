@@ -7,9 +7,9 @@ where `ps` would show its password.
 
 The children start first and import torch while the launcher validates the data and creates
 the study; they join it when the launcher says go on their stdin (a closed stdin instead tells
-them to exit: the study could not be made). Children run in a process group of their own, so a
-Ctrl-C at the terminal reaches them once, forwarded by the launcher: a second signal on top of
-the terminal's would interrupt the hand-back of their trials.
+them to exit: the study could not be made). Children run in a session (so a process group) of
+their own, so a Ctrl-C at the terminal reaches them once, forwarded by the launcher: a second
+signal on top of the terminal's would interrupt the hand-back of their trials.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def started_workers(
                 env["CUDA_VISIBLE_DEVICES"] = gpu
             command = [sys.executable, "-m", "lrsweep.sweeps", "worker", *argv, LAUNCHED_FLAG]
             children.append(
-                subprocess.Popen(command, env=env, stdin=subprocess.PIPE, process_group=0)
+                subprocess.Popen(command, env=env, stdin=subprocess.PIPE, start_new_session=True)
             )
         yield StartedWorkers(children)
     except BaseException:

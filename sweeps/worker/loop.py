@@ -1,7 +1,8 @@
 """A sweep worker: propose a batch of trials, claim it, train it, until the study has N.
 
 `N` counts COMPLETE + PRUNED trials of the whole study, whichever worker ran them. TPE samples a
-batch of proposals with no lock held; the store then starts, under the study's claim lock,
+batch of proposals with no lock held (on a GPU, while the previous batch trains:
+`sweeps.worker.prefetch`); the store then starts, under the study's claim lock,
 queued trials first and as many proposals as keep the study within N (`TrialStore.claim`), so
 the study never overshoots. When no place is left, the worker waits for the running trials to
 finish or be declared dead by the heartbeat check (their copies then come back as WAITING).
@@ -14,9 +15,12 @@ import socket
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import torch
 from optuna.samplers import BaseSampler
 
 from lrsweep.storage import StorageLost
@@ -27,7 +31,8 @@ from lrsweep.sweeps.study.open import OpenStudy, fold_tensors
 from lrsweep.sweeps.worker.batch import BatchOutcome, TrialBatch
 from lrsweep.sweeps.worker.history import StudyHistory
 from lrsweep.sweeps.worker.options import WorkerOptions
-from lrsweep.sweeps.worker.proposals import ClaimedTrial, propose
+from lrsweep.sweeps.worker.prefetch import Proposals
+from lrsweep.sweeps.worker.proposals import ClaimedTrial
 from lrsweep.sweeps.worker.sampling import make_sampler
 from lrsweep.trainer.training import resolve_device, torch_threads
 
@@ -55,11 +60,18 @@ def batch_share(available: int, trials_per_batch: int, busy_workers: int) -> int
 
 @dataclass(frozen=True)
 class WorkerSummary:
-    """What one worker did, and why it stopped (target reached, or its --timeout)."""
+    """What one worker did, why it stopped (target reached, or its --timeout), and where its
+    time went."""
 
     trials_run: int
     by_reason: dict[str, int]
     stopped_because: str
+    seconds: dict[str, float]  # wall time by what the worker was doing
+
+    def time_line(self) -> str:
+        """Where the worker's time went, largest first."""
+        spent = sorted(self.seconds.items(), key=lambda item: -item[1])
+        return ", ".join(f"{seconds:.2f} s {what}" for what, seconds in spent)
 
 
 def run_worker(
@@ -72,11 +84,20 @@ def run_worker(
 
 
 def _run_batches(opened: OpenStudy, options: WorkerOptions, sampler: BaseSampler) -> WorkerSummary:
+    device = resolve_device(options.device)
+    overlap = options.overlap if options.overlap is not None else device.type == "cuda"
+    name = opened.study.study_name
+    with Proposals(opened.settings, sampler, name, overlap=overlap) as proposals:
+        return _run_claims(opened, options, device, proposals)
+
+
+def _run_claims(
+    opened: OpenStudy, options: WorkerOptions, device: torch.device, proposals: Proposals
+) -> WorkerSummary:
     settings = opened.settings
     dataset = settings.load_data(options.data.source)
     if settings.model_spec is not None:  # the study's model must import and run here too
         settings.model_spec.check(dataset.features[:2], dataset.schema.n_outputs)
-    device = resolve_device(options.device)
     folds = fold_tensors(settings, dataset, str(device))
     store = retrying(lambda: opened.store, "opening the study")  # it reads the study id
     history = StudyHistory(opened.study.pruner, options.sampler_history)
@@ -84,13 +105,16 @@ def _run_batches(opened: OpenStudy, options: WorkerOptions, sampler: BaseSampler
     deadline = None if options.timeout_s is None else time.monotonic() + options.timeout_s
     worker_attrs = {WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}"}
     totals: Counter[str] = Counter()
+    spent: dict[str, float] = defaultdict(float)  # seconds, by what the worker was doing
     consecutive_errors = 0
 
     stopped_because = None
     while deadline is None or time.monotonic() < deadline:
-        retrying(lambda: store.fail_stale_trials(opened.study), "failing dead workers' trials")
-        retrying(lambda: history.sync(store), "reading the study's trials")
-        available = open_slots(retrying(store.counts, "counting trials"), options.target_trials)
+        with _timed(spent, "reading the study"):
+            retrying(lambda: store.fail_stale_trials(opened.study), "failing dead workers' trials")
+            retrying(lambda: history.sync(store), "reading the study's trials")
+            counts = retrying(store.counts, "counting trials")
+        available = open_slots(counts, options.target_trials)
         if available is None:
             stopped_because = f"the study has its {options.target_trials} finished trials"
             break
@@ -98,9 +122,7 @@ def _run_batches(opened: OpenStudy, options: WorkerOptions, sampler: BaseSampler
             time.sleep(POLL_INTERVAL_S)
             continue
         count = batch_share(available, trials_per_batch, history.running_batches())
-        proposals = propose(
-            settings, sampler, opened.study.study_name, history.sampler_view(), count
-        )
+        proposed = proposals.take(history.sampler_view(), count)
         if deadline is not None and time.monotonic() >= deadline:
             break  # no claim after the deadline, however long sampling took
         claimed: list[ClaimedTrial] = []
@@ -108,7 +130,7 @@ def _run_batches(opened: OpenStudy, options: WorkerOptions, sampler: BaseSampler
         claim_id = uuid.uuid4().hex  # once per claim: a retry finds what a lost answer started
 
         def claim() -> None:
-            started = store.claim(proposals, options.target_trials, worker_attrs, claim_id)
+            started = store.claim(proposed, options.target_trials, worker_attrs, claim_id)
             claimed[:] = [ClaimedTrial.of(settings, trial) for trial in started]
 
         started_at = time.perf_counter()
@@ -119,10 +141,15 @@ def _run_batches(opened: OpenStudy, options: WorkerOptions, sampler: BaseSampler
         with signals_held():
             try:
                 # Not cut short by a held signal: a retry must find what a lost answer started.
-                retrying(claim, "claiming trials", interruptible=False)
+                with _timed(spent, "claiming"):
+                    retrying(claim, "claiming trials", interruptible=False)
                 if claimed:
+                    if available - len(claimed) > 0:  # the study will want another batch
+                        own = [trial.stored for trial in claimed]
+                        proposals.prefetch([*history.sampler_view(), *own], count)
                     batch = TrialBatch(opened, claimed, folds, history)
-                    outcome = batch.run()
+                    with _timed(spent, "training and storing"):
+                        outcome = batch.run()
             except InterruptRequested:
                 hand_back(opened, _unfinished(claimed, batch), "interrupted")
             except Exception as exc:  # a failing batch must not leave its trials RUNNING
@@ -152,7 +179,19 @@ def _run_batches(opened: OpenStudy, options: WorkerOptions, sampler: BaseSampler
         if not options.quiet:
             _print_outcome(claimed, outcome, time.perf_counter() - started_at)
     timed_out = f"the --timeout of {options.timeout_s} s was reached"
-    return WorkerSummary(sum(totals.values()), dict(totals), stopped_because or timed_out)
+    spent["waiting for proposals"] = proposals.waited_s
+    return WorkerSummary(
+        sum(totals.values()), dict(totals), stopped_because or timed_out, dict(spent)
+    )
+
+
+@contextmanager
+def _timed(spent: dict[str, float], what: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        spent[what] += time.perf_counter() - started
 
 
 def _unfinished(claimed: list[ClaimedTrial], batch: TrialBatch | None) -> list[ClaimedTrial]:

@@ -40,6 +40,8 @@ class WorkerOptions:
         sampler_history: most finished trials TPE fits on (the best half and the most recent).
         quiet: print nothing per batch.
         threads: torch CPU threads; 1 is fastest for this small model.
+        overlap: propose the next batch while this one trains (None: on a GPU only;
+            `sweeps.worker.prefetch`).
     """
 
     target_trials: int | None = option(
@@ -86,6 +88,13 @@ class WorkerOptions:
         metavar="T",
         help="torch CPU threads per worker (default {default}: fastest for small models, one "
         "worker per core)",
+    )
+    overlap: bool | None = option(
+        None,
+        "--overlap",
+        negatable=True,
+        help="propose the next batch while this one trains (default: on a GPU; on a CPU the "
+        "worker's core is busy training)",
     )
 
     def __post_init__(self) -> None:

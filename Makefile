@@ -42,8 +42,9 @@ browser:
 test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -m 'not slow' -n 2  # in-process tests: one per core
+	$(BIN)/pytest -m slow  # real worker processes: one test at a time, as they time themselves
 
 test-lowest: $(LOWEST)/.installed browser
 	$(LOWEST)/bin/pip list 2>/dev/null | grep -i -E '^(optuna|sqlalchemy|pandas|scikit-learn|numpy) '
-	$(LOWEST)/bin/pytest -m 'not slow' -p no:cacheprovider
+	$(LOWEST)/bin/pytest -m 'not slow' -n 2 -p no:cacheprovider

@@ -1,13 +1,14 @@
 """Trials per hour on the visible GPU: the training engine alone, then the whole service.
 
     python -m bench.gpu [--trials-per-batch 1024 4096] [--service-seconds 60]
-                        [--service WORKERS:OVERLAP ...] [--out results.md]
+                        [--service WORKERS:PROCESSES ...] [--out results.md]
 
 1. Training alone (`bench.engine`): batches of K sampled default-space configs, 50 epochs each,
    no pruning, on the study's default split; trials per hour = K / seconds per batch.
-2. The whole service, once per `--service` setting (workers on the one GPU, overlap of proposals
-   with training on or off): `sweeps launch` on a fresh SQLite file, per-epoch pruning (median),
-   every epoch stored, one validation split, claiming for `--service-seconds`; trials per hour
+2. The whole service, once per `--service` setting (workers on the one GPU, and each one's
+   processes proposing the next batch while one trains, 0 for none): `sweeps launch` on a
+   fresh SQLite file, per-epoch pruning (median), every epoch stored, one validation split,
+   claiming for `--service-seconds`; trials per hour
    over the command's wall time (start-up included) and over the study (first trial start to
    last end), the GPU's busy share (nvidia-smi's utilization, sampled every 0.2 s while the
    command runs) and the workers' own account of their time (summed over workers).
@@ -78,7 +79,7 @@ def worker_time(stderr: str) -> dict[str, float]:
 
 
 def service_row(
-    seconds: float, workers: int, overlap: bool, batch: int | None, data: str | None
+    seconds: float, workers: int, processes: int, batch: int | None, data: str | None
 ) -> str:
     """One `sweeps launch` on a fresh SQLite file: its table row."""
     with TemporaryDirectory(prefix="lrsweep-gpu-") as folder:
@@ -88,7 +89,7 @@ def service_row(
             sys.executable, "-m", "lrsweep.sweeps", "launch", "--study", study,
             "--trials", str(TARGET_TRIALS), "--timeout", str(seconds),
             "--workers", str(workers), "--seed", "0", "--no-baselines", "--quiet",
-            "--folds", "1", "--overlap" if overlap else "--no-overlap",
+            "--folds", "1", "--proposal-processes", str(processes),
         ]  # fmt: skip
         if batch:
             command += ["--trials-per-batch", str(batch)]
@@ -112,7 +113,7 @@ def service_row(
     spent = worker_time(done.stderr)
     accounted = ", ".join(f"{what} {s:.1f} s" for what, s in sorted(spent.items(), key=_second))
     return (
-        f"| {workers} worker(s), overlap {'on' if overlap else 'off'}, batch {batch or 'auto'} "
+        f"| {workers} worker(s), {processes} proposal process(es) each, batch {batch or 'auto'} "
         f"| {measured.finished:,} | {measured.trials_per_s * 3600:,.0f} | "
         f"{measured.study_trials_per_s * 3600:,.0f} | {share} | {wall:.1f} s | {accounted} |"
     )
@@ -122,12 +123,12 @@ def _second(item: tuple[str, float]) -> float:
     return -item[1]
 
 
-def parse_service(text: str) -> tuple[int, bool]:
-    """`WORKERS:on|off`, e.g. `4:on`."""
-    workers, _, overlap = text.partition(":")
-    if not workers.isdigit() or overlap not in ("on", "off"):
-        raise argparse.ArgumentTypeError(f"expected WORKERS:on or WORKERS:off, got {text!r}")
-    return int(workers), overlap == "on"
+def parse_service(text: str) -> tuple[int, int]:
+    """`WORKERS:PROCESSES`, e.g. `4:2`: 4 workers, each with 2 proposal processes."""
+    workers, _, processes = text.partition(":")
+    if not workers.isdigit() or not processes.isdigit():
+        raise argparse.ArgumentTypeError(f"expected WORKERS:PROCESSES, got {text!r}")
+    return int(workers), int(processes)
 
 
 def main() -> None:
@@ -135,7 +136,7 @@ def main() -> None:
     parser.add_argument("--trials-per-batch", type=int, nargs="*", default=[1024, 4096])
     parser.add_argument("--service-seconds", type=float, default=60.0)
     parser.add_argument(
-        "--service", type=parse_service, nargs="*", default=[(1, False), (1, True), (4, True)]
+        "--service", type=parse_service, nargs="*", default=[(1, 0), (1, 4), (4, 2)]
     )
     parser.add_argument("--service-batch", type=int, help="--trials-per-batch of the service")
     parser.add_argument("--data", default=os.environ.get("IONOSPHERE_CSV"))
@@ -162,8 +163,8 @@ def main() -> None:
             "\n| whole service | trials | per hour, wall | per hour, in study | GPU busy | wall "
             "| workers' time |\n|---|---|---|---|---|---|---|"
         )
-    for workers, overlap in args.service:
-        row = service_row(args.service_seconds, workers, overlap, args.service_batch, args.data)
+    for workers, processes in args.service:
+        row = service_row(args.service_seconds, workers, processes, args.service_batch, args.data)
         emit(row)
 
 

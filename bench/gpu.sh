@@ -10,17 +10,16 @@ python=${PYTHON:-python3}
 results=${OUT:-.gpu}/gpu.md
 export IONOSPHERE_CSV=${IONOSPHERE_CSV:-$PWD/.gpu/ionosphere.csv}
 export PYTHONUNBUFFERED=1
-env=/tmp/lrsweep-gpu-env
 
-# A venv over the image's packages: what it lacks lands here, the image stays as it was.
-"$python" -m venv --system-site-packages "$env"
-PYTHON=$env/bin/python ./install-keeping-torch.sh -q --no-index --find-links .gpu/wheels \
+# Into the image's own environment (a venv over it would not see a venv's packages): what it
+# lacks, from the wheels; what it has, torch first, stays.
+PYTHON=$python ./install-keeping-torch.sh -q --no-index --find-links .gpu/wheels \
   --no-build-isolation .
-"$env/bin/python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+"$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 
 { echo "# bench/gpu.sh, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"; echo; } > "$results"
 echo '```' >> "$results"
-timeout 240 "$env/bin/python" -m pytest tests/test_gpu.py -p no:cacheprovider -q -rs 2>&1 \
+timeout 240 "$python" -m pytest tests/test_gpu.py -p no:cacheprovider -q -rs 2>&1 \
   | tee -a "$results" || echo "GPU tests failed or timed out (exit ${PIPESTATUS[0]})" | tee -a "$results"
 echo '```' >> "$results"
-timeout 300 "$env/bin/python" -m bench.gpu --service-seconds 45 --out "$results" "$@"
+timeout 300 "$python" -m bench.gpu --service-seconds 45 --out "$results" "$@"

@@ -34,6 +34,24 @@ def readme_python_example() -> str:
     return match.group(1)
 
 
+@pytest.mark.parametrize(
+    ("cores", "workers", "expected"), [(16, 1, 4), (16, 4, 3), (16, 8, 1), (2, 1, 1), (4, 4, 1)]
+)
+def test_proposal_processes_share_the_cores_gpu_workers_leave(
+    cores: int, workers: int, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU each worker gets an even share of the free cores (at least one, at most 4);
+    on a CPU none, its workers use every core; an explicit count always wins."""
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    defaults = sweeps.WorkerOptions()
+    assert defaults.proposal_processes_for(on_gpu=True, workers=workers) == expected
+    assert defaults.proposal_processes_for(on_gpu=False, workers=workers) == 0
+    explicit = sweeps.WorkerOptions(proposal_processes=2)
+    assert explicit.proposal_processes_for(on_gpu=False, workers=workers) == 2
+    with pytest.raises(InvalidInputError, match="--proposal-processes must be >= 0"):
+        sweeps.WorkerOptions(proposal_processes=-1)
+
+
 @pytest.mark.slow
 def test_readme_example_runs_as_written(tmp_path: Path, data_path: Path) -> None:
     result = subprocess.run(
@@ -85,6 +103,7 @@ worker_options = st.builds(
     sampler_history=st.integers(10, 10_000),
     quiet=st.booleans(),
     threads=st.integers(1, 64),
+    proposal_processes=st.none() | st.integers(0, 16),
 )
 
 

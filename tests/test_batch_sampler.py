@@ -17,7 +17,13 @@ from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.sweeps.worker.history import sampler_mirror
 from lrsweep.sweeps.worker.prefetch import Proposals
 from lrsweep.sweeps.worker.proposals import propose
-from lrsweep.sweeps.worker.sampling import DRAW_CHUNK, TPE_ARGUMENTS, BatchTPESampler, make_sampler
+from lrsweep.sweeps.worker.sampling import (
+    DRAW_CHUNK,
+    TPE_ARGUMENTS,
+    BatchTPESampler,
+    make_sampler,
+    sampler_copies,
+)
 
 SETTINGS = StudySettings(data_sha256="0" * 64)
 
@@ -137,23 +143,31 @@ def test_a_batch_spreads_nearly_as_far_as_sequential_constant_liar_tpe() -> None
 
 
 def test_prefetched_proposals_are_fitted_on_the_history_they_were_asked_with() -> None:
-    """Overlap: the next batch is proposed from the snapshot taken when this one was claimed,
-    exactly as proposing then would; a larger claim tops it up from the newer history, and
-    without overlap a prefetch is nothing and the claim proposes on the history it is given."""
+    """The next batch is proposed in other processes from the snapshot taken when this one was
+    claimed, each process its share with its own seeded copy of the sampler, exactly as
+    proposing then would; a larger claim tops it up from the newer history; with no processes
+    a prefetch is nothing and the claim proposes on the history it is given."""
     then, now = _history(30, seed=1), _history(40, seed=2)
-    expected = propose(SETTINGS, make_sampler(5), "s", then, 8)
-    with Proposals(SETTINGS, make_sampler(5), "s", overlap=True) as proposals:
+    with Proposals(SETTINGS, make_sampler(5), "s", processes=2) as proposals:
         proposals.prefetch(then, 8)
-        assert [t.params for t in proposals.take(now, 8)] == [t.params for t in expected]
-        proposals.prefetch(then, 4)
-        topped_up = proposals.take(now, 6)
+        ahead = proposals.take(now, 8)
+        proposals.prefetch(then, 3)
+        topped_up = proposals.take(now, 5)
     sampler = make_sampler(5)
-    propose(SETTINGS, sampler, "s", then, 8)  # the same draws as above, in the same order
-    expected_top = propose(SETTINGS, sampler, "s", then, 4) + propose(
-        SETTINGS, sampler, "s", now, 2
-    )
+    first, second = sampler_copies(sampler, 2), sampler_copies(sampler, 2)
+    expected = [
+        *propose(SETTINGS, first[0], "s", then, 4),
+        *propose(SETTINGS, first[1], "s", then, 4),
+    ]
+    assert [t.params for t in ahead] == [t.params for t in expected]
+    expected_top = [
+        *propose(SETTINGS, second[0], "s", then, 2),
+        *propose(SETTINGS, second[1], "s", then, 1),
+        *propose(SETTINGS, sampler, "s", now, 2),
+    ]
     assert [t.params for t in topped_up] == [t.params for t in expected_top]
-    with Proposals(SETTINGS, make_sampler(5), "s", overlap=False) as proposals:
+    assert len({str(t.params) for t in ahead}) == 8  # the two processes drew differently
+    with Proposals(SETTINGS, make_sampler(5), "s", processes=0) as proposals:
         proposals.prefetch(then, 8)
         on_now = proposals.take(now, 8)
     assert [t.params for t in on_now] == [

@@ -49,7 +49,7 @@ def _start_worker(
 def test_two_workers_reach_exactly_n_finished_trials(
     storage_url: str, data_path: Path, tmp_path: Path
 ) -> None:
-    """The second worker proposes its next batch while one trains (`--overlap`); the first
+    """The second worker proposes its next batch in two processes while one trains; the first
     proposes between batches: both end the study exact."""
     study_name, target = unique_study(), 40
     # The first worker is held mid-batch until the second has claimed trials of its own: on a
@@ -58,7 +58,16 @@ def test_two_workers_reach_exactly_n_finished_trials(
     freeze_while_running(storage_url, study_name, workers[0])
     try:
         workers.append(
-            _start_worker(storage_url, study_name, data_path, target, 1, tmp_path, "--overlap")
+            _start_worker(
+                storage_url,
+                study_name,
+                data_path,
+                target,
+                1,
+                tmp_path,
+                "--proposal-processes",
+                "2",
+            )  # fmt: skip
         )
         wait_for_running(storage_url, study_name, workers=2)
     finally:

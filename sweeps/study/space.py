@@ -187,6 +187,11 @@ class SearchSpace:
             merged[name] = bounds
         object.__setattr__(self, "ranges", MappingProxyType(merged))
 
+    def __reduce__(self) -> tuple[type[SearchSpace], tuple[Any, ...]]:
+        """Pickled as its arguments (a read-only mapping does not pickle): proposal processes
+        receive the study's space (`sweeps.worker.prefetch`)."""
+        return type(self), (self.schedulers, dict(self.ranges))
+
     def suggest(self, trial: optuna.Trial, *, epochs: int, batch_size: int) -> TrainConfig:
         """Sample one config: scheduler kind, the optimizer's parameters (lr, momentum and any
         opt-in one), then that kind's parameters."""

@@ -165,6 +165,9 @@ def launch(
     joined here while they start. Each gets `options` (the sampler seed plus its index); under
     a progress bar their own per-batch lines would tear it, so they go quiet."""
     plan = LaunchPlan.for_this_machine(workers, options.device)
+    if any(gpu is not None for gpu in plan.gpus):  # the machine's cores, shared by its workers
+        processes = options.proposal_processes_for(on_gpu=True, workers=plan.workers)
+        options = replace(options, proposal_processes=processes)
     show_progress = wants_progress()
     argvs = worker_argvs(storage, study_name, options, plan.workers, quiet=show_progress)
     with started_workers(plan, storage.url, argvs) as started:

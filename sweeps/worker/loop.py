@@ -85,9 +85,9 @@ def run_worker(
 
 def _run_batches(opened: OpenStudy, options: WorkerOptions, sampler: BaseSampler) -> WorkerSummary:
     device = resolve_device(options.device)
-    overlap = options.overlap if options.overlap is not None else device.type == "cuda"
+    processes = options.proposal_processes_for(on_gpu=device.type == "cuda")
     name = opened.study.study_name
-    with Proposals(opened.settings, sampler, name, overlap=overlap) as proposals:
+    with Proposals(opened.settings, sampler, name, processes=processes) as proposals:
         return _run_claims(opened, options, device, proposals)
 
 

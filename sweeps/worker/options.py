@@ -5,6 +5,7 @@ this module imports no torch (the launcher does not train). Each field is its fl
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ MAX_TRIALS_PER_BATCH_CPU, MAX_TRIALS_PER_BATCH_GPU = 64, 4096
 MIN_MODELS_PER_BATCH = 16
 MIN_SAMPLER_HISTORY = 10  # TPE's startup trials: fewer and it would never model anything
 MAX_SEED = 2**31  # NumPy seeds are below 2**32, and launch adds the worker index
+MAX_PROPOSAL_PROCESSES = 4  # 4096 proposals in about 1.3 s on 4 cores, about a batch's training
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,8 @@ class WorkerOptions:
         sampler_history: most finished trials TPE fits on (the best half and the most recent).
         quiet: print nothing per batch.
         threads: torch CPU threads; 1 is fastest for this small model.
-        overlap: propose the next batch while this one trains (None: on a GPU only;
+        proposal_processes: processes proposing the next batch while this one trains; 0
+            proposes between batches (None: `proposal_processes_for`;
             `sweeps.worker.prefetch`).
     """
 
@@ -89,12 +92,13 @@ class WorkerOptions:
         help="torch CPU threads per worker (default {default}: fastest for small models, one "
         "worker per core)",
     )
-    overlap: bool | None = option(
+    proposal_processes: int | None = option(
         None,
-        "--overlap",
-        negatable=True,
-        help="propose the next batch while this one trains (default: on a GPU; on a CPU the "
-        "worker's core is busy training)",
+        "--proposal-processes",
+        parse=int,
+        metavar="P",
+        help="processes proposing the next batch while this one trains; 0: between batches "
+        "(default: on a GPU a share of the free cores, at most 4; on a CPU 0)",
     )
 
     def __post_init__(self) -> None:
@@ -113,6 +117,22 @@ class WorkerOptions:
                 f"--sampler-history must be >= {MIN_SAMPLER_HISTORY}; got {self.sampler_history}"
             )
         require_positive("--threads", self.threads)
+        if self.proposal_processes is not None and self.proposal_processes < 0:
+            raise InvalidInputError(
+                f"--proposal-processes must be >= 0; got {self.proposal_processes}"
+            )
+
+    def proposal_processes_for(self, *, on_gpu: bool, workers: int = 1) -> int:
+        """Explicit, else on a GPU an even share of the cores the machine's `workers` leave
+        free (at least 1, at most MAX_PROPOSAL_PROCESSES); on a CPU none, as its workers use
+        every core (with a spare core, 1 made a worker 1.44x faster; with none, 0.66x:
+        bench/NOTES.md step 24)."""
+        if self.proposal_processes is not None:
+            return self.proposal_processes
+        if not on_gpu:
+            return 0
+        spare = (os.cpu_count() or 2) - workers
+        return max(1, min(MAX_PROPOSAL_PROCESSES, spare // workers))
 
     def to_argv(self) -> list[str]:
         """The flags that make a launched worker run with these options."""

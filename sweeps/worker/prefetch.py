@@ -1,40 +1,48 @@
-"""The next batch's proposals, sampled while this batch trains.
+"""The next batch's proposals, sampled in other processes while this batch trains.
 
 On a GPU a batch of 4096 trials trains in seconds, and TPE takes about as long to propose it
-(about 1.3 ms a proposal): proposing only between batches would leave the device idle for half
-the sweep. With overlap on, once a batch is claimed a thread proposes the next one from a
-snapshot of what the worker knows, the just-claimed batch among the running trials (constant
-liars, as another worker's would be); the next claim takes those proposals, and proposes more at
-once only if it needs more. Torch's kernels and TPE's numpy work release the GIL, so the two run
-side by side.
+(about 1.3 ms a proposal): proposing only between batches leaves the device idle meanwhile.
+With `processes` > 0, once a batch is claimed the worker hands a snapshot of what it knows (its
+just-claimed batch among the running trials: constant liars, as another worker's would be) to
+that many proposal processes, each proposing its share of the next batch from its own copy of
+the sampler; the next claim takes those proposals, and proposes more at once only if it needs
+more. Processes, not a thread: TPE's small numpy steps and the training loop's kernel launches
+both hold the GIL, and on two cores a proposal thread slowed training as much as it saved
+(bench/NOTES.md step 24).
 
-The price is one batch of lag: the prefetched batch's fit lacks the results of the batch that
-trains meanwhile, as a second worker's proposals would. On the CPU, where a worker's core is
-busy training, the default is off.
+A batch's proposals are independent draws from one TPE fit (`sweeps.worker.sampling`), so
+splitting them over processes that each fit the same history changes nothing but the random
+streams. The price is one batch of lag: the prefetched fit lacks the results of the batch that
+trains meanwhile, as a second worker's would. On a CPU, where the worker's core is busy training,
+the default is none.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import pickle
+import signal
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from types import TracebackType
 
 import optuna
 from optuna.trial import FrozenTrial
 
+from lrsweep.errors import InvalidInputError
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.sweeps.worker.proposals import propose
+from lrsweep.sweeps.worker.sampling import sampler_copies
 
 
 class Proposals:
-    """Batches of proposals for one worker, with at most one sampled ahead:
+    """Batches of proposals for one worker, with at most one batch sampled ahead:
 
-        with Proposals(settings, sampler, study_name, overlap=True) as proposals:
-            batch = proposals.take(history.sampler_view, count)  # sampled ahead, or now
+        with Proposals(settings, sampler, study_name, processes=4) as proposals:
+            batch = proposals.take(history.sampler_view(), count)  # sampled ahead, or now
             proposals.prefetch(view, count)  # returns at once; sampled while this batch trains
 
-    `waited_s` is the time the worker spent waiting for proposals (all of it when not
-    overlapping).
+    `waited_s` is the time the worker spent waiting for proposals.
     """
 
     def __init__(
@@ -43,33 +51,51 @@ class Proposals:
         sampler: optuna.samplers.BaseSampler,
         study_name: str,
         *,
-        overlap: bool,
+        processes: int,
     ) -> None:
         self._settings, self._sampler, self._study_name = settings, sampler, study_name
-        self._ahead = (
-            ThreadPoolExecutor(1, thread_name_prefix="lrsweep-proposals") if overlap else None
-        )
-        self._pending: Future[list[FrozenTrial]] | None = None
+        self._processes = processes
+        self._pool: ProcessPoolExecutor | None = None  # started at the first prefetch
+        self._pending: list[Future[list[FrozenTrial]]] = []
         self.waited_s = 0.0
 
     def take(self, view: list[FrozenTrial], count: int) -> list[FrozenTrial]:
         """`count` proposals: the prefetched ones first, then new ones fitted on `view`."""
         started = time.perf_counter()
-        ready = [] if self._pending is None else self._pending.result()
-        self._pending = None
+        ready = [trial for part in self._pending for trial in part.result()]
+        self._pending = []
         if len(ready) < count:
-            ready += self._propose(view, count - len(ready))
+            ready += propose(
+                self._settings, self._sampler, self._study_name, view, count - len(ready)
+            )
         self.waited_s += time.perf_counter() - started
         return ready[:count]
 
     def prefetch(self, view: list[FrozenTrial], count: int) -> None:
-        """Start sampling `count` proposals on `view` in the background (when overlapping).
-        The sampler is then the thread's until the next `take`."""
-        if self._ahead is not None and count > 0:
-            self._pending = self._ahead.submit(self._propose, view, count)
-
-    def _propose(self, view: list[FrozenTrial], count: int) -> list[FrozenTrial]:
-        return propose(self._settings, self._sampler, self._study_name, view, count)
+        """Start proposing `count` trials on `view` in the proposal processes (when there are
+        any), each its share with its own copy of the sampler."""
+        if not self._processes or count <= 0:
+            return
+        if self._pool is None:
+            try:  # what every share is sent with
+                pickle.dumps((self._settings, self._sampler))
+            except Exception as exc:
+                raise InvalidInputError(
+                    f"the sampler ({type(self._sampler).__name__}) cannot be sent to proposal "
+                    f"processes ({exc}); use --proposal-processes 0"
+                ) from exc
+            self._pool = ProcessPoolExecutor(
+                self._processes,
+                mp_context=multiprocessing.get_context("spawn"),  # no copy of torch or CUDA
+                initializer=signal.signal,  # Ctrl-C is the worker's to handle
+                initargs=(signal.SIGINT, signal.SIG_IGN),
+            )
+        parts = min(self._processes, count)
+        shares = [count // parts + (part < count % parts) for part in range(parts)]
+        self._pending = [
+            self._pool.submit(propose, self._settings, copy, self._study_name, view, share)
+            for copy, share in zip(sampler_copies(self._sampler, parts), shares, strict=True)
+        ]
 
     def __enter__(self) -> Proposals:
         return self
@@ -80,5 +106,5 @@ class Proposals:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._ahead is not None:  # a proposal under way is finished, then dropped
-            self._ahead.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:  # proposals under way are finished, then dropped
+            self._pool.shutdown(wait=True, cancel_futures=True)

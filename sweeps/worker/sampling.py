@@ -20,6 +20,7 @@ through `lrsweep.sweeps.worker.optuna_tpe`.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
@@ -124,6 +125,19 @@ def batch_fits(sampler: optuna.samplers.BaseSampler) -> Iterator[None]:
         yield
     finally:
         sampler._fits = None
+
+
+def sampler_copies(sampler: optuna.samplers.BaseSampler, count: int) -> list[Any]:
+    """`count` copies of `sampler` with random streams of their own, to propose in other
+    processes: a TPE copy is seeded from the sampler's own random state (a seeded worker makes
+    the same copies every run), any other sampler's reseeded at random."""
+    copies = [copy.deepcopy(sampler) for _ in range(count)]
+    for duplicate in copies:
+        if isinstance(sampler, ExposedTPESampler) and isinstance(duplicate, ExposedTPESampler):
+            duplicate.rng.seed(sampler.rng.randint(2**31))
+        else:
+            duplicate.reseed_rng()
+    return copies
 
 
 TPE_ARGUMENTS: dict[str, Any] = {

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import re
 import shutil
 import statistics
@@ -38,6 +39,7 @@ import torch
 
 from bench.compare import REPO, measure
 from bench.engine import default_folds, time_engine
+from lrsweep.sweeps.worker.options import WorkerOptions
 from lrsweep.trainer.training import resolve_device
 
 TARGET_TRIALS = 10_000_000  # the services run until --service-seconds, never to a target
@@ -110,10 +112,13 @@ def service_row(
             raise SystemExit(f"sweeps launch failed ({done.returncode}):\n{done.stderr}")
         measured = measure(url, study, wall)
     share = f"{statistics.mean(busy):.0f}%" if busy else "n/a"
+    batch = batch or WorkerOptions(target_trials=TARGET_TRIALS).trials_per_batch_for(
+        resolve_device(None), folds=1
+    )
     spent = worker_time(done.stderr)
     accounted = ", ".join(f"{what} {s:.1f} s" for what, s in sorted(spent.items(), key=_second))
     return (
-        f"| {workers} worker(s), {processes} proposal process(es) each, batch {batch or 'auto'} "
+        f"| {workers} worker(s), {processes} proposal process(es) each, {batch} trials a batch "
         f"| {measured.finished:,} | {measured.trials_per_s * 3600:,.0f} | "
         f"{measured.study_trials_per_s * 3600:,.0f} | {share} | {wall:.1f} s | {accounted} |"
     )
@@ -152,7 +157,10 @@ def main() -> None:
 
     device = resolve_device(args.device)
     folds = default_folds(1, str(device), args.data)
-    emit(f"device: {device_name(device)}, torch {torch.__version__}, Python {sys.version[:6]}")
+    emit(
+        f"device: {device_name(device)}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
     if args.trials_per_batch:
         emit("\n| training alone | trials per hour | ms per trial |\n|---|---|---|")
     for size in args.trials_per_batch:

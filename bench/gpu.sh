@@ -19,7 +19,7 @@ PYTHON=$python ./install-keeping-torch.sh -q --no-index --find-links .gpu/wheels
 
 { echo "# bench/gpu.sh, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"; echo; } > "$results"
 echo '```' >> "$results"
-timeout 240 "$python" -m pytest tests/test_gpu.py -p no:cacheprovider -q -rs 2>&1 \
+timeout 120 "$python" -m pytest tests/test_gpu.py -p no:cacheprovider -q -rs 2>&1 \
   | tee -a "$results" || echo "GPU tests failed or timed out (exit ${PIPESTATUS[0]})" | tee -a "$results"
 echo '```' >> "$results"
-timeout 300 "$python" -m bench.gpu --service-seconds 45 --out "$results" "$@"
+timeout 270 "$python" -m bench.gpu --service-seconds 45 --out "$results" "$@"

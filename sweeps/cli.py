@@ -201,7 +201,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     summary = run_worker(opened, options)
     print(
         f"worker done: {summary.trials_run} trials {summary.by_reason}; stopped because "
-        f"{summary.stopped_because}; time: {summary.time_line()}",
+        f"{summary.stopped_because}; {summary.proposed_ahead} proposed while a batch trained; "
+        f"time: {summary.time_line()}",
         file=sys.stderr,
     )
     if args.launched:

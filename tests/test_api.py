@@ -42,7 +42,7 @@ def test_proposal_processes_share_the_cores_gpu_workers_leave(
 ) -> None:
     """On a GPU each worker gets an even share of the free cores (at least one, at most 4);
     on a CPU none, its workers use every core; an explicit count always wins."""
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
     defaults = sweeps.WorkerOptions()
     assert defaults.proposal_processes_for(on_gpu=True, workers=workers) == expected
     assert defaults.proposal_processes_for(on_gpu=False, workers=workers) == 0

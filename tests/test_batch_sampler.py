@@ -8,11 +8,13 @@ import random
 import statistics
 
 import optuna
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
+from lrsweep.errors import InvalidInputError
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.sweeps.worker.history import sampler_mirror
 from lrsweep.sweeps.worker.prefetch import Proposals
@@ -153,6 +155,10 @@ def test_prefetched_proposals_are_fitted_on_the_history_they_were_asked_with() -
         ahead = proposals.take(now, 8)
         proposals.prefetch(then, 3)
         topped_up = proposals.take(now, 5)
+        proposals.prefetch([], 6)  # TPE's startup: its random sampler, reseeded per copy too
+        startup = proposals.take([], 6)
+    assert proposals.proposed_ahead == 8 + 3 + 6
+    assert len({str(t.params) for t in startup}) == 6, [t.params for t in startup]
     sampler = make_sampler(5)
     first, second = sampler_copies(sampler, 2), sampler_copies(sampler, 2)
     expected = [
@@ -173,4 +179,11 @@ def test_prefetched_proposals_are_fitted_on_the_history_they_were_asked_with() -
     assert [t.params for t in on_now] == [
         t.params for t in propose(SETTINGS, make_sampler(5), "s", now, 8)
     ]
-    assert proposals.waited_s > 0
+    assert proposals.proposed_ahead == 0
+
+
+def test_a_sampler_proposal_processes_cannot_receive_is_refused_before_any_claim() -> None:
+    unpicklable = BatchTPESampler(seed=0, gamma=lambda n: n // 2)
+    with pytest.raises(InvalidInputError, match="cannot be sent to proposal processes"):
+        Proposals(SETTINGS, unpicklable, "s", processes=1)
+    Proposals(SETTINGS, unpicklable, "s", processes=0)  # proposing in the worker needs no pickle

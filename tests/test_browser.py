@@ -19,7 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import assert_real_image, free_port, get_json_when_up, run_sweeps
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.races]
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = (

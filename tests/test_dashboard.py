@@ -12,7 +12,7 @@ import pytest
 
 from conftest import free_port, get_json_when_up, run_sweeps
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.races]
 
 
 def _listening_addresses(port: int) -> set[str]:

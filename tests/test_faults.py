@@ -21,7 +21,7 @@ from conftest import (
     wait_for_running,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.races]
 
 
 def _worker(

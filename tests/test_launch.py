@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from conftest import study_trials, unique_study, wait_for_running
 from lrsweep.sweeps.worker.launch import visible_gpus
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.races]
 
 
 def _children(pid: int) -> list[int]:

@@ -188,6 +188,25 @@ def test_exposed_tpe_sampler_proposes_what_tpe_proposes() -> None:
     ), "overriding TPESampler._sample changed TPE's proposals (its signature changed?)"
 
 
+def test_reseed_sets_both_of_tpe_s_random_streams() -> None:
+    """Before its startup trials are done TPE samples through its own RandomSampler: a copy
+    reseeded on TPE's stream alone would propose what the original does."""
+
+    def startup_proposals(sampler: ExposedTPESampler) -> list[dict[str, Any]]:
+        study = optuna.create_study(sampler=sampler)
+        return [study.ask(SPACE).params for _ in range(4)]
+
+    original = ExposedTPESampler(seed=3, n_startup_trials=10)
+    same, other = copy.deepcopy(original), copy.deepcopy(original)
+    same.reseed(11)
+    other.reseed(12)
+    again = copy.deepcopy(original)
+    again.reseed(11)
+    assert startup_proposals(same) == startup_proposals(again)
+    assert startup_proposals(same) != startup_proposals(other)
+    assert startup_proposals(other) != startup_proposals(copy.deepcopy(original))
+
+
 def test_tpe_settings_read_through_public_names() -> None:
     sampler = ExposedTPESampler(seed=7, n_ei_candidates=11, constant_liar=False)
     assert (sampler.n_ei_candidates, sampler.constant_liar) == (11, False), (

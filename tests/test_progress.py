@@ -16,7 +16,7 @@ import pytest
 
 from conftest import run_sweeps
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.races]
 
 SWEEP = ("run", "--trials", "24", "--epochs", "6", "--workers", "2", "--out", "best.json")
 

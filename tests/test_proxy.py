@@ -44,7 +44,7 @@ from lrsweep.sweeps.study.space import SearchSpace
 from lrsweep.sweeps.worker.proposals import propose
 from lrsweep.trainer import SCHEDULES
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.races, pytest.mark.postgres]
 
 FAST_HEARTBEAT = ("--heartbeat-interval", "1", "--grace-period", "3")
 

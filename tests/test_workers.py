@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -18,9 +19,11 @@ from conftest import (
     study_trials,
     unique_study,
     wait_for_running,
+    worker_name,
 )
+from lrsweep.storage.bulk import CLAIM_KEY
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.races]
 
 
 def _start_worker(
@@ -72,10 +75,12 @@ def test_two_workers_reach_exactly_n_finished_trials(
         wait_for_running(storage_url, study_name, workers=2)
     finally:
         workers[0].send_signal(signal.SIGCONT)
+    ahead = []
     for worker in workers:
         _, stderr = worker.communicate(timeout=300)
         assert worker.returncode == 0, stderr
         assert "s waiting for proposals" in stderr and "s training and storing" in stderr
+        ahead.append(int(re.findall(r"; (\d+) proposed while a batch trained", stderr)[0]))
 
     trials = study_trials(storage_url, study_name)
     states = [t.state for t in trials]
@@ -97,6 +102,13 @@ def test_two_workers_reach_exactly_n_finished_trials(
     for trial in trials:
         first_of.setdefault(trial.user_attrs["worker"], trial)
     assert len(first_of) == 2
+    # Every claim of the second worker after its first takes the proposals its processes made
+    # while the batch before trained (a claim may find the study full: then none started);
+    # the first worker has none.
+    claims = {name: {t.system_attrs[CLAIM_KEY] for t in trials if t.user_attrs["worker"] == name}
+              for name in first_of}  # fmt: skip
+    second_claims = len(claims[worker_name(workers[1])])
+    assert ahead[0] == 0 and (ahead[1] > 0 or second_claims == 1), (ahead, claims)
     # Differently seeded samplers: the two workers did not propose identical first trials.
     first, second = first_of.values()
     assert first.params != second.params

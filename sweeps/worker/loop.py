@@ -67,6 +67,7 @@ class WorkerSummary:
     by_reason: dict[str, int]
     stopped_because: str
     seconds: dict[str, float]  # wall time by what the worker was doing
+    proposed_ahead: int = 0  # trials proposed while an earlier batch trained
 
     def time_line(self) -> str:
         """Where the worker's time went, largest first."""
@@ -181,7 +182,11 @@ def _run_claims(
     timed_out = f"the --timeout of {options.timeout_s} s was reached"
     spent["waiting for proposals"] = proposals.waited_s
     return WorkerSummary(
-        sum(totals.values()), dict(totals), stopped_because or timed_out, dict(spent)
+        sum(totals.values()),
+        dict(totals),
+        stopped_because or timed_out,
+        dict(spent),
+        proposals.proposed_ahead,
     )
 
 

@@ -131,7 +131,7 @@ class WorkerOptions:
             return self.proposal_processes
         if not on_gpu:
             return 0
-        spare = (os.cpu_count() or 2) - workers
+        spare = len(os.sched_getaffinity(0)) - workers  # the cores this process may use
         return max(1, min(MAX_PROPOSAL_PROCESSES, spare // workers))
 
     def to_argv(self) -> list[str]:

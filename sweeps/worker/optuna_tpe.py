@@ -48,6 +48,12 @@ class ExposedTPESampler(optuna.samplers.TPESampler):
         """TPE's own step: one fit on the study's trials, one proposal for `search_space`."""
         return super()._sample(study, trial, search_space)
 
+    def reseed(self, seed: int) -> None:
+        """Seed both random streams: TPE's candidates and the random sampler it uses for its
+        startup trials (reseeding only the first, copies would propose alike until then)."""
+        self._rng.rng.seed(seed)
+        self._random_sampler._rng.rng.seed(seed + 1)
+
     def build_parzen_estimator(
         self,
         study: Study,

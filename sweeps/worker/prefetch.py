@@ -20,10 +20,13 @@ the default is none.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import signal
+import sys
+import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing.pool import AsyncResult, Pool
 from types import TracebackType
 
 import optuna
@@ -34,6 +37,8 @@ from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.sweeps.worker.proposals import propose
 from lrsweep.sweeps.worker.sampling import sampler_copies
 
+ORPHAN_CHECK_S = 1.0
+
 
 class Proposals:
     """Batches of proposals for one worker, with at most one batch sampled ahead:
@@ -42,7 +47,11 @@ class Proposals:
             batch = proposals.take(history.sampler_view(), count)  # sampled ahead, or now
             proposals.prefetch(view, count)  # returns at once; sampled while this batch trains
 
-    `waited_s` is the time the worker spent waiting for proposals.
+    `waited_s` is the time the worker spent waiting for proposals, `proposed_ahead` how many
+    it took from the processes. If they fail, the worker says so once and proposes itself.
+    A script that runs a worker in its own process (`sweeps.run_worker`) on a GPU needs the
+    `if __name__ == "__main__":` guard, as torch's DataLoader workers do: the processes are
+    spawned, and a spawned process imports the script.
     """
 
     def __init__(
@@ -55,19 +64,27 @@ class Proposals:
     ) -> None:
         self._settings, self._sampler, self._study_name = settings, sampler, study_name
         self._processes = processes
-        self._pool: ProcessPoolExecutor | None = None  # started at the first prefetch
-        self._pending: list[Future[list[FrozenTrial]]] = []
+        if processes:
+            try:  # what every share is sent with: refused before any trial is claimed
+                pickle.dumps((settings, sampler))
+            except Exception as exc:
+                raise InvalidInputError(
+                    f"the sampler ({type(sampler).__name__}) cannot be sent to proposal "
+                    f"processes ({exc}); use --proposal-processes 0"
+                ) from exc
+        self._pool: Pool | None = None  # started at the first prefetch
+        self._pending: list[AsyncResult[list[FrozenTrial]]] = []
         self.waited_s = 0.0
+        self.proposed_ahead = 0
 
     def take(self, view: list[FrozenTrial], count: int) -> list[FrozenTrial]:
         """`count` proposals: the prefetched ones first, then new ones fitted on `view`."""
         started = time.perf_counter()
-        ready = [trial for part in self._pending for trial in part.result()]
-        self._pending = []
+        ready = self._prefetched()
+        self.proposed_ahead += min(len(ready), count)
         if len(ready) < count:
-            ready += propose(
-                self._settings, self._sampler, self._study_name, view, count - len(ready)
-            )
+            missing = count - len(ready)
+            ready += propose(self._settings, self._sampler, self._study_name, view, missing)
         self.waited_s += time.perf_counter() - started
         return ready[:count]
 
@@ -77,25 +94,37 @@ class Proposals:
         if not self._processes or count <= 0:
             return
         if self._pool is None:
-            try:  # what every share is sent with
-                pickle.dumps((self._settings, self._sampler))
-            except Exception as exc:
-                raise InvalidInputError(
-                    f"the sampler ({type(self._sampler).__name__}) cannot be sent to proposal "
-                    f"processes ({exc}); use --proposal-processes 0"
-                ) from exc
-            self._pool = ProcessPoolExecutor(
+            self._pool = multiprocessing.get_context("spawn").Pool(  # no copy of torch or CUDA
                 self._processes,
-                mp_context=multiprocessing.get_context("spawn"),  # no copy of torch or CUDA
-                initializer=signal.signal,  # Ctrl-C is the worker's to handle
-                initargs=(signal.SIGINT, signal.SIG_IGN),
+                initializer=_start_proposal_process,
+                initargs=(optuna.logging.get_verbosity(), os.getpid()),
             )
         parts = min(self._processes, count)
         shares = [count // parts + (part < count % parts) for part in range(parts)]
         self._pending = [
-            self._pool.submit(propose, self._settings, copy, self._study_name, view, share)
+            self._pool.apply_async(propose, (self._settings, copy, self._study_name, view, share))
             for copy, share in zip(sampler_copies(self._sampler, parts), shares, strict=True)
         ]
+
+    def _prefetched(self) -> list[FrozenTrial]:
+        pending, self._pending = self._pending, []
+        try:
+            return [trial for part in pending for trial in part.get()]
+        except Exception as exc:  # a process died or failed: propose here from now on
+            print(
+                f"proposal processes failed ({type(exc).__name__}: {exc}); this worker "
+                "proposes between batches from now on",
+                file=sys.stderr,
+            )
+            self._processes = 0
+            self._close()
+            return []
+
+    def _close(self) -> None:
+        if self._pool is not None:  # proposals under way are dropped, not waited for
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
 
     def __enter__(self) -> Proposals:
         return self
@@ -106,5 +135,18 @@ class Proposals:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._pool is not None:  # proposals under way are finished, then dropped
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._close()
+
+
+def _start_proposal_process(verbosity: int, worker_pid: int) -> None:
+    """A proposal process logs as its worker does, leaves Ctrl-C to the worker, and exits when
+    the worker is gone (killed, it could not say so)."""
+    optuna.logging.set_verbosity(verbosity)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def exit_when_orphaned() -> None:
+        while os.getppid() == worker_pid:
+            time.sleep(ORPHAN_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=exit_when_orphaned, daemon=True).start()

@@ -134,7 +134,7 @@ def sampler_copies(sampler: optuna.samplers.BaseSampler, count: int) -> list[Any
     copies = [copy.deepcopy(sampler) for _ in range(count)]
     for duplicate in copies:
         if isinstance(sampler, ExposedTPESampler) and isinstance(duplicate, ExposedTPESampler):
-            duplicate.rng.seed(sampler.rng.randint(2**31))
+            duplicate.reseed(sampler.rng.randint(2**31))
         else:
             duplicate.reseed_rng()
     return copies

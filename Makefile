@@ -1,5 +1,5 @@
 # The two commands: `make run` (default sweep, export, report) and `make test` (lint, types,
-# browser, tests). CI also runs `make test-lowest`: the suite but its slow multi-process tests,
+# test packages, tests). CI also runs `make test-lowest`: the suite but its slow multi-process tests,
 # with Optuna, SQLAlchemy, pandas, scikit-learn and NumPy at the floors pyproject.toml declares.
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -9,12 +9,12 @@ LOWEST := .venv-lowest
 IONOSPHERE_CSV ?= $(wildcard $(CURDIR)/../shared/data/ionosphere.csv)
 export IONOSPHERE_CSV
 
-# Browser tests drive Debian's Chromium through its ChromeDriver; installed once, never downloaded
-# by the tests themselves.
-CHROMIUM_PACKAGES := chromium chromium-driver
+# Browser tests drive Debian's Chromium through its ChromeDriver, and the pooling test runs Debian's
+# PgBouncer in front of the test PostgreSQL; installed once, never downloaded by the tests.
+TEST_PACKAGES := chromium chromium-driver pgbouncer
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install browser run test test-lowest
+.PHONY: install test-packages run test test-lowest
 
 install: $(VENV)/.installed
 
@@ -36,20 +36,20 @@ run: install
 	$(BIN)/sweeps run --out best.json
 	$(BIN)/sweeps report --study lrsweep --out report
 
-browser:
-	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+test-packages:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver -a -x /usr/sbin/pgbouncer || \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c \
-	  'apt-get install -y -q --no-install-recommends $(CHROMIUM_PACKAGES) || \
-	   (apt-get update -q && apt-get install -y -q --no-install-recommends $(CHROMIUM_PACKAGES))'
+	  'apt-get install -y -q --no-install-recommends $(TEST_PACKAGES) || \
+	   (apt-get update -q && apt-get install -y -q --no-install-recommends $(TEST_PACKAGES))'
 
-test: install browser
+test: install test-packages
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -m 'not slow' -n 2  # in-process tests: one per core
 	$(BIN)/pytest -m 'slow and not races' -n 2  # whole commands, judged by what they leave
 	$(BIN)/pytest -m races  # processes raced against each other: one test at a time
 
-test-lowest: $(LOWEST)/.installed browser
+test-lowest: $(LOWEST)/.installed test-packages
 	$(LOWEST)/bin/python .ci/lowest.py --check
 	$(LOWEST)/bin/python -m pytest -m 'not slow' -n 2 -p no:cacheprovider \
 	  --ignore tests/test_packaging.py  # pip's view of the pinned project, not the floors'

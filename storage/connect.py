@@ -80,7 +80,7 @@ def open_storage(
         _enable_wal(database_file, settings.masked_url)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     else:
-        engine_kwargs = {"pool_pre_ping": True}
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": url.connect_args}
         if pool_size is not None:
             engine_kwargs["pool_size"] = pool_size
     try:

@@ -26,7 +26,7 @@ class DatabaseLock:
     """Mutex `name` shared by every process that opens the same database."""
 
     def __init__(self, url: StorageUrl, name: str, engine: Engine | None = None) -> None:
-        self._url = url.text
+        self._url, self._connect_args = url.text, url.connect_args
         self._engine = engine
         database_file = url.sqlite_file
         self._lock_file = None if database_file is None else _lock_path(database_file, name)
@@ -51,7 +51,9 @@ class DatabaseLock:
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
             return
-        engine = self._engine or create_engine(self._url, poolclass=NullPool)
+        engine = self._engine or create_engine(
+            self._url, poolclass=NullPool, connect_args=self._connect_args
+        )
         try:
             with engine.begin() as connection:
                 connection.execute(

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -19,6 +22,12 @@ from lrsweep.errors import StorageError
 STORAGE_ENV_VAR = "LRSWEEP_STORAGE"
 DEFAULT_SQLITE_FILE = "lrsweep.db"
 POSTGRES_DRIVER = "psycopg"
+# The one place PostgreSQL connections are configured. psycopg 3 prepares a statement it runs
+# often on its server connection; a PgBouncer in transaction pooling hands the next transaction
+# another server connection, where the statement does not exist ("prepared statement "_pg3_9"
+# does not exist"). Unprepared, the same statements work directly, behind transaction pooling
+# and behind session pooling (lrsweep's locks are transaction-scoped advisory locks).
+POSTGRES_CONNECT_ARGS: Mapping[str, Any] = MappingProxyType({"prepare_threshold": None})
 PROXY_SCHEME = "grpc"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -112,6 +121,13 @@ class StorageUrl:
     sqlite_file: Path | None = None
     proxy: tuple[str, int] | None = None
     password: str | None = field(default=None, repr=False)
+
+    @property
+    def connect_args(self) -> dict[str, Any]:
+        """What each database connection opens with: POSTGRES_CONNECT_ARGS on PostgreSQL."""
+        if self.sqlite_file is not None or self.proxy is not None:
+            return {}
+        return dict(POSTGRES_CONNECT_ARGS)
 
     @classmethod
     def parse(cls, text: str) -> StorageUrl:

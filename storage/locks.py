@@ -12,14 +12,17 @@ import fcntl
 import hashlib
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from lrsweep.storage.urls import StorageUrl
+
+FIRST_WAIT_S, LONGEST_WAIT_S = 0.005, 0.1  # between a PostgreSQL waiter's tries
 
 
 class DatabaseLock:
@@ -55,14 +58,36 @@ class DatabaseLock:
             self._url, poolclass=NullPool, connect_args=self._connect_args
         )
         try:
-            with engine.begin() as connection:
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._advisory_key}
-                )
+            connection = self._acquire(engine)
+            try:
                 yield
+                connection.commit()  # ends the transaction, and with it the lock
+            finally:
+                connection.close()  # rolled back, if the block failed: released all the same
         finally:
             if self._engine is None:
                 engine.dispose()
+
+    def _acquire(self, engine: Engine) -> Connection:
+        """A connection whose open transaction holds the lock. A waiter asks in short
+        transactions (`pg_try_advisory_xact_lock`) rather than blocking in one: blocked, it
+        would hold a server connection the holder's own work may need (behind a PgBouncer
+        pool smaller than the workers, the holder then never got one)."""
+        wait = FIRST_WAIT_S
+        while True:
+            connection = engine.connect()
+            try:
+                taken = connection.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": self._advisory_key}
+                ).scalar()
+            except BaseException:
+                connection.close()
+                raise
+            if taken:
+                return connection
+            connection.close()
+            time.sleep(wait)
+            wait = min(2 * wait, LONGEST_WAIT_S)
 
 
 _IN_PROCESS: dict[tuple[str, str], threading.Lock] = {}

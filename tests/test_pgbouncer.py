@@ -1,5 +1,6 @@
 """Workers, status and export through a real PgBouncer in transaction pooling (Debian's
-`pgbouncer`, which `make test` installs) in front of the test PostgreSQL."""
+`pgbouncer`, which `make test` installs) in front of the test PostgreSQL, with a pool of 3 server
+connections: fewer than the workers."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from conftest import free_port, run_sweeps, study_trials
+from conftest import (
+    assert_killed_trials_recovered,
+    free_port,
+    freeze_while_running,
+    run_sweeps,
+    start_worker,
+    study_trials,
+    unique_study,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.races, pytest.mark.postgres]
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
@@ -43,7 +52,7 @@ def pgbouncer_url(postgres_server_url: str) -> Iterator[str]:
             auth_type = trust
             auth_file = {folder}/users.txt
             pool_mode = transaction
-            default_pool_size = 10
+            default_pool_size = 3
             max_client_conn = 200
             ignore_startup_parameters = extra_float_digits,options
             """)
@@ -102,3 +111,23 @@ def test_workers_status_and_export_through_transaction_pooling(
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "best.json").exists()
+
+
+def test_a_worker_killed_behind_pgbouncer_is_recovered_by_another(
+    pgbouncer_url: str, postgres_server_url: str, data_path: Path, tmp_path: Path
+) -> None:
+    """Its trials stay RUNNING until their heartbeat expires, are failed and re-queued, and a
+    second worker through the same pool runs them: nothing lost."""
+    study, target = unique_study(), 16
+    quick = (
+        "--trials", str(target), "--epochs", "40", "--folds", "1", "--trials-per-batch", "4",
+        "--heartbeat-interval", "1", "--grace-period", "3",
+    )  # fmt: skip
+    victim = start_worker(pgbouncer_url, study, data_path, tmp_path, *quick)
+    killed = freeze_while_running(postgres_server_url, study, victim)
+    victim.kill()
+    victim.wait()
+    survivor = start_worker(pgbouncer_url, study, data_path, tmp_path, *quick)
+    _, stderr = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, stderr
+    assert_killed_trials_recovered(study_trials(postgres_server_url, study), killed, target)

@@ -116,16 +116,14 @@ def service_row(
         resolve_device(None), folds=1
     )
     spent = worker_time(done.stderr)
-    accounted = ", ".join(f"{what} {s:.1f} s" for what, s in sorted(spent.items(), key=_second))
+    accounted = ", ".join(
+        f"{what} {s:.1f} s" for what, s in sorted(spent.items(), key=lambda item: -item[1])
+    )
     return (
         f"| {workers} worker(s), {processes} proposal process(es) each, {batch} trials a batch "
         f"| {measured.finished:,} | {measured.trials_per_s * 3600:,.0f} | "
         f"{measured.study_trials_per_s * 3600:,.0f} | {share} | {wall:.1f} s | {accounted} |"
     )
-
-
-def _second(item: tuple[str, float]) -> float:
-    return -item[1]
 
 
 def parse_service(text: str) -> tuple[int, int]:

@@ -123,7 +123,8 @@ def _run_claims(
             time.sleep(POLL_INTERVAL_S)
             continue
         count = batch_share(available, trials_per_batch, history.running_batches())
-        proposed = proposals.take(history.sampler_view(), count)
+        with _timed(spent, "waiting for proposals"):
+            proposed = proposals.take(history.sampler_view(), count)
         if deadline is not None and time.monotonic() >= deadline:
             break  # no claim after the deadline, however long sampling took
         claimed: list[ClaimedTrial] = []
@@ -180,7 +181,6 @@ def _run_claims(
         if not options.quiet:
             _print_outcome(claimed, outcome, time.perf_counter() - started_at)
     timed_out = f"the --timeout of {options.timeout_s} s was reached"
-    spent["waiting for proposals"] = proposals.waited_s
     return WorkerSummary(
         sum(totals.values()),
         dict(totals),

@@ -47,8 +47,8 @@ class Proposals:
             batch = proposals.take(history.sampler_view(), count)  # sampled ahead, or now
             proposals.prefetch(view, count)  # returns at once; sampled while this batch trains
 
-    `waited_s` is the time the worker spent waiting for proposals, `proposed_ahead` how many
-    it took from the processes. If they fail, the worker says so once and proposes itself.
+    `proposed_ahead` is how many it took from the processes. If they fail, the worker says so
+    once and proposes itself.
     A script that runs a worker in its own process (`sweeps.run_worker`) on a GPU needs the
     `if __name__ == "__main__":` guard, as torch's DataLoader workers do: the processes are
     spawned, and a spawned process imports the script.
@@ -74,18 +74,15 @@ class Proposals:
                 ) from exc
         self._pool: Pool | None = None  # started at the first prefetch
         self._pending: list[AsyncResult[list[FrozenTrial]]] = []
-        self.waited_s = 0.0
         self.proposed_ahead = 0
 
     def take(self, view: list[FrozenTrial], count: int) -> list[FrozenTrial]:
         """`count` proposals: the prefetched ones first, then new ones fitted on `view`."""
-        started = time.perf_counter()
         ready = self._prefetched()
         self.proposed_ahead += min(len(ready), count)
         if len(ready) < count:
             missing = count - len(ready)
             ready += propose(self._settings, self._sampler, self._study_name, view, missing)
-        self.waited_s += time.perf_counter() - started
         return ready[:count]
 
     def prefetch(self, view: list[FrozenTrial], count: int) -> None:

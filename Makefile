@@ -9,9 +9,10 @@ LOWEST := .venv-lowest
 IONOSPHERE_CSV ?= $(wildcard $(CURDIR)/../shared/data/ionosphere.csv)
 export IONOSPHERE_CSV
 
-# Browser tests drive Debian's Chromium through its ChromeDriver, and the pooling test runs Debian's
-# PgBouncer in front of the test PostgreSQL; installed once, never downloaded by the tests.
-TEST_PACKAGES := chromium chromium-driver pgbouncer
+# Browser tests drive Debian's Chromium through its ChromeDriver, the pooling test runs Debian's
+# PgBouncer in front of the test PostgreSQL, the SLURM test a one-node slurm-wlm with munge;
+# installed once, never downloaded by the tests.
+TEST_PACKAGES := chromium chromium-driver pgbouncer slurm-wlm munge
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install test-packages run test test-lowest
@@ -37,7 +38,8 @@ run: install
 	$(BIN)/sweeps report --study lrsweep --out report
 
 test-packages:
-	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver -a -x /usr/sbin/pgbouncer || \
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver -a -x /usr/sbin/pgbouncer \
+	  -a -x /usr/sbin/slurmctld -a -x /usr/sbin/slurmd -a -x /usr/sbin/munged || \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c \
 	  'apt-get install -y -q --no-install-recommends $(TEST_PACKAGES) || \
 	   (apt-get update -q && apt-get install -y -q --no-install-recommends $(TEST_PACKAGES))'

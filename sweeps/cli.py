@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lrsweep.sweeps.api import DEFAULT_OUT
     from lrsweep.sweeps.results.choice import ChoiceOptions
     from lrsweep.sweeps.study.options import DataOptions
+    from lrsweep.sweeps.worker.slurm import SlurmOptions
 
     parser = _Parser(prog="sweeps", description="Learning-rate schedule sweeps on Optuna.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -122,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     launch = _worker_parser(commands, "launch", "start K worker processes on this machine")
     launch.add_argument("--workers", type=int, required=True, help="worker processes")
     launch.set_defaults(handler=_cmd_launch)
+
+    slurm = _worker_parser(commands, "slurm", "submit workers as a SLURM job array")
+    add_flags(slurm.add_argument_group("SLURM"), SlurmOptions)
+    slurm.set_defaults(handler=_cmd_slurm)
 
     status = commands.add_parser("status", help="trials by state and the best trial")
     _storage_options(status)
@@ -236,6 +241,32 @@ def _cmd_launch(args: argparse.Namespace) -> int:
         args.workers,
     )
     _exit_without_teardown(launched.exit_code, launched.opened)
+
+
+def _cmd_slurm(args: argparse.Namespace) -> int:
+    from lrsweep.sweeps.study.open import open_for_sweep
+    from lrsweep.sweeps.study.options import StudyOptions
+    from lrsweep.sweeps.worker.options import WorkerOptions
+    from lrsweep.sweeps.worker.slurm import SlurmOptions, find_sbatch, job_script, submit
+
+    slurm = _options(args, SlurmOptions)
+    options = _options(args, WorkerOptions)
+    study = _options(args, StudyOptions)
+    storage = _storage_settings(args)
+    if slurm.dry_run:
+        print(job_script(storage, args.study, study, options, slurm), end="")
+        return EXIT_OK
+    find_sbatch()  # off a login node, before the study is touched
+    # The study is made (or its options checked) here, once, before any task starts.
+    opened = open_for_sweep(storage, args.study, study, options.data)
+    submitted = submit(storage, args.study, study, options, slurm)
+    print(
+        f"submitted job {submitted.job_id}: {slurm.tasks} workers on study {args.study!r} "
+        f"({storage.masked_url}); logs {submitted.script.parent}/*-{submitted.job_id}_*.out; "
+        f"follow with: sweeps status --study {args.study}",
+        file=sys.stderr,
+    )
+    _exit_without_teardown(EXIT_OK, opened)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -190,22 +190,27 @@ def launch(
 def worker_argvs(
     storage: StorageSettings, study_name: str, options: WorkerOptions, count: int, *, quiet: bool
 ) -> list[list[str]]:
-    """The flags of each of `count` launched workers: the study and heartbeat settings (the URL
-    goes through the environment), `options` with the sampler seed plus the worker's index (so
-    seeded workers do not all propose the same first trials), and --quiet when asked."""
-    common = [
+    """The flags of each of `count` launched workers: `worker_flags` with the sampler seed plus
+    the worker's index (so seeded workers do not all propose the same first trials), and
+    --quiet when asked."""
+    return [
+        worker_flags(
+            storage,
+            study_name,
+            replace(options, seed=_plus(options.seed, index), quiet=options.quiet or quiet),
+        )
+        for index in range(count)
+    ]
+
+
+def worker_flags(storage: StorageSettings, study_name: str, options: WorkerOptions) -> list[str]:
+    """The flags of a worker started elsewhere: the study and heartbeat settings (the URL goes
+    through the environment) and `options`."""
+    return [
         f"--study={study_name}",
         f"--heartbeat-interval={storage.heartbeat_interval}",
         f"--grace-period={storage.grace_period}",
-    ]
-    return [
-        [
-            *common,
-            *replace(
-                options, seed=_plus(options.seed, index), quiet=options.quiet or quiet
-            ).to_argv(),
-        ]
-        for index in range(count)
+        *options.to_argv(),
     ]
 
 

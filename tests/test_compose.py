@@ -1,10 +1,15 @@
-"""docker-compose.yml is parsed and checked (no Docker engine runs on these machines)."""
+"""The compose files, parsed and checked (no Docker engine runs on these machines): against the
+Compose specification's JSON schema (tests/schemas/compose-spec.json, as docker-compose 1.29.2
+ships it in compose/config/), then for what lrsweep needs of them."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import jsonschema
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -12,6 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _compose(name: str = "docker-compose.yml") -> dict:  # type: ignore[type-arg]
     return yaml.safe_load((REPO / name).read_text())  # type: ignore[no-any-return]
+
+
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.gpu.yml", "docker-compose.proxy.yml")
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_compose_files_follow_the_compose_specification(name: str) -> None:
+    schema = json.loads((REPO / "tests" / "schemas" / "compose-spec.json").read_text())
+    validator = jsonschema.Draft201909Validator(schema)  # the draft it declares
+    validator.validate(_compose(name))
+    broken = _compose(name)
+    broken["services"]["worker"]["restart_policy"] = "always"  # not a service field
+    assert not validator.is_valid(broken)
 
 
 def test_services_share_one_postgres_storage() -> None:
@@ -86,7 +104,7 @@ def _strings(node: object, key: str = "") -> list[tuple[str, str]]:
 
 
 def test_no_password_outside_the_env_file() -> None:
-    for name in ("docker-compose.yml", "docker-compose.gpu.yml", "docker-compose.proxy.yml"):
+    for name in COMPOSE_FILES:
         for key, value in _strings(_compose(name)):
             if "PASSWORD" in key:
                 assert value.startswith("${POSTGRES_PASSWORD"), (key, value)

@@ -1,27 +1,33 @@
-"""Workers, status and export through a real PgBouncer in transaction pooling (Debian's
-`pgbouncer`, which `make test` installs) in front of the test PostgreSQL, with a pool of 3 server
-connections: fewer than the workers."""
+"""Workers, status, export, report and the dashboard through a real PgBouncer (Debian's
+`pgbouncer`, which `make test` installs) in front of the test PostgreSQL, run with the
+pgbouncer.ini that deploy/kubernetes ships, its address and authentication replaced: in
+transaction pooling with a pool of 3 server connections, fewer than the workers, and in session
+pooling."""
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
 import psycopg
 import pytest
+import yaml
 from sqlalchemy.engine import make_url
 
 from conftest import (
     assert_killed_trials_recovered,
     free_port,
     freeze_while_running,
+    get_json_when_up,
     run_sweeps,
     start_worker,
     study_trials,
@@ -30,33 +36,39 @@ from conftest import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.races, pytest.mark.postgres]
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
+SHIPPED = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes" / "pgbouncer.yaml"
 
 
-@pytest.fixture(scope="module")
-def pgbouncer_url(postgres_server_url: str) -> Iterator[str]:
-    """The test database through a PgBouncer in transaction pooling, started once a module."""
+def _shipped_ini() -> configparser.ConfigParser:
+    (config_map,) = [
+        d for d in yaml.safe_load_all(SHIPPED.read_text()) if d["kind"] == "ConfigMap"
+    ]
+    ini = configparser.ConfigParser()
+    ini.read_string(config_map["data"]["pgbouncer.ini"])
+    return ini
+
+
+@contextmanager
+def _pgbouncer(server_url: str, **settings: str) -> Iterator[str]:
+    """The database at `server_url` through a PgBouncer running the shipped configuration with
+    `settings` on top; its URL."""
     assert PGBOUNCER.exists(), "pgbouncer is not installed: `make test` installs it with apt"
-    server = make_url(postgres_server_url)
+    server = make_url(server_url)
     folder = Path(tempfile.mkdtemp(prefix="lrsweep-pgbouncer-"))
     folder.chmod(0o755)  # read by the postgres user: PgBouncer will not run as root
     port = free_port()
     (folder / "users.txt").write_text(f'"{server.username}" ""\n')
-    (folder / "pgbouncer.ini").write_text(
-        textwrap.dedent(f"""\
-            [databases]
-            * = host={server.host} port={server.port or 5432}
-            [pgbouncer]
-            listen_addr = 127.0.0.1
-            listen_port = {port}
-            unix_socket_dir =
-            auth_type = trust
-            auth_file = {folder}/users.txt
-            pool_mode = transaction
-            default_pool_size = 3
-            max_client_conn = 200
-            ignore_startup_parameters = extra_float_digits,options
-            """)
+    ini = _shipped_ini()
+    ini["databases"] = {"*": f"host={server.host} port={server.port or 5432}"}
+    ini["pgbouncer"].update(
+        listen_addr="127.0.0.1",
+        listen_port=str(port),
+        auth_type="trust",  # the test server trusts its clients; the shipped one uses SCRAM
+        auth_file=str(folder / "users.txt"),
+        **settings,
     )
+    with (folder / "pgbouncer.ini").open("w") as handle:
+        ini.write(handle)
     command = [str(PGBOUNCER), str(folder / "pgbouncer.ini")]
     if os.geteuid() == 0:
         command = ["runuser", "-u", "postgres", "--", *command]
@@ -80,7 +92,15 @@ def pgbouncer_url(postgres_server_url: str) -> Iterator[str]:
         shutil.rmtree(folder)
 
 
-def test_workers_status_and_export_through_transaction_pooling(
+@pytest.fixture(scope="module")
+def pgbouncer_url(postgres_server_url: str) -> Iterator[str]:
+    """Transaction pooling with 3 server connections, started once a module."""
+    assert _shipped_ini()["pgbouncer"]["pool_mode"] == "transaction"
+    with _pgbouncer(postgres_server_url, default_pool_size="3") as url:
+        yield url
+
+
+def test_workers_status_export_report_and_dashboard_through_transaction_pooling(
     pgbouncer_url: str, postgres_server_url: str, data_path: Path, tmp_path: Path
 ) -> None:
     """psycopg prepares statements it runs often; behind transaction pooling the next
@@ -111,6 +131,51 @@ def test_workers_status_and_export_through_transaction_pooling(
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "best.json").exists()
+    reported = run_sweeps(
+        "report", "--study", "pooled", "--out", str(tmp_path / "report"), "--top", "2",
+        cwd=tmp_path, env=through,
+    )  # fmt: skip
+    assert reported.returncode == 0, reported.stderr
+    assert (tmp_path / "report" / "report.html").exists()
+    _assert_dashboard_shows(through, "pooled", 48, tmp_path)
+
+
+def _assert_dashboard_shows(env: dict[str, str], study: str, trials: int, cwd: Path) -> None:
+    """`sweeps dashboard` on `env`'s storage lists the study with its trials and epochs."""
+    port = free_port()
+    dashboard = subprocess.Popen(
+        [sys.executable, "-m", "lrsweep.sweeps", "dashboard", "--port", str(port)],
+        cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        listed = get_json_when_up(f"http://127.0.0.1:{port}/api/studies")
+        (summary,) = [s for s in listed["study_summaries"] if s["study_name"] == study]
+        detail = get_json_when_up(
+            f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0"
+        )
+        assert len(detail["trials"]) == trials
+        assert all(trial["intermediate_values"] for trial in detail["trials"])
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=10)
+
+
+def test_workers_and_status_through_session_pooling(
+    postgres_server_url: str, data_path: Path, tmp_path: Path
+) -> None:
+    """Session pooling gives each client a server connection for as long as it stays
+    connected: a pool as large as the workers' connections, as PgBouncer's docs size it."""
+    with _pgbouncer(postgres_server_url, pool_mode="session", default_pool_size="12") as url:
+        through = {"LRSWEEP_STORAGE": url}
+        launched = run_sweeps(
+            "launch", "--study", "session", "--workers", "2", "--trials", "24", "--epochs",
+            "6", "--folds", "1", "--seed", "0", "--data", str(data_path), "--quiet",
+            cwd=tmp_path, env=through,
+        )  # fmt: skip
+        assert launched.returncode == 0, launched.stderr
+        status = run_sweeps("status", "--study", "session", "--json", cwd=tmp_path, env=through)
+        assert status.returncode == 0, status.stderr
+    assert len(study_trials(postgres_server_url, "session")) == 24
 
 
 def test_a_worker_killed_behind_pgbouncer_is_recovered_by_another(

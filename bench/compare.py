@@ -1,7 +1,7 @@
 """Side by side, in one run: the hand-written Optuna loop against `sweeps launch`.
 
     .venv/bin/python -m bench.compare --sizes 200 1000 --storages sqlite postgres
-    .venv/bin/python -m bench.compare --proxy 1000        # PostgreSQL direct vs `sweeps proxy`
+    .venv/bin/python -m bench.compare --pooling 1000 --workers 4  # direct, PgBouncer, proxy
 
 Each pair runs the same number of worker processes on the same storage kind, study size, data,
 validation split (`--folds 1`: one model per trial, as the hand-written loop trains; a later
@@ -9,6 +9,11 @@ validation split (`--folds 1`: one model per trial, as the hand-written loop tra
 other on this machine, and prints a Markdown table: trials per second (finished trials / wall
 time, process start-up included), the ratio, the best validation accuracy, and the time from
 the study's first trial to the first trial completing at >= 95% validation accuracy.
+
+`--pooling N` runs the service alone, N trials each, straight to PostgreSQL, through a real
+PgBouncer in transaction pooling (the shipped pgbouncer.ini, `--pool-size` server connections)
+and through `sweeps proxy`, counting the client connections PostgreSQL holds for the study's
+database every 50 ms.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -54,8 +60,12 @@ class Measured:
 
 
 def measure(url: str, study_name: str, wall_s: float) -> Measured:
-    study = optuna.load_study(study_name=study_name, storage=url)
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    storage = optuna.storages.RDBStorage(url)
+    try:  # its connections closed after, not left open in this process's pool
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    finally:
+        storage.engine.dispose()
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     start = min(at for at in (t.datetime_start for t in trials) if at is not None)
     end = max(at for at in (t.datetime_complete for t in trials) if at is not None)
@@ -119,12 +129,51 @@ def launch_command(study: str, trials: int, args: argparse.Namespace) -> list[st
 
 
 def run_service(
-    url: str, trials: int, args: argparse.Namespace, worker_url: str | None = None
+    url: str,
+    trials: int,
+    args: argparse.Namespace,
+    worker_url: str | None = None,
+    while_running: AbstractContextManager[object] | None = None,
 ) -> Measured:
-    """`sweeps launch` on `worker_url` (default `url`), measured in the database at `url`."""
+    """`sweeps launch` on `worker_url` (default `url`), measured in the database at `url`;
+    `while_running` is entered for the launch alone."""
     study = f"service_{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "LRSWEEP_STORAGE": worker_url or url}
-    return measure(url, study, run_processes([launch_command(study, trials, args)], env))
+    with while_running or nullcontext():
+        wall_s = run_processes([launch_command(study, trials, args)], env)
+    return measure(url, study, wall_s)
+
+
+class ServerConnections:
+    """The client connections PostgreSQL holds for one database, counted every 50 ms in a
+    thread while the block runs (this counter's own excluded)."""
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        self._conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
+        self.counts: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._count, daemon=True)
+
+    def __enter__(self) -> ServerConnections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _count(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self._conninfo, autocommit=True) as connection:
+            while not self._stop.wait(0.05):
+                (count,) = connection.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                ).fetchone()  # type: ignore[misc]
+                self.counts.append(int(count))
 
 
 @contextmanager
@@ -201,18 +250,35 @@ def compare(args: argparse.Namespace) -> None:
                 )
 
 
-def via_proxy(args: argparse.Namespace) -> None:
-    """The service on PostgreSQL, straight to the database and through `sweeps proxy`."""
+def via_poolers(args: argparse.Namespace) -> None:
+    """The service on PostgreSQL: straight to the database, through PgBouncer in transaction
+    pooling and through `sweeps proxy`, one after the other on one database."""
+    from bench.pgbouncer import running_pgbouncer
+
     with TemporaryDirectory() as tmp, storage_url("postgres", args.postgres_url, Path(tmp)) as url:
-        direct = run_service(url, args.proxy, args)
-        with running_proxy(url) as proxy_url:
-            proxied = run_service(url, args.proxy, args, worker_url=proxy_url)
-    print("| path | trials | trials/s, wall | trials/s, in study | best acc |")
-    print("|---|---|---|---|---|")
-    for name, measured in (("PostgreSQL direct", direct), ("via sweeps proxy", proxied)):
+        paths: dict[str, AbstractContextManager[str]] = {
+            "PostgreSQL direct": nullcontext(url),
+            f"PgBouncer, transaction pool of {args.pool_size}": running_pgbouncer(
+                url, default_pool_size=str(args.pool_size)
+            ),
+            "sweeps proxy": running_proxy(url),
+        }
+        rows = []
+        for name, path in paths.items():
+            connections = ServerConnections(url)
+            with path as worker_url:
+                measured = run_service(url, args.pooling, args, worker_url, connections)
+            rows.append((name, measured, connections.counts))
+    print(
+        f"| path ({args.workers} workers) | trials | trials/s, wall | trials/s, in study | "
+        "server connections, most / mean | best acc |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, measured, counts in rows:
         print(
             f"| {name} | {measured.finished} | {measured.trials_per_s:.1f} | "
-            f"{measured.study_trials_per_s:.1f} | {_fmt(measured.best, '{:.4f}')} |"
+            f"{measured.study_trials_per_s:.1f} | {max(counts)} / "
+            f"{sum(counts) / len(counts):.1f} | {_fmt(measured.best, '{:.4f}')} |"
         )
 
 
@@ -227,7 +293,16 @@ def main() -> None:
         "--data", type=Path, default=Path(os.environ.get("IONOSPHERE_CSV", DEFAULT_DATA))
     )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
-    parser.add_argument("--proxy", type=int, metavar="N", help="service only, direct vs proxy")
+    parser.add_argument(
+        "--pooling",
+        "--proxy",
+        type=int,
+        metavar="N",
+        help="service only: direct vs PgBouncer vs sweeps proxy",
+    )
+    parser.add_argument(
+        "--pool-size", type=int, default=3, help="PgBouncer's server connections (default 3)"
+    )
     parser.add_argument(
         "--service-args",
         nargs=argparse.REMAINDER,
@@ -236,8 +311,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if args.proxy:
-        via_proxy(args)
+    if args.pooling:
+        via_poolers(args)
     else:
         compare(args)
 

@@ -6,23 +6,16 @@ pooling."""
 
 from __future__ import annotations
 
-import configparser
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
-import psycopg
 import pytest
-import yaml
-from sqlalchemy.engine import make_url
 
+from bench.pgbouncer import running_pgbouncer, shipped_ini
 from conftest import (
     assert_killed_trials_recovered,
     free_port,
@@ -35,68 +28,13 @@ from conftest import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.races, pytest.mark.postgres]
-PGBOUNCER = Path("/usr/sbin/pgbouncer")
-SHIPPED = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes" / "pgbouncer.yaml"
-
-
-def _shipped_ini() -> configparser.ConfigParser:
-    (config_map,) = [
-        d for d in yaml.safe_load_all(SHIPPED.read_text()) if d["kind"] == "ConfigMap"
-    ]
-    ini = configparser.ConfigParser()
-    ini.read_string(config_map["data"]["pgbouncer.ini"])
-    return ini
-
-
-@contextmanager
-def _pgbouncer(server_url: str, **settings: str) -> Iterator[str]:
-    """The database at `server_url` through a PgBouncer running the shipped configuration with
-    `settings` on top; its URL."""
-    assert PGBOUNCER.exists(), "pgbouncer is not installed: `make test` installs it with apt"
-    server = make_url(server_url)
-    folder = Path(tempfile.mkdtemp(prefix="lrsweep-pgbouncer-"))
-    folder.chmod(0o755)  # read by the postgres user: PgBouncer will not run as root
-    port = free_port()
-    (folder / "users.txt").write_text(f'"{server.username}" ""\n')
-    ini = _shipped_ini()
-    ini["databases"] = {"*": f"host={server.host} port={server.port or 5432}"}
-    ini["pgbouncer"].update(
-        listen_addr="127.0.0.1",
-        listen_port=str(port),
-        auth_type="trust",  # the test server trusts its clients; the shipped one uses SCRAM
-        auth_file=str(folder / "users.txt"),
-        **settings,
-    )
-    with (folder / "pgbouncer.ini").open("w") as handle:
-        ini.write(handle)
-    command = [str(PGBOUNCER), str(folder / "pgbouncer.ini")]
-    if os.geteuid() == 0:
-        command = ["runuser", "-u", "postgres", "--", *command]
-    bouncer = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = server.set(port=port).render_as_string(hide_password=False)
-    conninfo = server.set(drivername="postgresql", port=port).render_as_string(hide_password=False)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            psycopg.connect(conninfo, connect_timeout=2).close()
-            break
-        except psycopg.OperationalError:
-            assert bouncer.poll() is None, bouncer.stderr.read() if bouncer.stderr else ""
-            assert time.monotonic() < deadline, "PgBouncer did not accept connections"
-            time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        bouncer.terminate()
-        bouncer.wait(timeout=10)
-        shutil.rmtree(folder)
 
 
 @pytest.fixture(scope="module")
 def pgbouncer_url(postgres_server_url: str) -> Iterator[str]:
     """Transaction pooling with 3 server connections, started once a module."""
-    assert _shipped_ini()["pgbouncer"]["pool_mode"] == "transaction"
-    with _pgbouncer(postgres_server_url, default_pool_size="3") as url:
+    assert shipped_ini()["pgbouncer"]["pool_mode"] == "transaction"
+    with running_pgbouncer(postgres_server_url, default_pool_size="3") as url:
         yield url
 
 
@@ -165,7 +103,9 @@ def test_workers_and_status_through_session_pooling(
 ) -> None:
     """Session pooling gives each client a server connection for as long as it stays
     connected: a pool as large as the workers' connections, as PgBouncer's docs size it."""
-    with _pgbouncer(postgres_server_url, pool_mode="session", default_pool_size="12") as url:
+    with running_pgbouncer(
+        postgres_server_url, pool_mode="session", default_pool_size="12"
+    ) as url:
         through = {"LRSWEEP_STORAGE": url}
         launched = run_sweeps(
             "launch", "--study", "session", "--workers", "2", "--trials", "24", "--epochs",

@@ -69,6 +69,7 @@ def visible_gpus(count: int, visible: str | None) -> list[str]:
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LAUNCHED_FLAG = "--launched"  # a child: wait for GO on stdin, then work; EOF: exit quietly
 GO = b"go\n"
+WORKER_COMMAND = (sys.executable, "-m", "lrsweep.sweeps", "worker")  # a worker process, as started
 
 
 class StartedWorkers:
@@ -130,7 +131,7 @@ def started_workers(
             env = {**os.environ, STORAGE_ENV_VAR: storage_url, "OMP_NUM_THREADS": "1"}
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
-            command = [sys.executable, "-m", "lrsweep.sweeps", "worker", *argv, LAUNCHED_FLAG]
+            command = [*WORKER_COMMAND, *argv, LAUNCHED_FLAG]
             children.append(
                 subprocess.Popen(command, env=env, stdin=subprocess.PIPE, start_new_session=True)
             )

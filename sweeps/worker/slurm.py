@@ -15,7 +15,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from lrsweep.errors import InvalidInputError, UsageError, require_positive
 from lrsweep.storage import STORAGE_ENV_VAR, StorageSettings
 from lrsweep.sweeps.flags import option, to_argv
 from lrsweep.sweeps.study.options import StudyOptions
-from lrsweep.sweeps.worker.launch import worker_flags
+from lrsweep.sweeps.worker.launch import WORKER_COMMAND, worker_flags
 from lrsweep.sweeps.worker.options import MAX_PROPOSAL_PROCESSES, WorkerOptions
 
 TASK_INDEX = "${SLURM_ARRAY_TASK_ID}"
@@ -127,7 +126,7 @@ def job_script(
     ]
     flags = [*worker_flags(storage, study_name, replace(options, seed=None)), *to_argv(study)]
     seed = [] if options.seed is None else [f"--seed=$(({options.seed} + {TASK_INDEX}))"]
-    worker = shlex.join([sys.executable, "-m", "lrsweep.sweeps", "worker", *flags])
+    worker = shlex.join([*WORKER_COMMAND, *flags])
     lines = [
         "#!/bin/bash",
         *(f"#SBATCH {shlex.quote(directive)}" for directive in directives),

@@ -40,6 +40,7 @@ from lrsweep.storage.optuna_rdb import (
     encode_intermediate_value,
     encode_value,
 )
+from lrsweep.storage.reads import trials_by_id
 
 CLAIM_KEY = "lrsweep:claim"
 """System attribute naming the claim that started a trial (how a retried claim finds it)."""
@@ -90,7 +91,7 @@ def counts(connection: Connection, study_id: int) -> Counter[str]:
 
 
 def claim_trials(
-    storage: optuna.storages.RDBStorage,
+    connection: Connection,
     study_id: int,
     proposals: Sequence[FrozenTrial],
     cap: int | None,
@@ -105,54 +106,49 @@ def claim_trials(
     `user_attrs` (the worker's name) and `claim_id`; a claim retried after its commit landed
     but its answer was lost returns the trials it started instead of starting more.
 
-    Callers hold the study's claim lock (`SqlTrialStore.claim`): counting and starting must not
-    interleave with another claim.
+    `connection` is in the transaction that holds the study's claim lock (`SqlTrialStore.claim`):
+    counting and starting must not interleave with another claim.
     """
-    with storage.engine.begin() as connection:
-        started = claimed_by(connection, study_id, claim_id)
-        if started:
-            new: Sequence[FrozenTrial] = []
-            waiting, created = started, []
-        else:
-            by_state = counts(connection, study_id)
-            take = len(proposals)
-            if cap is not None:
-                finished = by_state["COMPLETE"] + by_state["PRUNED"]
-                take = max(0, min(take, cap - finished - by_state["RUNNING"]))
-            waiting = list(
-                connection.execute(
-                    select(TRIALS.c.trial_id)
-                    .where(TRIALS.c.study_id == study_id, TRIALS.c.state == TrialState.WAITING)
-                    .order_by(TRIALS.c.trial_id)
-                    .limit(take)
-                ).scalars()
-            )
-            now = utc_now()
-            if waiting:
-                connection.execute(
-                    update(TRIALS)
-                    .where(TRIALS.c.trial_id.in_(waiting))
-                    .values(state=TrialState.RUNNING, datetime_start=now)
-                )
-            new = proposals[: take - len(waiting)]
-            created = _insert_trials(connection, study_id, new, now)
-            started = [*waiting, *created]
-            marks = {CLAIM_KEY: claim_id}
-            _upsert_attrs(
-                connection, USER_ATTRS, [(i, k, v) for i in started for k, v in user_attrs.items()]
-            )
-            _upsert_attrs(
-                connection, SYSTEM_ATTRS, [(i, k, v) for i in started for k, v in marks.items()]
-            )
-            _insert_ignoring_duplicates(
-                connection, HEARTBEATS, [{"trial_id": i} for i in started], ("trial_id",)
-            )
-        numbers = dict(
+    started = claimed_by(connection, study_id, claim_id)
+    if started:
+        new: Sequence[FrozenTrial] = []
+        waiting, created = started, []
+    else:
+        by_state = counts(connection, study_id)
+        take = len(proposals)
+        if cap is not None:
+            finished = by_state["COMPLETE"] + by_state["PRUNED"]
+            take = max(0, min(take, cap - finished - by_state["RUNNING"]))
+        waiting = list(
             connection.execute(
-                select(TRIALS.c.trial_id, TRIALS.c.number).where(TRIALS.c.trial_id.in_(created))
-            ).all()
+                select(TRIALS.c.trial_id)
+                .where(TRIALS.c.study_id == study_id, TRIALS.c.state == TrialState.WAITING)
+                .order_by(TRIALS.c.trial_id)
+                .limit(take)
+            ).scalars()
         )
-    popped = [storage.get_trial(trial_id) for trial_id in waiting]  # few: copies, baselines
+        now = utc_now()
+        if waiting:
+            connection.execute(
+                update(TRIALS)
+                .where(TRIALS.c.trial_id.in_(waiting))
+                .values(state=TrialState.RUNNING, datetime_start=now)
+            )
+        new = proposals[: take - len(waiting)]
+        created = _insert_trials(connection, study_id, new, now)
+        started = [*waiting, *created]
+        marks = {CLAIM_KEY: claim_id}
+        _upsert_attrs(
+            connection, USER_ATTRS, [(i, k, v) for i in started for k, v in user_attrs.items()]
+        )
+        _upsert_attrs(
+            connection, SYSTEM_ATTRS, [(i, k, v) for i in started for k, v in marks.items()]
+        )
+        _insert_ignoring_duplicates(
+            connection, HEARTBEATS, [{"trial_id": i} for i in started], ("trial_id",)
+        )
+    numbers = _numbers(connection, created)
+    popped = list(trials_by_id(connection, waiting, user_attrs=True))  # few: copies, baselines
     return popped + [
         _started(template, trial_id, numbers[trial_id], user_attrs, {CLAIM_KEY: claim_id})
         for template, trial_id in zip(new, created, strict=True)
@@ -177,12 +173,20 @@ def claimed_by(connection: Connection, study_id: int, claim_id: str) -> list[int
 
 
 def enqueue_trials(
-    storage: optuna.storages.RDBStorage, study_id: int, templates: Sequence[FrozenTrial]
-) -> list[int]:
-    """Add WAITING trials with fixed parameters in one transaction; returns their ids. Callers
-    hold the claim lock, so their numbers never collide with a concurrent claim's."""
-    with storage.engine.begin() as connection:
-        return _insert_trials(connection, study_id, templates, None, state=TrialState.WAITING)
+    connection: Connection, study_id: int, templates: Sequence[FrozenTrial]
+) -> dict[int, int]:
+    """Add WAITING trials with fixed parameters; returns their numbers by id. `connection` is in
+    the transaction that holds the claim lock, so numbers never collide with a claim's."""
+    created = _insert_trials(connection, study_id, templates, None, state=TrialState.WAITING)
+    return _numbers(connection, created)
+
+
+def _numbers(connection: Connection, trial_ids: Sequence[int]) -> dict[int, int]:
+    """Trial numbers by id."""
+    if not trial_ids:
+        return {}
+    rows = select(TRIALS.c.trial_id, TRIALS.c.number).where(TRIALS.c.trial_id.in_(trial_ids))
+    return {int(trial_id): int(number) for trial_id, number in connection.execute(rows)}
 
 
 def _insert_trials(
@@ -315,17 +319,19 @@ def _finish(connection: Connection, finishing: Sequence[Finished]) -> None:
     )
 
 
-def fail_if_running(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
-    """Fail a trial only if it is still RUNNING, in one statement: a worker that finished it
-    a moment ago keeps its result (Optuna's own check reads, then overwrites, and on SQLite
-    the read is outside the write's transaction)."""
-    with storage.engine.begin() as connection:
-        failed = connection.execute(
-            update(TRIALS)
-            .where(TRIALS.c.trial_id == trial_id, TRIALS.c.state == TrialState.RUNNING)
-            .values(state=TrialState.FAIL, datetime_complete=utc_now())
-        )
-        return failed.rowcount == 1
+def fail_if_running(connection: Connection, trial_ids: Sequence[int]) -> list[int]:
+    """Fail those of `trial_ids` still RUNNING, in one statement, and return them: a worker that
+    finished one a moment ago keeps its result (Optuna's own check reads, then overwrites, and on
+    SQLite the read is outside the write's transaction)."""
+    if not trial_ids:
+        return []
+    failed = connection.execute(
+        update(TRIALS)
+        .where(TRIALS.c.trial_id.in_(trial_ids), TRIALS.c.state == TrialState.RUNNING)
+        .values(state=TrialState.FAIL, datetime_complete=utc_now())
+        .returning(TRIALS.c.trial_id)
+    )
+    return sorted(int(trial_id) for (trial_id,) in failed)
 
 
 def record_heartbeats(storage: optuna.storages.RDBStorage, trial_ids: Sequence[int]) -> None:
@@ -344,13 +350,10 @@ def _beat(connection: Connection, trial_ids: Iterable[int]) -> None:
     )
 
 
-def annotate_trial(
-    storage: optuna.storages.RDBStorage, trial_id: int, user_attrs: Mapping[str, Any]
-) -> None:
+def annotate_trial(connection: Connection, trial_id: int, user_attrs: Mapping[str, Any]) -> None:
     """Set user attributes on a trial in any state (Optuna refuses once it has finished):
     how lrsweep records why a trial failed and which trial re-runs it."""
-    with storage.engine.begin() as connection:
-        _upsert_attrs(connection, USER_ATTRS, [(trial_id, k, v) for k, v in user_attrs.items()])
+    _upsert_attrs(connection, USER_ATTRS, [(trial_id, k, v) for k, v in user_attrs.items()])
 
 
 def _started(

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from lrsweep.errors import StorageError
 from lrsweep.storage.locks import DatabaseLock
@@ -24,6 +25,7 @@ from lrsweep.storage.trial_store import SqlTrialStore, TrialStore
 from lrsweep.storage.urls import StorageUrl
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
+ALEMBIC_VERSION = "alembic_version"  # the table whose row Optuna writes last when it sets up
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,7 @@ def open_storage(
         if pool_size is not None:
             engine_kwargs["pool_size"] = pool_size
     try:
-        # Workers starting together on a new database would race to create Optuna's tables.
-        with DatabaseLock(url, "schema").held():
-            storage = _rdb_storage(settings, engine_kwargs, storage_class)
+        storage = _create_schema_once(url, settings, engine_kwargs, storage_class)
     except (SQLAlchemyError, OSError) as exc:
         reason = describe_database_error(exc, url.password)
         raise StorageError(f"cannot open storage {settings.masked_url}: {reason}") from exc
@@ -115,6 +115,33 @@ def _sqlite_synchronous_normal(connection: sqlite3.Connection, _record: object) 
     """In WAL mode, NORMAL skips the fsync per commit and still never corrupts the file; a
     power cut (not a crash) can lose the last commits. Workers commit every quarter second."""
     connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def _create_schema_once(
+    url: StorageUrl,
+    settings: StorageSettings,
+    engine_kwargs: dict[str, Any],
+    storage_class: type[optuna.storages.RDBStorage],
+) -> optuna.storages.RDBStorage:
+    """Workers starting together on a new database would race to create Optuna's tables, so
+    that is done under a lock; once Optuna has stamped its schema version (the last step), a
+    worker opens the storage without it. Only the first workers wait, and a late one never
+    holds the lock's connection while claims behind a small PgBouncer pool need one."""
+    probe = create_engine(url.text, poolclass=NullPool, connect_args=engine_kwargs["connect_args"])
+    try:
+        if _schema_stamped(probe):
+            return _rdb_storage(settings, engine_kwargs, storage_class)
+        with DatabaseLock(url, "schema", probe).transaction():
+            return _rdb_storage(settings, engine_kwargs, storage_class)
+    finally:
+        probe.dispose()
+
+
+def _schema_stamped(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        if not inspect(connection).has_table(ALEMBIC_VERSION):
+            return False
+        return connection.execute(text(f"SELECT 1 FROM {ALEMBIC_VERSION}")).first() is not None
 
 
 def _rdb_storage(

@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Connection, Engine, text
 
 from lrsweep.storage.urls import StorageUrl
 
@@ -26,10 +25,9 @@ FIRST_WAIT_S, LONGEST_WAIT_S = 0.005, 0.1  # between a PostgreSQL waiter's tries
 
 
 class DatabaseLock:
-    """Mutex `name` shared by every process that opens the same database."""
+    """Mutex `name` shared by every process that opens the same database as `engine`."""
 
-    def __init__(self, url: StorageUrl, name: str, engine: Engine | None = None) -> None:
-        self._url, self._connect_args = url.text, url.connect_args
+    def __init__(self, url: StorageUrl, name: str, engine: Engine) -> None:
         self._engine = engine
         database_file = url.sqlite_file
         self._lock_file = None if database_file is None else _lock_path(database_file, name)
@@ -39,43 +37,32 @@ class DatabaseLock:
             self._in_process = _IN_PROCESS.setdefault((url.text, name), threading.Lock())
 
     @contextmanager
-    def held(self) -> Iterator[None]:
-        with self._in_process, self._held_in_database():
-            yield
-
-    @contextmanager
-    def _held_in_database(self) -> Iterator[None]:
-        if self._lock_file is not None:
-            self._lock_file.parent.mkdir(parents=True, exist_ok=True)
-            with self._lock_file.open("a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-            return
-        engine = self._engine or create_engine(
-            self._url, poolclass=NullPool, connect_args=self._connect_args
-        )
-        try:
-            connection = self._acquire(engine)
+    def transaction(self) -> Iterator[Connection]:
+        """A connection whose transaction holds the lock: committed when the block ends, rolled
+        back if it fails, and the lock released either way. Do all the work under the lock on
+        this connection. A holder that needed a second one could wait for ever behind a
+        connection pooler (PgBouncer) whose every server connection is pinned by an open
+        transaction of another holder that also waits for one."""
+        with self._in_process:
+            if self._lock_file is not None:
+                with _file_locked(self._lock_file), self._engine.begin() as connection:
+                    yield connection
+                return
+            connection = self._acquire()
             try:
-                yield
+                yield connection
                 connection.commit()  # ends the transaction, and with it the lock
             finally:
                 connection.close()  # rolled back, if the block failed: released all the same
-        finally:
-            if self._engine is None:
-                engine.dispose()
 
-    def _acquire(self, engine: Engine) -> Connection:
+    def _acquire(self) -> Connection:
         """A connection whose open transaction holds the lock. A waiter asks in short
         transactions (`pg_try_advisory_xact_lock`) rather than blocking in one: blocked, it
         would hold a server connection the holder's own work may need (behind a PgBouncer
         pool smaller than the workers, the holder then never got one)."""
         wait = FIRST_WAIT_S
         while True:
-            connection = engine.connect()
+            connection = self._engine.connect()
             try:
                 taken = connection.execute(
                     text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": self._advisory_key}
@@ -92,6 +79,17 @@ class DatabaseLock:
 
 _IN_PROCESS: dict[tuple[str, str], threading.Lock] = {}
 _REGISTRY_LOCK = threading.Lock()
+
+
+@contextmanager
+def _file_locked(lock_file: Path) -> Iterator[None]:
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _lock_path(database_file: Path, name: str) -> Path:

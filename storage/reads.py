@@ -4,8 +4,9 @@ Optuna's `get_trial` and `_get_trials` build every trial through the ORM (one ob
 parameter, attribute and intermediate value): about 1.4 ms per 50-epoch trial, which a worker
 paid for every trial another worker finished. Here the same rows come from one query per table
 and are decoded with Optuna's own decoders (distributions, value types, timestamps stored as
-naive UTC and handed out as naive local time); user attributes are left out (neither TPE nor a
-pruner reads them), and only the first objective's value is read (studies here have one).
+naive UTC and handed out as naive local time); user attributes are left out unless asked for
+(neither TPE nor a pruner reads them), and only the first objective's value is read (studies
+here have one).
 """
 
 from __future__ import annotations
@@ -20,21 +21,31 @@ from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, Table, select
 
-from lrsweep.storage.bulk import INTERMEDIATE_VALUES, PARAMS, SYSTEM_ATTRS, TRIALS, VALUES
-from lrsweep.storage.optuna_rdb import decode_intermediate_value, decode_value
+from lrsweep.storage.optuna_rdb import (
+    INTERMEDIATE_VALUES,
+    PARAMS,
+    SYSTEM_ATTRS,
+    TRIALS,
+    USER_ATTRS,
+    VALUES,
+    decode_intermediate_value,
+    decode_value,
+)
 
 CHUNK = 500  # ids per IN (...) list, well within every database's limit
 
 
-def trials_by_id(connection: Connection, trial_ids: Collection[int]) -> Iterator[FrozenTrial]:
-    """The trials with these ids, in id order, without their user attributes; read CHUNK at a
-    time, so a caller that keeps only part of each trial never holds them all."""
+def trials_by_id(
+    connection: Connection, trial_ids: Collection[int], *, user_attrs: bool = False
+) -> Iterator[FrozenTrial]:
+    """The trials with these ids, in id order, with their user attributes only if asked; read
+    CHUNK at a time, so a caller that keeps only part of each trial never holds them all."""
     ordered = sorted(trial_ids)
     for start in range(0, len(ordered), CHUNK):
-        yield from _read(connection, ordered[start : start + CHUNK])
+        yield from _read(connection, ordered[start : start + CHUNK], user_attrs)
 
 
-def _read(connection: Connection, ids: list[int]) -> Iterator[FrozenTrial]:
+def _read(connection: Connection, ids: list[int], with_user_attrs: bool) -> Iterator[FrozenTrial]:
     params: dict[int, dict[str, Any]] = defaultdict(dict)
     distributions: dict[int, dict[str, BaseDistribution]] = defaultdict(dict)
     for trial_id, name, stored, distribution_json in _rows(
@@ -54,9 +65,8 @@ def _read(connection: Connection, ids: list[int]) -> Iterator[FrozenTrial]:
     columns = ("step", "intermediate_value", "intermediate_value_type")
     for trial_id, step, value, value_type in _rows(connection, INTERMEDIATE_VALUES, ids, *columns):
         intermediate[trial_id][step] = decode_intermediate_value(value, value_type)
-    system_attrs: dict[int, dict[str, Any]] = defaultdict(dict)
-    for trial_id, key, value_json in _rows(connection, SYSTEM_ATTRS, ids, "key", "value_json"):
-        system_attrs[trial_id][key] = json.loads(value_json)
+    system_attrs = _attrs(connection, SYSTEM_ATTRS, ids)
+    user_attrs = _attrs(connection, USER_ATTRS, ids) if with_user_attrs else defaultdict(dict)
     rows = connection.execute(
         select(
             TRIALS.c.trial_id,
@@ -77,11 +87,18 @@ def _read(connection: Connection, ids: list[int]) -> Iterator[FrozenTrial]:
             datetime_complete=_local(completed),
             params=params[trial_id],
             distributions=distributions[trial_id],
-            user_attrs={},
+            user_attrs=user_attrs[trial_id],
             system_attrs=system_attrs[trial_id],
             intermediate_values=intermediate[trial_id],
             trial_id=trial_id,
         )
+
+
+def _attrs(connection: Connection, table: Table, ids: list[int]) -> dict[int, dict[str, Any]]:
+    attrs: dict[int, dict[str, Any]] = defaultdict(dict)
+    for trial_id, key, value_json in _rows(connection, table, ids, "key", "value_json"):
+        attrs[trial_id][key] = json.loads(value_json)
+    return attrs
 
 
 def _rows(connection: Connection, table: Table, ids: list[int], *columns: str) -> Any:

@@ -24,7 +24,7 @@ from lrsweep.storage import bulk, reads
 from lrsweep.storage.bulk import EpochValues, EpochWrite, Finished, SystemAttrs
 from lrsweep.storage.locks import DatabaseLock
 from lrsweep.storage.optuna_rdb import stale_trial_ids
-from lrsweep.storage.requeue import hand_back
+from lrsweep.storage.requeue import DEFAULT_MAX_RETRY, RequeueStaleTrials, hand_back
 from lrsweep.storage.urls import StorageUrl
 
 FINISHED_STATES = ("COMPLETE", "PRUNED")
@@ -107,7 +107,11 @@ class SqlTrialStore(TrialStore):
         self._storage = storage
         self.study_id = storage.get_study_id_from_name(study_name)
         url = StorageUrl.of(storage.engine.url)  # parsed by SQLAlchemy already
-        self._lock = DatabaseLock(url, f"claim-{study_name}", engine=storage.engine)
+        self._lock = DatabaseLock(url, f"claim-{study_name}", storage.engine)
+        callback = storage.get_heartbeat_stale_trial_callback()
+        self._max_retry = (
+            callback.max_retry if isinstance(callback, RequeueStaleTrials) else DEFAULT_MAX_RETRY
+        )
 
     def counts(self) -> Counter[str]:
         with self._storage.engine.connect() as connection:
@@ -136,14 +140,14 @@ class SqlTrialStore(TrialStore):
         user_attrs: Mapping[str, Any],
         claim_id: str,
     ) -> list[FrozenTrial]:
-        with self._lock.held():
+        with self._lock.transaction() as connection:
             return bulk.claim_trials(
-                self._storage, self.study_id, proposals, cap, user_attrs, claim_id
+                connection, self.study_id, proposals, cap, user_attrs, claim_id
             )
 
     def enqueue(self, templates: Sequence[FrozenTrial]) -> None:
-        with self._lock.held():
-            bulk.enqueue_trials(self._storage, self.study_id, templates)
+        with self._lock.transaction() as connection:
+            bulk.enqueue_trials(connection, self.study_id, templates)
 
     def write_epoch(
         self,
@@ -154,19 +158,20 @@ class SqlTrialStore(TrialStore):
         return bulk.write_epoch(self._storage, values, system_attrs, finished)
 
     def fail_stale_trials(self, study: optuna.Study) -> None:
-        """Optuna's `fail_stale_trials`, with a conditional UPDATE (`bulk.fail_if_running`)."""
-        storage = self._storage
-        with self._lock.held():
-            stale = stale_trial_ids(storage, self.study_id)
-            failed = [trial_id for trial_id in stale if bulk.fail_if_running(storage, trial_id)]
-            requeue = storage.get_heartbeat_stale_trial_callback()
-            if requeue is not None:
-                for trial_id in failed:
-                    requeue(study, storage.get_trial(trial_id))
+        """Optuna's `fail_stale_trials`, with a conditional UPDATE (`bulk.fail_if_running`) and
+        the copies queued in the same transaction. The stale list is read before the lock (on
+        its own connection, as Optuna reads it): a trial on it that finished since keeps its
+        result; one whose worker was only slow is `EpochWrite.lost` to it at its next write."""
+        stale = stale_trial_ids(self._storage, self.study_id)
+        if stale:
+            self._hand_back(stale, RequeueStaleTrials.REASON)
 
     def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> int:
-        with self._lock.held():
-            return hand_back(study, trial_ids, reason, self._storage)
+        return self._hand_back(trial_ids, reason)
+
+    def _hand_back(self, trial_ids: Sequence[int], reason: str) -> int:
+        with self._lock.transaction() as connection:
+            return hand_back(connection, self.study_id, trial_ids, reason, self._max_retry)
 
     def record_heartbeats(self, trial_ids: Sequence[int]) -> None:
         bulk.record_heartbeats(self._storage, trial_ids)

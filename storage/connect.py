@@ -123,18 +123,31 @@ def _create_schema_once(
     engine_kwargs: dict[str, Any],
     storage_class: type[optuna.storages.RDBStorage],
 ) -> optuna.storages.RDBStorage:
-    """Workers starting together on a new database would race to create Optuna's tables, so
-    that is done under a lock; once Optuna has stamped its schema version (the last step), a
-    worker opens the storage without it. Only the first workers wait, and a late one never
-    holds the lock's connection while claims behind a small PgBouncer pool need one."""
+    """Optuna's RDB storage, its tables made if need be, its schema version checked.
+
+    Workers starting together on a new database would race to create Optuna's tables, so that
+    is done under a lock; once Optuna has stamped its schema version (its last step), a worker
+    opens the storage without it. No step holds two connections at once: Optuna's own version
+    check reads the stamp on a second connection while its first holds a transaction, and
+    behind a PgBouncer pool no larger than the workers starting together, every server
+    connection was held by one of those first transactions until PgBouncer gave up (120 s)."""
     probe = create_engine(url.text, poolclass=NullPool, connect_args=engine_kwargs["connect_args"])
     try:
         if _schema_stamped(probe):
-            return _rdb_storage(settings, engine_kwargs, storage_class)
-        with DatabaseLock(url, "schema", probe).transaction():
-            return _rdb_storage(settings, engine_kwargs, storage_class)
+            storage = _rdb_storage(settings, engine_kwargs, storage_class, tables_exist=True)
+        else:
+            with DatabaseLock(url, "schema", probe).transaction():
+                storage = _rdb_storage(settings, engine_kwargs, storage_class, tables_exist=False)
     finally:
         probe.dispose()
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current != head:
+        storage.engine.dispose()
+        raise StorageError(
+            f"cannot open storage {settings.masked_url}: its tables are at Optuna schema version "
+            f"{current}, this Optuna needs {head}; run `optuna storage upgrade --storage URL`"
+        )
+    return storage
 
 
 def _schema_stamped(engine: Engine) -> bool:
@@ -148,6 +161,8 @@ def _rdb_storage(
     settings: StorageSettings,
     engine_kwargs: dict[str, Any],
     storage_class: type[optuna.storages.RDBStorage],
+    *,
+    tables_exist: bool,
 ) -> optuna.storages.RDBStorage:
     with warnings.catch_warnings():
         # Heartbeats are marked experimental; they are the documented way to fail and re-run
@@ -159,6 +174,8 @@ def _rdb_storage(
             heartbeat_interval=settings.heartbeat_interval,
             grace_period=settings.grace_period,
             heartbeat_stale_trial_callback=RequeueStaleTrials(settings.max_retry),
+            skip_table_creation=tables_exist,
+            skip_compatibility_check=True,  # checked after, on one connection
         )
 
 

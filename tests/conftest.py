@@ -74,9 +74,9 @@ def sklearn_csv(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
     return written
 
 
-@pytest.fixture(scope="session")
-def postgres_server_url() -> Iterator[str]:
-    """A database created for this test session on the real server, dropped at the end."""
+@contextmanager
+def _new_postgres_database() -> Iterator[str]:
+    """A database created on the real server, dropped at the end; its URL."""
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -90,6 +90,23 @@ def postgres_server_url() -> Iterator[str]:
     finally:
         with psycopg.connect(conninfo, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A database for this test session."""
+    with _new_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every storage kind, as a database no one has opened yet."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'new.db'}"
+        return
+    with _new_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,27 @@ def test_storage_has_heartbeat_and_counts_trials_by_state(
     study.ask()
     counts = SqlTrialStore(storage, "counts").counts()
     assert counts == {"COMPLETE": 1, "PRUNED": 1, "RUNNING": 1}
+
+
+def test_a_schema_from_another_optuna_is_refused_with_the_upgrade_command(
+    tmp_path: Path, disposing: Callable[[Any], Any]
+) -> None:
+    db = tmp_path / "old.db"
+    disposing(open_storage(StorageSettings(f"sqlite:///{db}")))
+    with sqlite3.connect(db) as connection:  # as a study made by Optuna 3.0 would be stamped
+        connection.execute("UPDATE alembic_version SET version_num = 'v3.0.0.a'")
+    connection.close()
+    with pytest.raises(StorageError, match="v3.0.0.a.*optuna storage upgrade"):
+        open_storage(StorageSettings(f"sqlite:///{db}"))
+
+
+def test_opening_a_new_database_from_many_threads_at_once_makes_one_schema(
+    new_storage_url: str, disposing: Callable[[Any], Any]
+) -> None:
+    """Only the first opens take the schema lock; all end with one stamped schema."""
+    settings = StorageSettings(resolve_storage_url(new_storage_url))
+    with ThreadPoolExecutor(8) as pool:
+        opened = [disposing(s) for s in pool.map(lambda _: open_storage(settings), range(8))]
+    assert {storage.get_current_version() for storage in opened} == {opened[0].get_head_version()}
+    optuna.create_study(storage=opened[0], study_name="one")
+    assert optuna.get_all_study_names(storage=opened[-1]) == ["one"]

@@ -247,7 +247,7 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
     from lrsweep.sweeps.study.open import open_for_sweep
     from lrsweep.sweeps.study.options import StudyOptions
     from lrsweep.sweeps.worker.options import WorkerOptions
-    from lrsweep.sweeps.worker.slurm import SlurmOptions, find_sbatch, job_script, submit
+    from lrsweep.sweeps.worker.slurm import SlurmOptions, job_script, submit, write_job
 
     slurm = _options(args, SlurmOptions)
     options = _options(args, WorkerOptions)
@@ -256,13 +256,13 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
     if slurm.dry_run:
         print(job_script(storage, args.study, study, options, slurm), end="")
         return EXIT_OK
-    find_sbatch()  # off a login node, before the study is touched
+    script = write_job(storage, args.study, study, options, slurm)  # checked, not submitted
     # The study is made (or its options checked) here, once, before any task starts.
     opened = open_for_sweep(storage, args.study, study, options.data)
-    submitted = submit(storage, args.study, study, options, slurm)
+    job_id = submit(storage, script)
     print(
-        f"submitted job {submitted.job_id}: {slurm.tasks} workers on study {args.study!r} "
-        f"({storage.masked_url}); logs {submitted.script.parent}/*-{submitted.job_id}_*.out; "
+        f"submitted job {job_id}: {slurm.tasks} workers on study {args.study!r} "
+        f"({storage.masked_url}); logs {script.parent}/*-{job_id}_*.out; "
         f"follow with: sweeps status --study {args.study}",
         file=sys.stderr,
     )

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
@@ -213,11 +214,14 @@ def _held_running(url: str, study: str, tmp_path: Path, job_id: str, *, task: in
 def test_sbatch_refusing_the_job_is_one_line(
     slurm_env: dict[str, str], postgres_server_url: str, data_path: Path, tmp_path: Path
 ) -> None:
+    study = unique_study()
     refused = run_sweeps(
-        "slurm", "--study", unique_study(), "--tasks", "2", "--gpus-per-task", "0",
+        "slurm", "--study", study, "--tasks", "2", "--gpus-per-task", "0",
         "--partition", "nosuch", "--folds", "1", "--data", str(data_path), cwd=tmp_path,
         env={**slurm_env, "LRSWEEP_STORAGE": postgres_server_url},
     )  # fmt: skip
     assert refused.returncode == 2, refused.stderr
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith("error: sbatch refused the job:") and "partition" in line, line
+    # Checked before the study is made: the corrected command may change its flags.
+    assert study not in optuna.get_all_study_names(postgres_server_url)

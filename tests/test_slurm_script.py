@@ -95,7 +95,7 @@ def test_the_script_refuses_to_run_without_the_storage_in_its_environment(
 
 
 def test_without_sbatch_or_with_bad_flags_it_is_one_line(tmp_path: Path) -> None:
-    no_slurm = {"LRSWEEP_STORAGE": str(tmp_path / "s.db"), "PATH": "/nonexistent"}
+    no_slurm = {"LRSWEEP_STORAGE": URL, "PATH": "/nonexistent"}
     assert_refused(
         run_sweeps("slurm", "--study", "s", "--folds", "1", cwd=tmp_path, env=no_slurm),
         "sbatch not found",
@@ -108,3 +108,13 @@ def test_without_sbatch_or_with_bad_flags_it_is_one_line(tmp_path: Path) -> None
         assert_refused(
             run_sweeps("slurm", "--study", "s", "--dry-run", *flag, cwd=tmp_path), message
         )
+
+
+def test_a_sqlite_study_is_refused_dry_run_included(tmp_path: Path) -> None:
+    """Tasks on many nodes cannot share one SQLite file; the default storage is one."""
+    for env in ({}, {"LRSWEEP_STORAGE": str(tmp_path / "s.db")}):
+        assert_refused(
+            run_sweeps("slurm", "--study", "s", "--dry-run", cwd=tmp_path, env=env),
+            "sweeps slurm needs a PostgreSQL study",
+        )
+    assert not list(tmp_path.glob("*.db"))

@@ -109,7 +109,14 @@ def job_script(
 ) -> str:
     """The sbatch script of the array: each task logs where it runs, then becomes the worker
     (`exec`, so SLURM's signals reach it), its sampler seed the base seed plus its index. The
-    new-study flags travel too: tasks of a script submitted by hand may create the study."""
+    new-study flags travel too: tasks of a script submitted by hand may create the study.
+    Refuses a SQLite study: tasks on several nodes cannot share one file (each node would
+    serialize its claims with a lock file of its own, and SQLite over NFS corrupts)."""
+    if storage.parsed.sqlite_file is not None:
+        raise UsageError(
+            f"sweeps slurm needs a PostgreSQL study that every node reaches (--storage or "
+            f"${STORAGE_ENV_VAR}), not the SQLite file {storage.masked_url}"
+        )
     logs = Path(slurm.logs).resolve()
     directives = [
         f"--job-name={job_name(study_name)}",
@@ -155,29 +162,33 @@ def find_sbatch() -> str:
     return sbatch
 
 
-@dataclass(frozen=True)
-class Submitted:
-    """An array submitted: its job id and the script it runs."""
-
-    job_id: str
-    script: Path
-
-
-def submit(
+def write_job(
     storage: StorageSettings,
     study_name: str,
     study: StudyOptions,
     options: WorkerOptions,
     slurm: SlurmOptions,
-) -> Submitted:
-    """Write the job script into the logs folder and submit it with `sbatch` (`find_sbatch`),
-    the storage URL in its environment. Raises UsageError when sbatch refuses the job."""
+) -> Path:
+    """Write the job script into the logs folder and have sbatch check it (`--test-only`:
+    partition, time, account) without submitting; its path. Raises UsageError when sbatch
+    would refuse it, before the caller touches the study."""
     logs = Path(slurm.logs).resolve()
     logs.mkdir(parents=True, exist_ok=True)  # SLURM does not create its output folder
     script = logs / f"{job_name(study_name)}.sbatch"
     script.write_text(job_script(storage, study_name, study, options, slurm))
+    _sbatch(storage, "--test-only", str(script))
+    return script
+
+
+def submit(storage: StorageSettings, script: Path) -> str:
+    """Submit a script `write_job` wrote, the storage URL in sbatch's environment; the job id.
+    Raises UsageError when sbatch refuses it."""
+    return _sbatch(storage, "--parsable", str(script)).strip().split(";")[0]
+
+
+def _sbatch(storage: StorageSettings, *arguments: str) -> str:
     submitted = subprocess.run(
-        [find_sbatch(), "--parsable", str(script)],
+        [find_sbatch(), *arguments],
         env={**os.environ, STORAGE_ENV_VAR: storage.url},
         capture_output=True,
         text=True,
@@ -186,4 +197,4 @@ def submit(
     if submitted.returncode != 0:
         reason = " ".join(submitted.stderr.split()) or f"exit {submitted.returncode}"
         raise UsageError(f"sbatch refused the job: {reason}")
-    return Submitted(submitted.stdout.strip().split(";")[0], script)
+    return submitted.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import configparser
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -96,18 +97,48 @@ def test_lrsweep_containers_run_commands_the_cli_accepts(container: str) -> None
 
 
 def test_the_password_lives_only_in_the_secret() -> None:
+    """Read from the Secret into variables, never written into a URL (a password with `@`,
+    `/` or `%` would break it, and part of it would show in every masked URL)."""
     assert not [m for m in _manifests() if m["kind"] == "Secret"]  # made by the user, not here
     for container in _containers():
-        env = {variable["name"]: variable for variable in container.get("env", [])}
-        names = list(env)
-        for name, variable in env.items():
-            if "PASSWORD" in name:
+        for variable in container.get("env", []):
+            if "PASSWORD" in variable["name"]:
                 assert variable["valueFrom"]["secretKeyRef"] == SECRET, container["name"]
-            for referenced in re.findall(r"\$\((\w+)\)", variable.get("value", "")):
-                # Kubernetes expands $(VAR) only from variables defined before it.
-                assert names.index(referenced) < names.index(name), (container["name"], name)
-            for password in re.findall(r"://[^/@:]*:([^@]*)@", variable.get("value", "")):
-                assert password == "$(POSTGRES_PASSWORD)", (container["name"], name)
+            value = variable.get("value", "")
+            assert not re.search(r"://[^/@]*:[^/@]*@", value), (container["name"], value)
+            assert "$(" not in value, (container["name"], value)
+        if "LRSWEEP_STORAGE" in {variable["name"] for variable in container.get("env", [])}:
+            assert "PGPASSWORD" in {variable["name"] for variable in container["env"]}
+
+
+def test_pgbouncer_writes_any_password_into_its_user_list_as_its_format_asks(
+    tmp_path: Path,
+) -> None:
+    """The container's own start command, run by sh with a hostile password; the list read
+    back as PgBouncer reads it (fields in double quotes, a quote inside doubled)."""
+    (container,) = _one("Deployment", "pgbouncer")["spec"]["template"]["spec"]["containers"]
+    shell, flag, script = container["command"]
+    script = script.replace("/run/pgbouncer", str(tmp_path)).split("&& exec")[0]
+    password = 'p"a ss@w/o%rd\\'
+    subprocess.run(
+        [shell, flag, script],
+        env={"POSTGRES_PASSWORD": password, "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
+    line = (tmp_path / "userlist.txt").read_text().rstrip("\n")
+    fields = re.fullmatch(r'"((?:[^"]|"")*)" "((?:[^"]|"")*)"', line)
+    assert fields is not None, line
+    assert [field.replace('""', '"') for field in fields.groups()] == ["lrsweep", password]
+
+
+def test_workers_wait_for_postgres_before_they_start() -> None:
+    """A worker that cannot reach the database exits 2 (bad input), which fails its index for
+    good; an init container waits on PostgreSQL's Service first."""
+    pod = _one("Job", "lrsweep-workers")["spec"]["template"]["spec"]
+    (wait,) = pod["initContainers"]
+    host = re.search(r"pg_isready .*-h (\S+) -p (\d+)", " ".join(wait["command"]))
+    assert host is not None
+    assert _service_port(host.group(1)) == int(host.group(2))
 
 
 def test_workers_reach_postgres_through_pgbouncer_in_transaction_pooling() -> None:

@@ -19,7 +19,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import optuna
@@ -319,15 +319,26 @@ def _finish(connection: Connection, finishing: Sequence[Finished]) -> None:
     )
 
 
-def fail_if_running(connection: Connection, trial_ids: Sequence[int]) -> list[int]:
+def fail_if_running(
+    connection: Connection, trial_ids: Sequence[int], *, silent_for_s: float | None = None
+) -> list[int]:
     """Fail those of `trial_ids` still RUNNING, in one statement, and return them: a worker that
     finished one a moment ago keeps its result (Optuna's own check reads, then overwrites, and on
-    SQLite the read is outside the write's transaction)."""
+    SQLite the read is outside the write's transaction). With `silent_for_s`, only those whose
+    last heartbeat is older than that by the database's clock: a slow worker that beat since
+    its trials were listed as stale keeps them."""
     if not trial_ids:
         return []
+    condition = [TRIALS.c.trial_id.in_(trial_ids), TRIALS.c.state == TrialState.RUNNING]
+    if silent_for_s is not None:
+        now = connection.execute(select(func.now())).scalar_one().replace(tzinfo=None)
+        last_beat = select(HEARTBEATS.c.heartbeat).where(
+            HEARTBEATS.c.trial_id == TRIALS.c.trial_id
+        )
+        condition.append(last_beat.scalar_subquery() < now - timedelta(seconds=silent_for_s))
     failed = connection.execute(
         update(TRIALS)
-        .where(TRIALS.c.trial_id.in_(trial_ids), TRIALS.c.state == TrialState.RUNNING)
+        .where(*condition)
         .values(state=TrialState.FAIL, datetime_complete=utc_now())
         .returning(TRIALS.c.trial_id)
     )

@@ -127,10 +127,11 @@ def _create_schema_once(
 
     Workers starting together on a new database would race to create Optuna's tables, so that
     is done under a lock; once Optuna has stamped its schema version (its last step), a worker
-    opens the storage without it. No step holds two connections at once: Optuna's own version
-    check reads the stamp on a second connection while its first holds a transaction, and
-    behind a PgBouncer pool no larger than the workers starting together, every server
-    connection was held by one of those first transactions until PgBouncer gave up (120 s)."""
+    opens the storage without it. Optuna's own version check is replaced by one on one
+    connection: it reads the stamp on a second connection while its first holds a transaction,
+    and behind a PgBouncer pool no larger than the workers starting together, every server
+    connection was held by one of those first transactions until PgBouncer gave up (120 s).
+    Creating the tables still takes up to three at once (the lock's, and two of Optuna's)."""
     probe = create_engine(url.text, poolclass=NullPool, connect_args=engine_kwargs["connect_args"])
     try:
         if _schema_stamped(probe):
@@ -143,9 +144,14 @@ def _create_schema_once(
     current, head = storage.get_current_version(), storage.get_head_version()
     if current != head:
         storage.engine.dispose()
+        remedy = (
+            "run `optuna storage upgrade --storage URL`"
+            if current in storage.get_all_versions()
+            else "it was made by a newer Optuna: install that one"
+        )
         raise StorageError(
             f"cannot open storage {settings.masked_url}: its tables are at Optuna schema version "
-            f"{current}, this Optuna needs {head}; run `optuna storage upgrade --storage URL`"
+            f"{current}, this Optuna needs {head}; {remedy}"
         )
     return storage
 

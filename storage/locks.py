@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import random
 import tempfile
 import threading
 import time
@@ -73,7 +74,7 @@ class DatabaseLock:
             if taken:
                 return connection
             connection.close()
-            time.sleep(wait)
+            time.sleep(wait * random.uniform(0.5, 1.5))  # waiters spread, not in lockstep
             wait = min(2 * wait, LONGEST_WAIT_S)
 
 

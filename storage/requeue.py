@@ -63,10 +63,13 @@ def hand_back(
     trial_ids: Sequence[int],
     reason: str,
     max_retry: int,
+    *,
+    silent_for_s: float | None = None,
 ) -> int:
-    """Fail each of `trial_ids` that is still RUNNING and `requeue` it; returns how many.
-    `connection` is in the transaction that holds the study's claim lock."""
-    failed = fail_if_running(connection, trial_ids)
+    """Fail each of `trial_ids` that is still RUNNING (and, with `silent_for_s`, has not beat
+    for that long: `fail_if_running`) and `requeue` it; returns how many. `connection` is in the
+    transaction that holds the study's claim lock."""
+    failed = fail_if_running(connection, trial_ids, silent_for_s=silent_for_s)
     for trial in list(trials_by_id(connection, failed, user_attrs=True)):
         requeue(connection, study_id, trial, reason, max_retry)
     return len(failed)

@@ -158,20 +158,34 @@ class SqlTrialStore(TrialStore):
         return bulk.write_epoch(self._storage, values, system_attrs, finished)
 
     def fail_stale_trials(self, study: optuna.Study) -> None:
-        """Optuna's `fail_stale_trials`, with a conditional UPDATE (`bulk.fail_if_running`) and
-        the copies queued in the same transaction. The stale list is read before the lock (on
-        its own connection, as Optuna reads it): a trial on it that finished since keeps its
-        result; one whose worker was only slow is `EpochWrite.lost` to it at its next write."""
+        """Optuna's `fail_stale_trials`, with the copies queued in the same transaction. The
+        stale list is read before the lock (as Optuna reads it), and each trial on it failed
+        only if, under the lock, it is still RUNNING and still silent (`bulk.fail_if_running`)."""
         stale = stale_trial_ids(self._storage, self.study_id)
         if stale:
-            self._hand_back(stale, RequeueStaleTrials.REASON)
+            self._hand_back(stale, RequeueStaleTrials.REASON, silent_for_s=self._grace_period_s)
 
     def hand_back(self, study: optuna.Study, trial_ids: Sequence[int], reason: str) -> int:
         return self._hand_back(trial_ids, reason)
 
-    def _hand_back(self, trial_ids: Sequence[int], reason: str) -> int:
+    def _hand_back(
+        self, trial_ids: Sequence[int], reason: str, silent_for_s: float | None = None
+    ) -> int:
         with self._lock.transaction() as connection:
-            return hand_back(connection, self.study_id, trial_ids, reason, self._max_retry)
+            return hand_back(
+                connection,
+                self.study_id,
+                trial_ids,
+                reason,
+                self._max_retry,
+                silent_for_s=silent_for_s,
+            )
+
+    @property
+    def _grace_period_s(self) -> float:
+        """Optuna's: the storage's grace period, else twice its heartbeat interval."""
+        storage = self._storage
+        return storage.grace_period or 2 * (storage.heartbeat_interval or 0)
 
     def record_heartbeats(self, trial_ids: Sequence[int]) -> None:
         bulk.record_heartbeats(self._storage, trial_ids)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 
 from conftest import unique_study
 from lrsweep.storage import (
@@ -25,7 +25,8 @@ from lrsweep.storage import (
     reads,
     resolve_storage_url,
 )
-from lrsweep.storage.bulk import Finished
+from lrsweep.storage.bulk import Finished, fail_if_running
+from lrsweep.storage.optuna_rdb import HEARTBEATS
 
 DISTRIBUTIONS = {
     "scheduler": CategoricalDistribution(["step", "cosine"]),
@@ -264,3 +265,29 @@ def test_bulk_reads_equal_optuna_s_own_reads_but_for_user_attrs(
         assert repr(ours.intermediate_values) == repr(optunas.intermediate_values)
         ours.intermediate_values = optunas.intermediate_values
         assert ours == optunas
+
+
+def test_a_stale_sweep_fails_only_trials_still_silent_and_queues_their_copies(
+    storage: optuna.storages.RDBStorage,
+) -> None:
+    """A trial is failed as stale only if its last beat is older than the grace period when
+    the lock is held: one that beat after being listed (a slow worker) keeps running."""
+    name = unique_study()
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
+    store = SqlTrialStore(storage, name)
+    silent, beating = store.claim([_proposal(1), _proposal(2)], None, {}, "c")
+    row = HEARTBEATS.c.trial_id == silent._trial_id
+    with storage.engine.begin() as connection:
+        beat = connection.execute(select(HEARTBEATS.c.heartbeat).where(row)).scalar_one()
+        hour_ago = beat - datetime.timedelta(hours=1)
+        connection.execute(update(HEARTBEATS).where(row).values(heartbeat=hour_ago))
+    store.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {
+        silent.number: TrialState.FAIL,
+        beating.number: TrialState.RUNNING,
+        2: TrialState.WAITING,  # the silent trial's copy
+    }
+    with storage.engine.begin() as connection:
+        assert fail_if_running(connection, [beating._trial_id], silent_for_s=30) == []
+        assert fail_if_running(connection, [beating._trial_id]) == [beating._trial_id]

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +110,7 @@ def test_storage_has_heartbeat_and_counts_trials_by_state(
     assert counts == {"COMPLETE": 1, "PRUNED": 1, "RUNNING": 1}
 
 
-def test_a_schema_from_another_optuna_is_refused_with_the_upgrade_command(
+def test_a_schema_from_another_optuna_is_refused_with_what_to_do(
     tmp_path: Path, disposing: Callable[[Any], Any]
 ) -> None:
     db = tmp_path / "old.db"
@@ -118,15 +120,29 @@ def test_a_schema_from_another_optuna_is_refused_with_the_upgrade_command(
     connection.close()
     with pytest.raises(StorageError, match="v3.0.0.a.*optuna storage upgrade"):
         open_storage(StorageSettings(f"sqlite:///{db}"))
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = 'v9.0.0.a'")
+    connection.close()
+    with pytest.raises(StorageError, match="v9.0.0.a.*made by a newer Optuna"):
+        open_storage(StorageSettings(f"sqlite:///{db}"))
 
 
-def test_opening_a_new_database_from_many_threads_at_once_makes_one_schema(
+def test_opening_a_new_database_from_many_processes_at_once_makes_one_schema(
     new_storage_url: str, disposing: Callable[[Any], Any]
 ) -> None:
-    """Only the first opens take the schema lock; all end with one stamped schema."""
-    settings = StorageSettings(resolve_storage_url(new_storage_url))
-    with ThreadPoolExecutor(8) as pool:
-        opened = [disposing(s) for s in pool.map(lambda _: open_storage(settings), range(8))]
-    assert {storage.get_current_version() for storage in opened} == {opened[0].get_head_version()}
-    optuna.create_study(storage=opened[0], study_name="one")
-    assert optuna.get_all_study_names(storage=opened[-1]) == ["one"]
+    """Processes (not threads, which queue on an in-process lock first) race to open a new
+    database: only the first take the schema lock, and all end on one stamped schema."""
+    opening = (
+        "import os; from lrsweep.storage import StorageSettings, open_storage; "
+        "open_storage(StorageSettings(os.environ['URL'])).engine.dispose()"
+    )
+    url = resolve_storage_url(new_storage_url)
+    racers = [
+        subprocess.Popen([sys.executable, "-c", opening], env={**os.environ, "URL": url})
+        for _ in range(6)
+    ]
+    assert [racer.wait(timeout=120) for racer in racers] == [0] * 6
+    storage = disposing(open_storage(StorageSettings(url)))
+    assert storage.get_current_version() == storage.get_head_version()
+    optuna.create_study(storage=storage, study_name="one")
+    assert optuna.get_all_study_names(storage=storage) == ["one"]

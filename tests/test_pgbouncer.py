@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,12 @@ from conftest import (
     start_worker,
     study_trials,
     unique_study,
+)
+from lrsweep.storage import (
+    SqlTrialStore,
+    StorageSettings,
+    close_storage,
+    open_storage,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.races, pytest.mark.postgres]
@@ -136,3 +143,36 @@ def test_a_worker_killed_behind_pgbouncer_is_recovered_by_another(
     _, stderr = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, stderr
     assert_killed_trials_recovered(study_trials(postgres_server_url, study), killed, target)
+
+
+def test_every_step_under_the_claim_lock_needs_one_server_connection(
+    postgres_server_url: str,
+) -> None:
+    """Behind a pool of ONE server connection (the schema made beforehand, past PgBouncer): a
+    claim, an enqueue, a hand-back and a stale sweep each run on the lock's own connection. One
+    that asked for a second while holding the first would wait until `query_wait_timeout` (5 s
+    here) and fail."""
+    name = unique_study()
+    close_storage(open_storage(StorageSettings(postgres_server_url)))  # the schema, directly
+    with running_pgbouncer(
+        postgres_server_url, default_pool_size="1", query_wait_timeout="5"
+    ) as url:
+        storage = open_storage(StorageSettings(url, heartbeat_interval=1, grace_period=2))
+        try:
+            assert isinstance(storage, optuna.storages.RDBStorage)
+            study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
+            store = SqlTrialStore(storage, name)
+            template = optuna.trial.create_trial(
+                state=optuna.trial.TrialState.WAITING,
+                params={"x": 0.5},
+                distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+            )
+            store.enqueue([template])
+            first = store.claim([template, template], None, {"worker": "w"}, "c1")
+            assert store.hand_back(study, [trial._trial_id for trial in first], "interrupted") == 2
+            assert len(store.claim([template] * 3, None, {}, "c2")) == 3  # the 2 copies, 1 new
+            time.sleep(3.5)  # past the grace period, no beats
+            store.fail_stale_trials(study)
+            assert store.counts() == {"FAIL": 5, "WAITING": 3}
+        finally:
+            close_storage(storage)

@@ -12,7 +12,8 @@ from conftest import REPO
 from lrsweep.trainer import load_dataset, split_tensors, validation_rows
 from lrsweep.trainer.models import ModelSpec
 from lrsweep.trainer.module_stack import ModuleStack
-from lrsweep.trainer.stack import SgdStep, Stack
+from lrsweep.trainer.optimizers import StepSettings
+from lrsweep.trainer.stack import Stack
 from lrsweep.trainer.vectorized import _Stack
 
 
@@ -33,10 +34,12 @@ def test_each_stack_the_engine_builds_is_a_stack(
     # One step through the interface alone: the members' logits come out in their columns.
     x, y = tensors.x_train[:4], tensors.y_train[:4].unsqueeze(1).expand(4, 2)
     settings = torch.tensor([[0.1, 0.2]])
-    step = SgdStep(neg_lr=-settings, momentum=settings, decay=settings, decaying=True)
+    step = StepSettings(
+        "sgd", settings, settings, settings, settings, settings, settings, decaying=True
+    )
     logits = x.new_empty(4, tensors.n_outputs, 2)
     stack.train()
-    stack.sgd_step(x, y, step, logits)
+    stack.optimizer_step(x, y, step, logits)
     stack.eval()
     assert stack.logits(x).shape == logits.shape
     stack.keep([1])

@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from lrsweep.errors import InvalidInputError
@@ -21,6 +22,14 @@ from lrsweep.trainer.schedules import SCHEDULES, ScheduleConfig
 if TYPE_CHECKING:
     import torch
 
+# name -> (its torch.optim class, the per-parameter state it keeps)
+OPTIMIZERS: Mapping[str, tuple[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "sgd": ("SGD", ("momentum_buffer",)),
+        "adam": ("Adam", ("exp_avg", "exp_avg_sq")),
+        "adamw": ("AdamW", ("exp_avg", "exp_avg_sq")),
+    }
+)
 FORMAT_NAME = "lrsweep.train-config"
 FORMAT_VERSION = 1
 DEFAULT_EPOCHS = 50
@@ -33,11 +42,15 @@ class TrainConfig:
 
     Args:
         schedule: the learning-rate schedule, stepped once per epoch.
-        lr: initial learning rate of SGD, > 0.
-        momentum: SGD momentum in [0, 1).
-        weight_decay: SGD weight decay (L2 penalty), >= 0 (the tutorial uses none).
+        lr: initial learning rate, > 0.
+        momentum: SGD momentum in [0, 1) (SGD only: Adam's is beta1).
+        weight_decay: weight decay, >= 0 (the tutorial uses none): an L2 penalty in the
+            gradient for SGD and Adam, decoupled for AdamW.
         epochs: number of epochs, >= 1 (the tutorial uses 50).
         batch_size: mini-batch size, >= 1 (the tutorial uses 24).
+        optimizer: `sgd` (the tutorial's), `adam` or `adamw`.
+        betas: Adam's and AdamW's (beta1, beta2), each in [0, 1).
+        eps: Adam's and AdamW's eps, > 0.
     """
 
     schedule: ScheduleConfig
@@ -46,6 +59,9 @@ class TrainConfig:
     epochs: int = DEFAULT_EPOCHS
     batch_size: int = DEFAULT_BATCH_SIZE
     weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
 
     def __post_init__(self) -> None:
         if not isinstance(self.schedule, ScheduleConfig):
@@ -60,6 +76,22 @@ class TrainConfig:
             f"weight_decay must be >= 0; got {self.weight_decay!r}",
         )
         _require(_is_count(self.epochs), f"epochs must be an integer >= 1; got {self.epochs!r}")
+        _require(
+            self.optimizer in OPTIMIZERS,
+            f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}",
+        )
+        _require(
+            self.optimizer == "sgd" or self.momentum == 0.0,
+            f"momentum is SGD's; {self.optimizer} has beta1 instead (got momentum "
+            f"{self.momentum!r})",
+        )
+        _require(
+            isinstance(self.betas, tuple)
+            and len(self.betas) == 2
+            and all(_is_number(beta) and 0.0 <= beta < 1.0 for beta in self.betas),
+            f"betas must be two numbers in [0, 1); got {self.betas!r}",
+        )
+        _require(_is_number(self.eps) and self.eps > 0, f"eps must be > 0; got {self.eps!r}")
         if self.schedule.kind == "onecycle":  # OneCycleLR refuses a step past total_steps
             steps = self.schedule.params["total_steps"]
             _require(
@@ -72,13 +104,33 @@ class TrainConfig:
             f"batch_size must be an integer >= 1; got {self.batch_size!r}",
         )
 
-    def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.SGD:
-        """The SGD optimizer this recipe trains with."""
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the torch optimizer (`optimizer_class`) besides the
+        parameters."""
+        if self.optimizer == "sgd":
+            return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
+        return {
+            "lr": self.lr,
+            "betas": list(self.betas),
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+        }
+
+    @property
+    def optimizer_class(self) -> str:
+        return f"torch.optim.{OPTIMIZERS[self.optimizer][0]}"
+
+    def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The torch optimizer this recipe trains with (SGD, Adam or AdamW)."""
         import torch
 
-        return torch.optim.SGD(
-            parameters, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        kwargs = self.optimizer_kwargs()
+        if "betas" in kwargs:
+            kwargs["betas"] = tuple(kwargs["betas"])
+        optimizer_class: type[torch.optim.Optimizer] = getattr(
+            torch.optim, OPTIMIZERS[self.optimizer][0]
         )
+        return optimizer_class(parameters, **kwargs)
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -95,12 +147,7 @@ class TrainConfig:
                     else {}
                 ),
             },
-            "optimizer": {
-                "class": "torch.optim.SGD",
-                "lr": self.lr,
-                "momentum": self.momentum,
-                "weight_decay": self.weight_decay,
-            },
+            "optimizer": {"class": self.optimizer_class, **self.optimizer_kwargs()},
             "training": {"epochs": self.epochs, "batch_size": self.batch_size},
         }
 
@@ -117,6 +164,7 @@ class TrainConfig:
         optimizer = _mapping(doc.get("optimizer"), "optimizer")
         training = _mapping(doc.get("training"), "training")
         kind = scheduler.get("kind")
+        optimizer_kind = _optimizer_kind(optimizer.get("class", "torch.optim.SGD"))
         given_kwargs = scheduler.get("kwargs", None if "params" in scheduler else {})
         kwargs = None if given_kwargs is None else dict(_mapping(given_kwargs, "scheduler.kwargs"))
         if "params" in scheduler:  # lrsweep's own arguments; kwargs must agree with them
@@ -136,6 +184,9 @@ class TrainConfig:
             epochs=training.get("epochs", DEFAULT_EPOCHS),  # type: ignore[arg-type]
             batch_size=training.get("batch_size", DEFAULT_BATCH_SIZE),  # type: ignore[arg-type]
             weight_decay=optimizer.get("weight_decay", 0.0),  # type: ignore[arg-type]
+            optimizer=optimizer_kind,
+            betas=_betas(optimizer.get("betas", [0.9, 0.999])),
+            eps=optimizer.get("eps", 1e-8),  # type: ignore[arg-type]
         )
         if "params" in scheduler and kwargs not in (None, config.schedule.torch_kwargs(config.lr)):
             raise InvalidInputError(
@@ -199,6 +250,22 @@ def _recorded_model(model: object) -> ModelSpec | None:
     if not isinstance(factory, str):
         raise InvalidInputError("model.factory must be module:function")
     return ModelSpec(factory)
+
+
+def _optimizer_kind(class_name: object) -> str:
+    """`torch.optim.Adam` -> `adam`; an optimizer lrsweep does not train with is refused."""
+    by_class = {f"torch.optim.{torch_name}": kind for kind, (torch_name, _) in OPTIMIZERS.items()}
+    if class_name not in by_class:
+        raise InvalidInputError(
+            f"optimizer.class must be one of {', '.join(by_class)}; got {class_name!r}"
+        )
+    return by_class[str(class_name)]
+
+
+def _betas(value: object) -> tuple[float, float]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise InvalidInputError(f"optimizer.betas must be [beta1, beta2]; got {value!r}")
+    return (value[0], value[1])
 
 
 def _mapping(value: object, name: str) -> Mapping[str, Any]:

@@ -4,8 +4,9 @@ Each member is the user's `nn.Module` built under its own seed; their parameters
 stacked ([A, ...] per tensor) and one forward runs them all with `vmap(functional_call)`. A model
 vmap cannot run (data-dependent control flow, such as `if x.sum() > 0`) runs its members one after
 another on the same stacked tensors instead, which the process says once. BatchNorm statistics are
-stacked per member; random ops (dropout) draw differently per member. SGD with momentum and
-weight decay is applied per member, as `torch.optim.SGD` would, and frozen parameters stay so.
+stacked per member; random ops (dropout) draw differently per member. The optimizer (SGD, Adam or
+AdamW) is applied per member with each member's own state, as torch.optim would, and frozen
+parameters stay so.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from lrsweep.trainer.models import ModelSpec
-from lrsweep.trainer.stack import SgdStep
+from lrsweep.trainer.optimizers import StepSettings, new_state, update
 from lrsweep.trainer.training import Tensors, classification_loss, make_model
 
 _SAID_ONE_AT_A_TIME: set[str] = set()
@@ -35,14 +36,22 @@ class ModuleStack:
     base: nn.Module  # the module's structure, on the meta device: weights come from `params`
     params: dict[str, torch.Tensor]  # [A, ...] each, leaves that require grad
     buffers: dict[str, torch.Tensor]
-    velocity: dict[str, torch.Tensor]  # SGD momentum buffers
+    state: dict[str, dict[str, torch.Tensor]]  # optimizer state per parameter, [A, ...] each
     vmapped: bool
+    optimizer: str = "sgd"
+    steps: int = 0  # optimizer steps taken (Adam's bias corrections)
 
     @classmethod
     def of(
-        cls, indices: Sequence[int], seeds: Sequence[int], tensors: Tensors, spec: ModelSpec
+        cls,
+        indices: Sequence[int],
+        seeds: Sequence[int],
+        tensors: Tensors,
+        spec: ModelSpec,
+        optimizer: str = "sgd",
     ) -> ModuleStack:
-        """Members at `indices` (at least one), each built under its seed."""
+        """Members at `indices` (at least one), each built under its seed, with a zeroed state
+        of `optimizer`."""
         device = tensors.x_train.device
         models = [make_model(spec, seed, tensors) for seed in seeds]
         params, buffers = stack_module_state(models)  # type: ignore[arg-type]
@@ -52,8 +61,9 @@ class ModuleStack:
             base=copy.deepcopy(models[0]).to("meta"),
             params=params,
             buffers=buffers,
-            velocity={name: torch.zeros_like(value) for name, value in params.items()},
+            state={name: new_state(optimizer, value) for name, value in params.items()},
             vmapped=True,
+            optimizer=optimizer,
         )
         stack.vmapped = stack._runs_under_vmap(tensors.x_train[:2], spec)
         return stack
@@ -106,18 +116,21 @@ class ModuleStack:
             )
         return stacked.permute(1, 2, 0)  # [A, B, O] -> [B, O, A]
 
-    def sgd_step(
-        self, x: torch.Tensor, y: torch.Tensor, step: SgdStep, logits_out: torch.Tensor
+    def optimizer_step(
+        self, x: torch.Tensor, y: torch.Tensor, step: StepSettings, logits_out: torch.Tensor
     ) -> None:
-        """One mini-batch of SGD for every member, its logits before the update written to
-        `logits_out` [B, O, A].
+        """One mini-batch of the optimizer for every member, its logits before the update
+        written to `logits_out` [B, O, A].
 
         Frozen parameters (requires_grad False) and those a member's forward never used (no
-        gradient) are left alone, as torch.optim.SGD skips a parameter whose grad is None.
+        gradient) are left alone, as torch.optim skips a parameter whose grad is None (its
+        Adam step count too: torch counts steps per parameter, this stack per stack, so a
+        parameter used only now and then would differ; none of the tested models has one).
         Under vmap every member runs one program, so a parameter is used by all or by none;
         one at a time, each member's gradient is its own."""
+        self.steps += 1
         if not self.vmapped:
-            return self._sgd_step_one_at_a_time(x, y, step, logits_out)
+            return self._step_one_at_a_time(x, y, step, logits_out)
         logits = self.logits(x)
         logits_out.copy_(logits.detach())
         losses = classification_loss(logits, y, reduction="none")  # [B, A]
@@ -125,21 +138,20 @@ class ModuleStack:
         grads = torch.autograd.grad(
             losses.mean(dim=0).sum(), list(trainable.values()), allow_unused=True
         )
+        by_rank: dict[int, StepSettings] = {}  # a [A] setting viewed against [A, ...]
         with torch.no_grad():
             for (name, param), grad in zip(trainable.items(), grads, strict=True):
                 if grad is not None:
-                    shape = (-1,) + (1,) * (param.dim() - 1)  # a [A] setting against [A, ...]
-                    settings = (
-                        step.decay.view(shape),
-                        step.momentum.view(shape),
-                        step.neg_lr.view(shape),
+                    shaped = by_rank.get(param.dim()) or by_rank.setdefault(
+                        param.dim(), step.shaped((-1,) + (1,) * (param.dim() - 1))
                     )
-                    _sgd_update(param, self.velocity[name], grad, settings, step.decaying)
+                    update(param, grad, self.state[name], shaped, self.steps)
 
-    def _sgd_step_one_at_a_time(
-        self, x: torch.Tensor, y: torch.Tensor, step: SgdStep, logits_out: torch.Tensor
+    def _step_one_at_a_time(
+        self, x: torch.Tensor, y: torch.Tensor, step: StepSettings, logits_out: torch.Tensor
     ) -> None:
-        """`sgd_step` with each member's own leaves: `y` is [B, A], one column per member."""
+        """`optimizer_step` with each member's own leaves: `y` is [B, A], one column per
+        member."""
         trainable = [name for name, value in self.params.items() if value.requires_grad]
         for i in range(len(self.members)):
             leaves = {
@@ -154,11 +166,11 @@ class ModuleStack:
                 loss.mean(), [leaves[name] for name in trainable], allow_unused=True
             )
             with torch.no_grad():
+                settings = step.member(i)
                 for name, grad in zip(trainable, grads, strict=True):
                     if grad is not None:
-                        settings = (step.decay[0, i], step.momentum[0, i], step.neg_lr[0, i])
-                        member = (self.params[name][i], self.velocity[name][i])
-                        _sgd_update(*member, grad, settings, step.decaying)
+                        state = {key: value[i] for key, value in self.state[name].items()}
+                        update(self.params[name][i], grad, state, settings, self.steps)
 
     def weights_of(self, positions: Sequence[int]) -> list[tuple[torch.Tensor, ...]]:
         """Final weights of the members at `positions`, CPU, in `parameters()` order."""
@@ -177,20 +189,7 @@ class ModuleStack:
             for name, value in self.params.items()
         }
         self.buffers = {name: value[index] for name, value in self.buffers.items()}
-        self.velocity = {name: value[index] for name, value in self.velocity.items()}
-
-
-def _sgd_update(
-    param: torch.Tensor,
-    velocity: torch.Tensor,
-    grad: torch.Tensor,
-    settings: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    decaying: bool,
-) -> None:
-    """torch.optim.SGD's update in place, with (weight decay, momentum, -lr) broadcast against
-    `param`: the decayed gradient joins the momentum buffer, which steps the weights."""
-    decay, momentum, neg_lr = settings
-    if decaying:
-        grad = grad + decay * param
-    velocity.mul_(momentum).add_(grad)
-    param.add_(velocity * neg_lr)
+        self.state = {
+            name: {key: value[index] for key, value in state.items()}
+            for name, state in self.state.items()
+        }

@@ -8,22 +8,11 @@ against the one interface, and neither module imports the other for it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 
-
-@dataclass(frozen=True)
-class SgdStep:
-    """One epoch's SGD settings of the members still running, each [1, A] (A: the stack's
-    members, in its column order). Built once per epoch and shared by all its mini-batches;
-    frozen, so a stack cannot change the settings of the steps after it."""
-
-    neg_lr: torch.Tensor
-    momentum: torch.Tensor
-    decay: torch.Tensor
-    decaying: bool  # any member's weight decay is non-zero: otherwise the decay op is skipped
+from lrsweep.trainer.optimizers import StepSettings
 
 
 @runtime_checkable
@@ -40,12 +29,12 @@ class Stack(Protocol):
     def eval(self) -> None:
         """Put the members in evaluation mode, for the epoch's validation."""
 
-    def sgd_step(
-        self, x: torch.Tensor, y: torch.Tensor, step: SgdStep, logits_out: torch.Tensor
+    def optimizer_step(
+        self, x: torch.Tensor, y: torch.Tensor, step: StepSettings, logits_out: torch.Tensor
     ) -> None:
-        """One mini-batch of SGD for every member on rows `x` [B, F] with labels `y` [B, A],
-        its logits before the update written to `logits_out` [B, O, A] (the epoch's train
-        loss is computed from them at its end)."""
+        """One mini-batch of the members' optimizer (each member's own state) on rows `x`
+        [B, F] with labels `y` [B, A], its logits before the update written to `logits_out`
+        [B, O, A] (the epoch's train loss is computed from them at its end)."""
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """[B, F] rows shared by all members -> logits [B, O, A]."""

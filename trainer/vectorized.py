@@ -3,11 +3,11 @@
 The tutorial's network is tiny (34 -> 34 -> 1), so one trial per Python loop spends its time in
 interpreter and dispatch overhead. Here K trials' weights are stacked ([K, 34, 34], ...), every
 step is a few large matmuls over the shared mini-batch, with per-trial learning rate, momentum
-and weight decay as tensors. Members may train on different folds of the data (cross-validated
-trials): each fold's members share that fold's mini-batch order. Each member keeps its own
-seeded initial weights, so it computes what `training.train` computes for it (see
-`train_batch`), up to float32 rounding; tests hold the two to each other. Members that diverge
-or are stopped leave the batch without touching the rest.
+(or Adam's betas) and weight decay as tensors. Members may train on different folds of the data
+(cross-validated trials): each fold's members share that fold's mini-batch order. Each member
+keeps its own seeded initial weights and optimizer state, so it computes what `training.train`
+computes for it (see `train_batch`), up to float32 rounding; tests hold the two to each other.
+Members that diverge or are stopped leave the batch without touching the rest.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import torch
 from lrsweep.trainer.config import TrainConfig
 from lrsweep.trainer.models import ModelSpec
 from lrsweep.trainer.module_stack import ModuleStack
+from lrsweep.trainer.optimizers import StepSettings, new_state, update
 from lrsweep.trainer.schedules import PlateauTracker, lr_curve
-from lrsweep.trainer.stack import SgdStep, Stack
+from lrsweep.trainer.stack import Stack
 from lrsweep.trainer.training import (
     EpochResult,
     RunStatus,
@@ -60,23 +61,24 @@ indices to stop (they end with status STOPPED)."""
 
 @dataclass
 class _Stack:
-    """Parameters, gradients and momentum buffers of the members still running, one column per
+    """Parameters, gradients and optimizer state of the members still running, one column per
     member: rows are w1 transposed ([F in, H hidden], row-major), b1 [H], w2 transposed
     ([H, O outputs]), b2 [O] (ionosphere: F = H = 34, O = 1).
 
     With members as columns every parameter is a contiguous block of rows, so layer 1 of all A
     members is one [B, F] x [F, H*A] matmul, its gradient is one matmul written in place, and
-    an SGD step is two or three elementwise ops over the whole stack.
+    an optimizer step is a few elementwise ops over the whole stack.
     """
 
     members: list[int]  # member indices, host side: reading them costs no device sync
     columns: torch.Tensor  # the same indices on the device, to gather per-member settings
     theta: torch.Tensor  # [P, A]
     grad: torch.Tensor  # [P, A]
-    buffer: torch.Tensor  # [P, A] momentum
+    state: dict[str, torch.Tensor]  # [P, A] each: momentum buffer, or Adam's moments
     inputs: int
     hidden: int
     outputs: int
+    steps: int = 0  # optimizer steps taken (Adam's bias corrections)
     # Views of theta and grad, made once per set of members: slicing them every step cost
     # about a fifth of a step's dispatch at mini-batch 24.
     _weights: tuple[torch.Tensor, ...] = field(init=False, repr=False)
@@ -91,9 +93,10 @@ class _Stack:
         indices: Sequence[int],
         seeds: Sequence[int],
         tensors: Tensors,
+        optimizer: str = "sgd",
     ) -> _Stack:
         """Members at `indices` (at least one) with the initial weights of their seeds, as
-        `nn.Linear`s."""
+        `nn.Linear`s, and a zeroed state of `optimizer`."""
         inputs, outputs, device = tensors.n_features, tensors.n_outputs, tensors.x_train.device
         hidden = inputs  # the shapes `initial_weights` draws
         columns = [
@@ -103,8 +106,8 @@ class _Stack:
         theta = torch.stack(columns, dim=1).to(device)
         member_index = torch.tensor(list(indices), dtype=torch.long, device=device)
         return cls(
-            list(indices), member_index, theta, torch.empty_like(theta), torch.zeros_like(theta),
-            inputs, hidden, outputs,
+            list(indices), member_index, theta, torch.empty_like(theta),
+            new_state(optimizer, theta), inputs, hidden, outputs,
         )  # fmt: skip
 
     @property
@@ -150,21 +153,21 @@ class _Stack:
         index = torch.tensor(list(positions), dtype=torch.long, device=self.theta.device)
         self.members = [self.members[p] for p in positions]
         self.columns = self.columns[index]
-        self.theta, self.buffer = self.theta[:, index], self.buffer[:, index]
+        self.theta = self.theta[:, index]
+        self.state = {name: value[:, index] for name, value in self.state.items()}
         self.grad = torch.empty_like(self.theta)
         self.__post_init__()
 
-    def sgd_step(
-        self, x: torch.Tensor, y: torch.Tensor, step: SgdStep, logits_out: torch.Tensor
+    def optimizer_step(
+        self, x: torch.Tensor, y: torch.Tensor, step: StepSettings, logits_out: torch.Tensor
     ) -> None:
-        """One mini-batch of SGD for every member, its logits before the update written to
-        `logits_out` [B, O, A] (the epoch's train loss is computed from them at its end)."""
+        """One mini-batch of the optimizer for every member, its logits before the update
+        written to `logits_out` [B, O, A] (the epoch's train loss is computed from them at its
+        end)."""
         hidden = self.forward(x, logits_out)
         self.backward(x, hidden, _loss_gradient(logits_out, y).div_(len(x)))
-        if step.decaying:  # as SGD's weight_decay: grad + decay * weight
-            self.grad.addcmul_(self.theta, step.decay)
-        torch.addcmul(self.grad, self.buffer, step.momentum, out=self.buffer)
-        self.theta.addcmul_(self.buffer, step.neg_lr)
+        self.steps += 1
+        update(self.theta, self.grad, self.state, step, self.steps)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """[B, F] rows shared by all members -> logits [B, O, A]."""
@@ -230,7 +233,8 @@ class BatchTraining:
     A user's model (`model_spec`) trains through `ModuleStack` (torch.func) instead of the
     hand-written built-in MLP. Members of one fold see the same mini-batch order (seeded by
     `fold_order_seed`), so every step's inputs are shared and layer 1 is one large matmul per
-    fold and mini-batch size (a searched `batch_size` splits a fold's members into groups);
+    fold, mini-batch size and optimizer (a searched `batch_size` or `optimizer` splits a fold's
+    members into groups);
     member k computes what `training.train(config, folds[fold], seed=seed,
     order_seed=fold_order_seed(...))` does. Forward and backward passes are written out (no
     autograd), and each epoch reads its numbers back from the device once.
@@ -260,27 +264,19 @@ class BatchTraining:
         self._settings: _MemberSettings | None = None
         if members:
             device = folds[0].x_train.device
-            self._settings = _MemberSettings(
-                lrs=torch.tensor(self._curves, dtype=torch.float32, device=device),
-                momenta=torch.tensor([m.config.momentum for m in members], device=device),
-                decays=torch.tensor([m.config.weight_decay for m in members], device=device),
-                decaying=any(m.config.weight_decay for m in members),
-            )
-        for fold, batch_size in sorted({(m.fold, m.config.batch_size) for m in members}):
+            self._settings = _MemberSettings.of(members, self._curves, device)
+        for key in sorted({_group_key(m) for m in members}):
+            fold, batch_size, optimizer = key
             tensors = folds[fold]
-            indices = [
-                i
-                for i, m in enumerate(members)
-                if (m.fold, m.config.batch_size) == (fold, batch_size)
-            ]
+            indices = [i for i, m in enumerate(members) if _group_key(m) == key]
             seeds = [members[i].seed for i in indices]
             stack: Stack = (
-                _Stack.of(indices, seeds, tensors)
+                _Stack.of(indices, seeds, tensors, optimizer)
                 if model_spec is None
-                else ModuleStack.of(indices, seeds, tensors, model_spec)
+                else ModuleStack.of(indices, seeds, tensors, model_spec, optimizer)
             )
             order = torch.Generator().manual_seed(fold_order_seed(order_seed, fold))
-            self._groups.append(_FoldGroup(tensors, stack, order, batch_size))
+            self._groups.append(_FoldGroup(tensors, stack, order, batch_size, optimizer))
         self._histories: list[list[EpochResult]] = [[] for _ in members]
         self._statuses = [RunStatus.COMPLETED] * len(members)
         self._weights: list[tuple[torch.Tensor, ...]] = [() for _ in members]
@@ -334,41 +330,77 @@ class BatchTraining:
         ]
 
 
+def _group_key(member: BatchMember) -> tuple[int, int, str]:
+    """Members train in one stack when they share a fold, a mini-batch size and an optimizer."""
+    return member.fold, member.config.batch_size, member.config.optimizer
+
+
 @dataclass(frozen=True)
 class _MemberSettings:
     """Per-member optimizer settings on the device (rows = member index)."""
 
-    lrs: torch.Tensor  # [K, epochs]
+    lrs: torch.Tensor  # [K, epochs]; these and the rest float64, as torch.optim's floats
     momenta: torch.Tensor  # [K]
     decays: torch.Tensor  # [K]
+    beta1: torch.Tensor  # [K]
+    beta2: torch.Tensor  # [K]
+    eps: torch.Tensor  # [K]
     decaying: bool
+
+    @classmethod
+    def of(
+        cls, members: Sequence[BatchMember], curves: list[list[float]], device: torch.device
+    ) -> _MemberSettings:
+        configs = [m.config for m in members]
+
+        def per_member(values: list[float]) -> torch.Tensor:  # float64: torch.optim's floats
+            return torch.tensor(values, dtype=torch.float64, device=device)
+
+        return cls(
+            lrs=per_member(curves),  # type: ignore[arg-type]
+            momenta=per_member([c.momentum for c in configs]),
+            decays=per_member([c.weight_decay for c in configs]),
+            beta1=per_member([c.betas[0] for c in configs]),
+            beta2=per_member([c.betas[1] for c in configs]),
+            eps=per_member([c.eps for c in configs]),
+            decaying=any(c.weight_decay for c in configs),
+        )
+
+    def step(self, optimizer: str, columns: torch.Tensor, epoch: int) -> StepSettings:
+        """The epoch's settings of the members in `columns`, each [1, A]."""
+        return StepSettings(
+            kind=optimizer,
+            lr=self.lrs[columns, epoch].unsqueeze(0),
+            momentum=self.momenta[columns].unsqueeze(0),
+            decay=self.decays[columns].unsqueeze(0),
+            beta1=self.beta1[columns].unsqueeze(0),
+            beta2=self.beta2[columns].unsqueeze(0),
+            eps=self.eps[columns].unsqueeze(0),
+            decaying=self.decaying,
+        )
 
 
 @dataclass
 class _FoldGroup:
-    """The members that train on one fold with one mini-batch size: the fold's data, their
-    stacked weights, the fold's batch order."""
+    """The members that train on one fold with one mini-batch size and one optimizer: the
+    fold's data, their stacked weights and optimizer state, the fold's batch order."""
 
     tensors: Tensors
     stack: Stack
     batch_order: torch.Generator
     batch_size: int
+    optimizer: str
 
     def train_epoch(
         self, epoch: int, settings: _MemberSettings
     ) -> dict[int, tuple[float, float, float] | None]:
-        """One epoch of SGD for every member: {member: (validation accuracy, train loss,
+        """One epoch of training for every member: {member: (validation accuracy, train loss,
         validation loss)}, or None for a member whose train loss is not finite (diverged)."""
         stack, tensors = self.stack, self.tensors
         n_train = len(tensors.y_train)
         order = torch.randperm(n_train, generator=self.batch_order).to(tensors.x_train.device)
         features, labels = tensors.x_train[order], tensors.y_train[order]
-        step = SgdStep(
-            neg_lr=settings.lrs[stack.columns, epoch].neg().unsqueeze(0),  # [1, A]
-            momentum=settings.momenta[stack.columns].unsqueeze(0),
-            decay=settings.decays[stack.columns].unsqueeze(0),
-            decaying=settings.decaying,
-        )
+        step = settings.step(self.optimizer, stack.columns, epoch)
         members = len(stack.members)
         labels = _per_member(labels, members)
         # The steps' logits, a chunk of steps at a time: the train loss is one op per chunk
@@ -382,7 +414,7 @@ class _FoldGroup:
             for start in range(chunk_start, chunk_end, self.batch_size):
                 end = min(start + self.batch_size, chunk_end)
                 logits_out = chunk_logits[start - chunk_start : end - chunk_start]
-                stack.sgd_step(features[start:end], labels[start:end], step, logits_out)
+                stack.optimizer_step(features[start:end], labels[start:end], step, logits_out)
             chunk = slice(0, chunk_end - chunk_start)
             loss_sum += classification_loss(
                 chunk_logits[chunk], labels[chunk_start:chunk_end], reduction="none"

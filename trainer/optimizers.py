@@ -1,0 +1,123 @@
+"""The optimizers a trial trains with, applied per member of a stacked batch as torch.optim does.
+
+Both engines (the built-in MLP's `_Stack`, a user's model's `ModuleStack`) hold each member's
+optimizer state beside its weights and call `update` once per mini-batch with the members'
+settings as tensors broadcast against the weights, so members with different lrs, betas or weight
+decays train in one op per tensor and never share state. `update` computes what
+`torch.optim.SGD`, `Adam` and `AdamW` compute for each member (their single-tensor path), up to
+float32 rounding; tests hold the engines to torch's optimizers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lrsweep.trainer.config import OPTIMIZERS
+
+
+def new_state(kind: str, param: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Zeroed optimizer state for `param` (stacked members: each member's slice is its own)."""
+    return {name: torch.zeros_like(param) for name in OPTIMIZERS[kind][1]}
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """One epoch's optimizer settings of the members still running, each shaped to broadcast
+    against the stacked weights ([1, A] against [P, A]; [A, 1, ...] against [A, ...]). Built
+    once per epoch and shared by its mini-batches; frozen, so a stack cannot change the
+    settings of the steps after it.
+
+    The settings are float64, as torch.optim holds them (Python floats); what torch passes to
+    its float32 kernels as scalars is derived once, in float32, so each member's update rounds
+    as torch's does (Adam with a small eps amplifies any difference in the last bit).
+    """
+
+    kind: str
+    lr: torch.Tensor
+    momentum: torch.Tensor
+    decay: torch.Tensor
+    beta1: torch.Tensor
+    beta2: torch.Tensor
+    eps: torch.Tensor
+    decaying: bool  # any member's weight decay is non-zero: otherwise the decay op is skipped
+    kernel: _KernelScalars = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kernel", _KernelScalars.of(self))
+
+    def shaped(self, shape: tuple[int, ...]) -> StepSettings:
+        """The settings viewed as `shape` (a [1, A] setting as [A, 1, 1] for [A, ., .])."""
+        return self._map(lambda setting: setting.reshape(shape))
+
+    def member(self, position: int) -> StepSettings:
+        """One member's settings (0-d), for a stack that steps its members one at a time."""
+        return self._map(lambda setting: setting.reshape(-1)[position])
+
+    def _map(self, change: Callable[[torch.Tensor], torch.Tensor]) -> StepSettings:
+        changed: dict[str, Any] = {name: change(getattr(self, name)) for name in _SETTINGS}
+        return StepSettings(kind=self.kind, decaying=self.decaying, **changed)
+
+
+_SETTINGS = ("lr", "momentum", "decay", "beta1", "beta2", "eps")
+
+
+@dataclass(frozen=True)
+class _KernelScalars:
+    """The float32 values torch's optimizers hand their kernels, per member."""
+
+    lr: torch.Tensor
+    momentum: torch.Tensor
+    decay: torch.Tensor
+    shrink: torch.Tensor  # AdamW's 1 - lr * weight_decay
+    one_minus_beta1: torch.Tensor
+    beta2: torch.Tensor
+    one_minus_beta2: torch.Tensor
+    eps: torch.Tensor
+
+    @classmethod
+    def of(cls, settings: StepSettings) -> _KernelScalars:
+        def kernel(value: torch.Tensor) -> torch.Tensor:
+            return value.to(torch.float32)
+
+        return cls(
+            lr=kernel(settings.lr),
+            momentum=kernel(settings.momentum),
+            decay=kernel(settings.decay),
+            shrink=kernel(1 - settings.lr * settings.decay),
+            one_minus_beta1=kernel(1 - settings.beta1),
+            beta2=kernel(settings.beta2),
+            one_minus_beta2=kernel(1 - settings.beta2),
+            eps=kernel(settings.eps),
+        )
+
+
+def update(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    state: Mapping[str, torch.Tensor],
+    settings: StepSettings,
+    step: int,
+) -> None:
+    """One optimizer step of `param` (float32) in place (`grad` may be overwritten), `step`
+    counting from 1 (Adam's bias corrections). Each op is the one torch's single-tensor
+    optimizer runs, with a per-member tensor where torch has a scalar."""
+    scalars = settings.kernel
+    if settings.decaying and settings.kind != "adamw":  # L2: grad + decay * weight
+        grad.addcmul_(param, scalars.decay)
+    if settings.kind == "sgd":
+        state["momentum_buffer"].mul_(scalars.momentum).add_(grad)
+        param.addcmul_(state["momentum_buffer"], scalars.lr, value=-1.0)
+        return
+    if settings.decaying and settings.kind == "adamw":  # decoupled: weights shrink
+        param.mul_(scalars.shrink)
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    exp_avg.lerp_(grad, scalars.one_minus_beta1)
+    exp_avg_sq.mul_(scalars.beta2).addcmul_(grad * scalars.one_minus_beta2, grad)
+    step_size = (settings.lr / (1 - settings.beta1**step)).to(torch.float32)
+    bias_correction2_sqrt = (1 - settings.beta2**step).sqrt().to(torch.float32)
+    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(scalars.eps)
+    param.addcdiv_(exp_avg * step_size, denom, value=-1.0)

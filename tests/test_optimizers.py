@@ -108,7 +108,8 @@ def test_the_update_is_torch_optim_s_bit_for_bit(
 ) -> None:
     """Members with settings of their own stacked in one tensor (as `_Stack` holds them,
     [P, A], or `ModuleStack`, [A, P]) step exactly as torch.optim steps each alone, given the
-    same gradients, some of them tiny (where Adam's eps matters)."""
+    same gradients, some of them tiny (where Adam's eps matters); the built-in engine's fused
+    SGD to within a rounding a step."""
     drawn = [data.draw(member_settings(kind)) for _ in range(members)]
     generator = torch.Generator().manual_seed(seed)
     start = torch.randn(members, 7, generator=generator)
@@ -140,16 +141,21 @@ def test_the_update_is_torch_optim_s_bit_for_bit(
         *map(per_member, ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps")),
         decaying=any(s["weight_decay"] for s in drawn),
     )
-    stacked = start.clone() if members_first else start.T.contiguous()
-    state = new_state(kind, stacked)
+    exact, fused = ((start if members_first else start.T).contiguous().clone() for _ in "ab")
+    exact_state, fused_state = new_state(kind, exact), new_state(kind, fused)
     for step, grad in enumerate(grads, start=1):
         for param, optimizer, member_grad in zip(torch_params, optimizers, grad, strict=True):
             param.grad = member_grad.clone()
             optimizer.step()
-        update(stacked, (grad if members_first else grad.T).clone(), state, step_settings, step)
-    ours = stacked if members_first else stacked.T
+        stacked_grad = grad if members_first else grad.T
+        update(exact, stacked_grad.clone(), exact_state, step_settings, step)
+        update(fused, stacked_grad.clone(), fused_state, step_settings, step, fused=True)
     for member, param in enumerate(torch_params):
-        assert torch.equal(ours[member], param.detach())
+        ours = exact[member] if members_first else exact[:, member]
+        assert torch.equal(ours, param.detach())
+        # the fused form: one rounding per step apart at most
+        theirs = fused[member] if members_first else fused[:, member]
+        torch.testing.assert_close(theirs, param.detach(), rtol=1e-5, atol=1e-6)
 
 
 def test_an_adam_member_beside_sgd_members_is_untouched_by_them(tensors: Tensors) -> None:

@@ -167,7 +167,7 @@ class _Stack:
         hidden = self.forward(x, logits_out)
         self.backward(x, hidden, _loss_gradient(logits_out, y).div_(len(x)))
         self.steps += 1
-        update(self.theta, self.grad, self.state, step, self.steps)
+        update(self.theta, self.grad, self.state, step, self.steps, fused=True)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """[B, F] rows shared by all members -> logits [B, O, A]."""

@@ -1,8 +1,9 @@
 """The report's charts, each built twice from the same data by libraries that already draw it:
 an interactive plotly figure for the HTML page and a matplotlib figure for the PNG file.
 
-Optuna's visualization module draws the study-level charts; pandas/plotly express draw the two
-that are specific to schedules (accuracy by scheduler type, learning rate over the epochs).
+Optuna's visualization module draws the study-level charts; pandas/plotly express draw those
+specific to schedules (accuracy by scheduler type and by optimizer, learning rate over the
+epochs).
 """
 
 from __future__ import annotations
@@ -68,17 +69,18 @@ def top_learning_curves(opened: OpenStudy, top: Sequence[optuna.trial.FrozenTria
     return _line_chart("intermediate_values", title, frame, "validation accuracy", logy=False)
 
 
-def accuracy_by_scheduler(study: optuna.Study) -> Chart:
-    """Final accuracy of completed trials grouped by scheduler type."""
+def accuracy_by(study: optuna.Study, param: str, label: str) -> Chart:
+    """Final accuracy of completed trials grouped by one categorical parameter (`scheduler`:
+    the scheduler type; `optimizer`)."""
     frame = study.trials_dataframe(attrs=("number", "value", "params", "state"))
     frame = frame[frame["state"] == "COMPLETE"].rename(
-        columns={"params_scheduler": "scheduler", "value": "accuracy"}
+        columns={f"params_{param}": param, "value": "accuracy"}
     )
-    title = "Final validation accuracy by scheduler type (completed trials)"
-    interactive = px.box(frame, x="scheduler", y="accuracy", points="all", title=title)
-    axes = frame.boxplot(column="accuracy", by="scheduler", grid=False, rot=30)
+    title = f"Final validation accuracy by {label} (completed trials)"
+    interactive = px.box(frame, x=param, y="accuracy", points="all", title=title)
+    axes = frame.boxplot(column="accuracy", by=param, grid=False, rot=30)
     axes.set_ylabel("validation accuracy")
-    return Chart("accuracy_by_scheduler", title, interactive, _finish(axes, title))
+    return Chart(f"accuracy_by_{param}", title, interactive, _finish(axes, title))
 
 
 def top_lr_schedules(opened: OpenStudy, top: Sequence[optuna.trial.FrozenTrial]) -> Chart:
@@ -89,8 +91,11 @@ def top_lr_schedules(opened: OpenStudy, top: Sequence[optuna.trial.FrozenTrial])
 
 
 def _label(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> str:
-    """The same name for a trial in every chart: number, scheduler, accuracy."""
-    return f"#{trial.number} {trial_config(opened, trial).schedule.kind} ({trial.value:.3f})"
+    """The same name for a trial in every chart: number, scheduler, optimizer unless SGD,
+    accuracy."""
+    config = trial_config(opened, trial)
+    optimizer = "" if config.optimizer == "sgd" else f" {config.optimizer}"
+    return f"#{trial.number} {config.schedule.kind}{optimizer} ({trial.value:.3f})"
 
 
 def _line_chart(name: str, title: str, frame: pd.DataFrame, ylabel: str, *, logy: bool) -> Chart:

@@ -18,6 +18,7 @@ from lrsweep.sweeps.results.ranking import top_trials
 from lrsweep.sweeps.results.selection import SELECTION_ATTR
 from lrsweep.sweeps.results.summary import format_summary, summarize
 from lrsweep.sweeps.study.open import OpenStudy
+from lrsweep.sweeps.study.space import OPTIMIZER_PARAM, SCHEDULER_PARAM
 
 PNG_DPI = 110
 
@@ -39,9 +40,11 @@ def write_report(opened: OpenStudy, out_dir: Path, *, top_k: int) -> Report:
         charts.append(figures.param_importances(opened.study))
     charts += [
         figures.top_learning_curves(opened, top),
-        figures.accuracy_by_scheduler(opened.study),
+        figures.accuracy_by(opened.study, SCHEDULER_PARAM, "scheduler type"),
         figures.top_lr_schedules(opened, top),
     ]
+    if opened.settings.space.records_optimizer:
+        charts.append(figures.accuracy_by(opened.study, OPTIMIZER_PARAM, "optimizer"))
     out_dir.mkdir(parents=True, exist_ok=True)
     images = tuple(_save_png(chart, out_dir) for chart in charts)
     page = out_dir / "report.html"

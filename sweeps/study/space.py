@@ -1,13 +1,16 @@
 """The conditional search space: a scheduler kind first, then only that kind's arguments.
 
 Optuna parameter names are flat and dotted (`lr`, `momentum`, `step.gamma`,
-`cosine.eta_min_factor`); a TOML or YAML file overrides any range by the same name:
+`cosine.eta_min_factor`); a TOML or YAML file overrides any range by the same name, and may
+search the optimizer too (SGD alone by default, the tutorial's):
 
     schedulers = ["step", "cosine"]
+    optimizers = ["sgd", "adam", "adamw"]  # searched as the `optimizer` parameter
     [ranges]
     lr = {low = 0.01, high = 0.5, log = true}
     "step.gamma" = {low = 0.1, high = 0.5}
     weight_decay = {low = 1e-5, high = 1e-2, log = true}  # opt-in: searched only if named
+    beta2 = {low = 0.9, high = 0.9999}  # Adam's and AdamW's; opt-in, as beta1 and eps
     batch_size = {low = 16, high = 256}  # opt-in; searched among 16, 32, 64, 128, 256
 
 `config_from_params` turns a trial's parameters into a `TrainConfig`; sampling and export both
@@ -26,7 +29,7 @@ from typing import Any
 import optuna
 
 from lrsweep.trainer import SCHEDULES, InvalidInputError, ScheduleConfig, TrainConfig
-from lrsweep.trainer.config import DEFAULT_BATCH_SIZE
+from lrsweep.trainer.config import DEFAULT_BATCH_SIZE, OPTIMIZERS
 from lrsweep.trainer.documents import read_document
 from lrsweep.trainer.schedules import (
     AT_LEAST_1,
@@ -40,6 +43,8 @@ from lrsweep.trainer.schedules import (
 )
 
 SCHEDULER_PARAM = "scheduler"
+OPTIMIZER_PARAM = "optimizer"
+ADAPTIVE = ("adam", "adamw")
 
 
 @dataclass(frozen=True)
@@ -78,14 +83,45 @@ class Dimension:
     off: float = 0.0  # an opt-in parameter's value when it is not searched (the tutorial's)
     # Searched among low, 2 low, 4 low, ... up to high (`Range.doublings`), not every integer.
     doubling: bool = False
+    optimizers: tuple[str, ...] = tuple(OPTIMIZERS)  # the optimizers that have it
+    # An optimizer whose unsearched value is not `off` (AdamW's weight decay: torch's 0.01).
+    off_by_optimizer: Mapping[str, float] = field(default_factory=dict)
+
+    def off_for(self, optimizer: str) -> float:
+        return self.off_by_optimizer.get(optimizer, self.off)
 
 
 DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
     {
         "lr": Dimension(POSITIVE, Range(1e-3, 1.0, log=True)),
-        "momentum": Dimension(ParamSpec(is_int=False, low=0.0, high=0.999), Range(0.0, 0.99)),
+        "momentum": Dimension(
+            ParamSpec(is_int=False, low=0.0, high=0.999), Range(0.0, 0.99), optimizers=("sgd",)
+        ),
+        # Adam's and AdamW's, opt-in (torch's defaults otherwise).
+        "beta1": Dimension(
+            ParamSpec(is_int=False, low=0.0, high=0.999),
+            Range(0.8, 0.95),
+            opt_in=True,
+            off=0.9,
+            optimizers=ADAPTIVE,
+        ),
+        "beta2": Dimension(
+            ParamSpec(is_int=False, low=0.0, high=0.99999),
+            Range(0.9, 0.9999),
+            opt_in=True,
+            off=0.999,
+            optimizers=ADAPTIVE,
+        ),
+        "eps": Dimension(
+            POSITIVE, Range(1e-10, 1e-6, log=True), opt_in=True, off=1e-8, optimizers=ADAPTIVE
+        ),
         # Opt-in; whether it pays on unseen rows: bench/NOTES.md, step 11.
-        "weight_decay": Dimension(NONNEGATIVE, Range(1e-5, 1e-2, log=True), opt_in=True),
+        "weight_decay": Dimension(
+            NONNEGATIVE,
+            Range(1e-5, 1e-2, log=True),
+            opt_in=True,
+            off_by_optimizer=MappingProxyType({"adamw": 0.01}),
+        ),
         # Opt-in: a data set's size sets what suits it. Doubling: a batch's members train in one
         # vectorized group per size, so a few sizes keep batches vectorized.
         "batch_size": Dimension(
@@ -161,14 +197,23 @@ def _schedule_params(kind: str, sampled: dict[str, Any], lr: float, epochs: int)
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Which scheduler kinds to try and the range of every parameter."""
+    """Which scheduler kinds and optimizers to try and the range of every parameter."""
 
     schedulers: tuple[str, ...] = DEFAULT_SCHEDULERS
     ranges: Mapping[str, Range] = field(default_factory=_default_ranges)
+    optimizers: tuple[str, ...] = ("sgd",)
 
     def __post_init__(self) -> None:
         if not self.schedulers:
             raise InvalidInputError("search space lists no schedulers")
+        if not self.optimizers:
+            raise InvalidInputError("search space lists no optimizers")
+        unknown_optimizers = [name for name in self.optimizers if name not in OPTIMIZERS]
+        if unknown_optimizers or len(set(self.optimizers)) != len(self.optimizers):
+            raise InvalidInputError(
+                f"search space optimizers must be distinct names among {', '.join(OPTIMIZERS)}; "
+                f"got {list(self.optimizers)}"
+            )
         unknown = [kind for kind in self.schedulers if kind not in SCHEDULES]
         if unknown:
             raise InvalidInputError(
@@ -184,33 +229,55 @@ class SearchSpace:
                     f"unknown search-space key {name!r}; known: {', '.join(DIMENSIONS)}"
                 )
             _check_range(name, bounds)
+            if not set(DIMENSIONS[name].optimizers) & set(self.optimizers):
+                raise InvalidInputError(
+                    f"range {name!r} belongs to {' and '.join(DIMENSIONS[name].optimizers)}, "
+                    f"which the search space does not try (optimizers: "
+                    f"{', '.join(self.optimizers)})"
+                )
             merged[name] = bounds
         object.__setattr__(self, "ranges", MappingProxyType(merged))
 
     def __reduce__(self) -> tuple[type[SearchSpace], tuple[Any, ...]]:
         """Pickled as its arguments (a read-only mapping does not pickle): proposal processes
         receive the study's space (`sweeps.worker.prefetch`)."""
-        return type(self), (self.schedulers, dict(self.ranges))
+        return type(self), (self.schedulers, dict(self.ranges), self.optimizers)
+
+    @property
+    def records_optimizer(self) -> bool:
+        """Trials carry an `optimizer` parameter unless SGD is the only one (the tutorial's
+        space, and every study made before optimizers were searched: absent means SGD)."""
+        return self.optimizers != ("sgd",)
 
     def suggest(self, trial: optuna.Trial, *, epochs: int, batch_size: int) -> TrainConfig:
-        """Sample one config: scheduler kind, the optimizer's parameters (lr, momentum and any
-        opt-in one), then that kind's parameters."""
+        """Sample one config: scheduler kind, optimizer, that optimizer's parameters (lr,
+        momentum or betas, and any opt-in one), then the kind's parameters."""
         kind = trial.suggest_categorical(SCHEDULER_PARAM, list(self.schedulers))
+        optimizer = (
+            trial.suggest_categorical(OPTIMIZER_PARAM, list(self.optimizers))
+            if self.records_optimizer
+            else "sgd"
+        )
         for name, bounds in self.ranges.items():
-            if "." not in name or name.startswith(f"{kind}."):
-                dimension = DIMENSIONS[name]
+            dimension = DIMENSIONS[name]
+            if optimizer in dimension.optimizers and (
+                "." not in name or name.startswith(f"{kind}.")
+            ):
                 bounds.suggest(trial, name, dimension.rule.is_int, dimension.doubling)
         return config_from_params(trial.params, epochs=epochs, batch_size=batch_size)
 
     def with_opt_in_off(self, params: Mapping[str, Any], *, batch_size: int) -> dict[str, Any]:
-        """`params` with every opt-in parameter this space searches at its tutorial value (a
-        baseline is the tutorial's recipe: weight decay 0, the study's `batch_size`)."""
+        """`params` (SGD's, a tutorial baseline) with every opt-in parameter this space
+        searches for SGD at its tutorial value (weight decay 0, the study's `batch_size`), and
+        the optimizer named when trials record it."""
         study_values = {"batch_size": batch_size}
-        searched = {
+        searched: dict[str, Any] = {
             name: study_values.get(name, DIMENSIONS[name].off)
             for name in self.ranges
-            if DIMENSIONS[name].opt_in
+            if DIMENSIONS[name].opt_in and "sgd" in DIMENSIONS[name].optimizers
         }
+        if self.records_optimizer:
+            searched[OPTIMIZER_PARAM] = "sgd"
         return {**searched, **params}
 
     def why_outside(self, params: Mapping[str, Any]) -> str | None:
@@ -218,6 +285,9 @@ class SearchSpace:
         when it can."""
         if params[SCHEDULER_PARAM] not in self.schedulers:
             return f"scheduler {params[SCHEDULER_PARAM]!r} is not in the search space"
+        optimizer = params.get(OPTIMIZER_PARAM, "sgd")
+        if optimizer not in self.optimizers:
+            return f"optimizer {optimizer!r} is not in the search space"
         for name, value in params.items():
             bounds = self.ranges.get(name)
             if bounds is None:
@@ -232,9 +302,11 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schedulers": list(self.schedulers),
+            "optimizers": list(self.optimizers),
             "ranges": {
                 name: {"low": r.low, "high": r.high, "log": r.log}
                 for name, r in self.ranges.items()
+                if set(DIMENSIONS[name].optimizers) & set(self.optimizers)  # none unused
             },
         }
 
@@ -243,20 +315,23 @@ class SearchSpace:
         """Parse the file/JSON form; unknown keys and bad ranges are refused with `origin`."""
         if not isinstance(document, Mapping):
             raise InvalidInputError(f"{origin} must be a table/mapping at top level")
-        unknown = sorted(set(document) - {"schedulers", "ranges"})
+        unknown = sorted(set(document) - {"schedulers", "optimizers", "ranges"})
         if unknown:
             raise InvalidInputError(
-                f"{origin}: unknown key {unknown[0]!r} (expected 'schedulers' and/or 'ranges')"
+                f"{origin}: unknown key {unknown[0]!r} (expected 'schedulers', 'optimizers' "
+                "and/or 'ranges')"
             )
         schedulers = document.get("schedulers", list(DEFAULT_SCHEDULERS))
-        if not isinstance(schedulers, list) or not all(isinstance(s, str) for s in schedulers):
-            raise InvalidInputError(f"{origin}: 'schedulers' must be a list of names")
+        optimizers = document.get("optimizers", ["sgd"])
+        for key, names in (("schedulers", schedulers), ("optimizers", optimizers)):
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise InvalidInputError(f"{origin}: {key!r} must be a list of names")
         ranges = {
             name: _parse_range(name, value, origin)
             for name, value in _flatten(document.get("ranges", {}), origin).items()
         }
         try:
-            return cls(schedulers=tuple(schedulers), ranges=ranges)
+            return cls(schedulers=tuple(schedulers), ranges=ranges, optimizers=tuple(optimizers))
         except InvalidInputError as exc:
             raise InvalidInputError(f"{origin}: {exc}") from exc
 
@@ -269,7 +344,11 @@ def load_space(path: str | Path) -> SearchSpace:
 
 def config_from_params(params: Mapping[str, Any], *, epochs: int, batch_size: int) -> TrainConfig:
     """The TrainConfig a trial with these Optuna parameters trains."""
-    kind = params[SCHEDULER_PARAM]
+    kind, optimizer = params[SCHEDULER_PARAM], params.get(OPTIMIZER_PARAM, "sgd")
+
+    def value(name: str) -> Any:
+        return params.get(name, DIMENSIONS[name].off_for(optimizer))
+
     prefix = f"{kind}."
     sampled = {
         name.removeprefix(prefix): value
@@ -279,10 +358,13 @@ def config_from_params(params: Mapping[str, Any], *, epochs: int, batch_size: in
     return TrainConfig(
         schedule=ScheduleConfig(kind, _schedule_params(kind, sampled, params["lr"], epochs)),
         lr=params["lr"],
-        momentum=params["momentum"],
+        momentum=value("momentum"),
         epochs=epochs,
         batch_size=params.get("batch_size", batch_size),
-        weight_decay=params.get("weight_decay", DIMENSIONS["weight_decay"].off),
+        weight_decay=value("weight_decay"),
+        optimizer=optimizer,
+        betas=(value("beta1"), value("beta2")),
+        eps=value("eps"),
     )
 
 

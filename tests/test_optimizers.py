@@ -21,8 +21,15 @@ from lrsweep.trainer import (
     train,
     validation_rows,
 )
+from lrsweep.trainer.config import OPTIMIZERS, SCHEDULE_FREE, WITH_MOMENTUM
 from lrsweep.trainer.models import ModelSpec
-from lrsweep.trainer.optimizers import StepSettings, new_state, update
+from lrsweep.trainer.optimizers import (
+    ScheduleFreeClock,
+    StepSettings,
+    new_state,
+    schedule_free_mode_weights,
+    update,
+)
 from lrsweep.trainer.vectorized import BatchMember, train_batch
 
 EPOCHS = 4
@@ -44,6 +51,7 @@ def tensors(data_path: Path) -> Tensors:
 
 
 MEMBERS = (  # one batch: each optimizer, with and without weight decay, several schedules
+    # (Schedule-Free's lr follows the recipe's schedule too, as torch's scheduler sets it)
     TrainConfig(SCHEDULES[0], lr=0.1, momentum=0.9, weight_decay=0.01, epochs=EPOCHS),
     TrainConfig(SCHEDULES[1], lr=0.01, epochs=EPOCHS, optimizer="adam"),
     TrainConfig(
@@ -54,6 +62,17 @@ MEMBERS = (  # one batch: each optimizer, with and without weight decay, several
     TrainConfig(
         SCHEDULES[0], lr=0.005, epochs=EPOCHS, optimizer="adamw", betas=(0.95, 0.999),
         eps=1e-6, weight_decay=0.01,
+    ),
+    TrainConfig(SCHEDULES[0], lr=0.1, momentum=0.9, epochs=EPOCHS, optimizer="sgd_schedulefree"),
+    TrainConfig(
+        SCHEDULES[2], lr=0.3, momentum=0.5, weight_decay=0.01, epochs=EPOCHS,
+        optimizer="sgd_schedulefree",
+    ),
+    TrainConfig(
+        SCHEDULES[0], lr=0.005, epochs=EPOCHS, optimizer="adamw_schedulefree", weight_decay=0.01,
+    ),
+    TrainConfig(
+        SCHEDULES[3], lr=0.01, betas=(0.95, 0.99), epochs=EPOCHS, optimizer="adamw_schedulefree",
     ),
 )  # fmt: skip
 
@@ -86,9 +105,11 @@ def test_each_member_trains_as_torch_optim_trains_it_alone(
 def member_settings(draw: st.DrawFn, kind: str) -> dict[str, float]:
     return {
         "lr": draw(st.floats(1e-5, 1.0)),
-        "momentum": draw(st.floats(0.0, 0.99)) if kind == "sgd" else 0.0,
+        "momentum": draw(st.floats(0.0 if kind == "sgd" else 1e-6, 0.99))
+        if kind in WITH_MOMENTUM
+        else 0.0,
         "weight_decay": draw(st.sampled_from([0.0, 1e-4, 0.01, 0.3])),
-        "beta1": draw(st.floats(0.0, 0.99)),
+        "beta1": draw(st.floats(1e-6 if kind in SCHEDULE_FREE else 0.0, 0.99)),
         "beta2": draw(st.floats(0.0, 0.9999)),
         "eps": draw(st.sampled_from([1e-12, 1e-10, 1e-8, 1e-6, 1e-3])),
     }
@@ -97,7 +118,7 @@ def member_settings(draw: st.DrawFn, kind: str) -> dict[str, float]:
 @settings(max_examples=200, deadline=None)
 @given(
     data=st.data(),
-    kind=st.sampled_from(["sgd", "adam", "adamw"]),
+    kind=st.sampled_from(list(OPTIMIZERS)),
     members=st.integers(1, 4),
     steps=st.integers(1, 12),
     members_first=st.booleans(),
@@ -107,9 +128,10 @@ def test_the_update_is_torch_optim_s_bit_for_bit(
     data: st.DataObject, kind: str, members: int, steps: int, members_first: bool, seed: int
 ) -> None:
     """Members with settings of their own stacked in one tensor (as `_Stack` holds them,
-    [P, A], or `ModuleStack`, [A, P]) step exactly as torch.optim steps each alone, given the
-    same gradients, some of them tiny (where Adam's eps matters); the built-in engine's fused
-    SGD to within a rounding a step."""
+    [P, A], or `ModuleStack`, [A, P]) step exactly as torch.optim (or `schedulefree`) steps
+    each alone, given the same gradients, some of them tiny (where Adam's eps matters); the
+    built-in engine's fused SGD to within a rounding a step. Schedule-Free weights are
+    compared after both switch to evaluation (`optimizer.eval()`)."""
     drawn = [data.draw(member_settings(kind)) for _ in range(members)]
     generator = torch.Generator().manual_seed(seed)
     start = torch.randn(members, 7, generator=generator)
@@ -132,24 +154,50 @@ def test_the_update_is_torch_optim_s_bit_for_bit(
         for s, param in zip(drawn, torch_params, strict=True)
     ]
 
-    def per_member(name: str) -> torch.Tensor:
-        values = torch.tensor([s[name] for s in drawn], dtype=torch.float64)
-        return values.view(-1, 1) if members_first else values.view(1, -1)
+    # a schedule of each member's own: each step's lr a fraction of its lr (Schedule-Free's
+    # lr_max and averaging weights follow it)
+    fractions = torch.rand(steps, members, generator=generator, dtype=torch.float64).tolist()
 
-    step_settings = StepSettings(
-        kind,
-        *map(per_member, ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps")),
-        decaying=any(s["weight_decay"] for s in drawn),
-    )
+    def per_member(name: str, fraction: list[float] | None = None) -> torch.Tensor:
+        values = [s[name] for s in drawn]
+        if fraction is not None:
+            values = [value * part for value, part in zip(values, fraction, strict=True)]
+        return torch.tensor([values], dtype=torch.float64)  # [1, A]
+
+    def settings_at(fraction: list[float]) -> StepSettings:
+        return StepSettings(
+            kind,
+            per_member("lr", fraction),
+            *map(per_member, ("momentum", "weight_decay", "beta1", "beta2", "eps")),
+            decaying=any(s["weight_decay"] for s in drawn),
+        )
+
+    clock = ScheduleFreeClock.of(members, torch.device("cpu")) if kind in SCHEDULE_FREE else None
+    for optimizer in optimizers if clock else ():
+        optimizer.train()  # type: ignore[attr-defined]
     exact, fused = ((start if members_first else start.T).contiguous().clone() for _ in "ab")
     exact_state, fused_state = new_state(kind, exact), new_state(kind, fused)
-    for step, grad in enumerate(grads, start=1):
-        for param, optimizer, member_grad in zip(torch_params, optimizers, grad, strict=True):
+
+    def layout(settings: StepSettings) -> StepSettings:
+        return settings.shaped((-1, 1)) if members_first else settings
+
+    for step, (grad, fraction) in enumerate(zip(grads, fractions, strict=True), start=1):
+        for param, optimizer, member_grad, s, part in zip(
+            torch_params, optimizers, grad, drawn, fraction, strict=True
+        ):
+            optimizer.param_groups[0]["lr"] = s["lr"] * part  # as a scheduler sets it
             param.grad = member_grad.clone()
             optimizer.step()
         stacked_grad = grad if members_first else grad.T
-        update(exact, stacked_grad.clone(), exact_state, step_settings, step)
-        update(fused, stacked_grad.clone(), fused_state, step_settings, step, fused=True)
+        step_settings = settings_at(fraction)
+        now = layout(clock.tick(step_settings) if clock else step_settings)
+        update(exact, stacked_grad.clone(), exact_state, now, step)
+        update(fused, stacked_grad.clone(), fused_state, now, step, fused=True)
+    if clock is not None:
+        for optimizer in optimizers:
+            optimizer.eval()  # type: ignore[attr-defined]
+        for stacked, state in ((exact, exact_state), (fused, fused_state)):
+            stacked.lerp_(state["z"], schedule_free_mode_weights(layout(step_settings))[1])
     for member, param in enumerate(torch_params):
         ours = exact[member] if members_first else exact[:, member]
         assert torch.equal(ours, param.detach())

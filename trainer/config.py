@@ -22,14 +22,21 @@ from lrsweep.trainer.schedules import SCHEDULES, ScheduleConfig
 if TYPE_CHECKING:
     import torch
 
-# name -> (its torch.optim class, the per-parameter state it keeps)
+# name -> (its class, the per-parameter state it keeps). The Schedule-Free ones (Defazio et al.,
+# 2024, the `schedulefree` package) average their iterates instead of decaying the lr: their
+# weights are evaluated in `optimizer.eval()` mode and trained in `optimizer.train()` mode.
 OPTIMIZERS: Mapping[str, tuple[str, tuple[str, ...]]] = MappingProxyType(
     {
-        "sgd": ("SGD", ("momentum_buffer",)),
-        "adam": ("Adam", ("exp_avg", "exp_avg_sq")),
-        "adamw": ("AdamW", ("exp_avg", "exp_avg_sq")),
+        "sgd": ("torch.optim.SGD", ("momentum_buffer",)),
+        "adam": ("torch.optim.Adam", ("exp_avg", "exp_avg_sq")),
+        "adamw": ("torch.optim.AdamW", ("exp_avg", "exp_avg_sq")),
+        "sgd_schedulefree": ("schedulefree.SGDScheduleFree", ("z",)),
+        "adamw_schedulefree": ("schedulefree.AdamWScheduleFree", ("z", "exp_avg_sq")),
     }
 )
+SCHEDULE_FREE = ("sgd_schedulefree", "adamw_schedulefree")
+WITH_MOMENTUM = ("sgd", "sgd_schedulefree")
+SCHEDULE_FREE_MIN_BETA = 1e-6
 FORMAT_NAME = "lrsweep.train-config"
 FORMAT_VERSION = 1
 DEFAULT_EPOCHS = 50
@@ -43,12 +50,14 @@ class TrainConfig:
     Args:
         schedule: the learning-rate schedule, stepped once per epoch.
         lr: initial learning rate, > 0.
-        momentum: SGD momentum in [0, 1) (SGD only: Adam's is beta1).
+        momentum: SGD momentum in [0, 1); Schedule-Free SGD's in (0, 1) (the Adam kinds have
+            beta1 instead).
         weight_decay: weight decay, >= 0 (the tutorial uses none): an L2 penalty in the
             gradient for SGD and Adam, decoupled for AdamW.
         epochs: number of epochs, >= 1 (the tutorial uses 50).
         batch_size: mini-batch size, >= 1 (the tutorial uses 24).
-        optimizer: `sgd` (the tutorial's), `adam` or `adamw`.
+        optimizer: `sgd` (the tutorial's), `adam`, `adamw`, `sgd_schedulefree` or
+            `adamw_schedulefree`.
         betas: Adam's and AdamW's (beta1, beta2), each in [0, 1).
         eps: Adam's and AdamW's eps, > 0.
     """
@@ -81,10 +90,21 @@ class TrainConfig:
             f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}",
         )
         _require(
-            self.optimizer == "sgd" or self.momentum == 0.0,
+            self.optimizer in WITH_MOMENTUM or self.momentum == 0.0,
             f"momentum is SGD's; {self.optimizer} has beta1 instead (got momentum "
             f"{self.momentum!r})",
         )
+        if self.optimizer in SCHEDULE_FREE:
+            name, beta = (
+                ("momentum", self.momentum)
+                if self.optimizer == "sgd_schedulefree"
+                else ("beta1", self.betas[0])
+            )
+            _require(
+                _is_number(beta) and SCHEDULE_FREE_MIN_BETA <= beta < 1.0,
+                f"{self.optimizer}'s {name} must be in [{SCHEDULE_FREE_MIN_BETA:g}, 1) (its "
+                f"evaluation weights are 1 - 1/{name}); got {beta!r}",
+            )
         _require(
             isinstance(self.betas, tuple)
             and len(self.betas) == 2
@@ -107,7 +127,7 @@ class TrainConfig:
     def optimizer_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of the torch optimizer (`optimizer_class`) besides the
         parameters."""
-        if self.optimizer == "sgd":
+        if self.optimizer in WITH_MOMENTUM:
             return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
         return {
             "lr": self.lr,
@@ -118,17 +138,25 @@ class TrainConfig:
 
     @property
     def optimizer_class(self) -> str:
-        return f"torch.optim.{OPTIMIZERS[self.optimizer][0]}"
+        return OPTIMIZERS[self.optimizer][0]
+
+    @property
+    def schedule_free(self) -> bool:
+        """Its optimizer needs `optimizer.train()` before training steps and `.eval()` before
+        evaluating or saving the model."""
+        return self.optimizer in SCHEDULE_FREE
 
     def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        """The torch optimizer this recipe trains with (SGD, Adam or AdamW)."""
-        import torch
+        """The optimizer this recipe trains with (torch's SGD, Adam or AdamW, or a Schedule-Free
+        one from `schedulefree`)."""
+        import importlib
 
         kwargs = self.optimizer_kwargs()
         if "betas" in kwargs:
             kwargs["betas"] = tuple(kwargs["betas"])
+        module, name = self.optimizer_class.rsplit(".", 1)
         optimizer_class: type[torch.optim.Optimizer] = getattr(
-            torch.optim, OPTIMIZERS[self.optimizer][0]
+            importlib.import_module(module), name
         )
         return optimizer_class(parameters, **kwargs)
 
@@ -147,7 +175,18 @@ class TrainConfig:
                     else {}
                 ),
             },
-            "optimizer": {"class": self.optimizer_class, **self.optimizer_kwargs()},
+            "optimizer": {
+                "class": self.optimizer_class,
+                **self.optimizer_kwargs(),
+                **(
+                    {
+                        "mode": "optimizer.train() before each epoch's steps, optimizer.eval() "
+                        "before validation and before saving the weights"
+                    }
+                    if self.schedule_free
+                    else {}
+                ),
+            },
             "training": {"epochs": self.epochs, "batch_size": self.batch_size},
         }
 
@@ -254,7 +293,7 @@ def _recorded_model(model: object) -> ModelSpec | None:
 
 def _optimizer_kind(class_name: object) -> str:
     """`torch.optim.Adam` -> `adam`; an optimizer lrsweep does not train with is refused."""
-    by_class = {f"torch.optim.{torch_name}": kind for kind, (torch_name, _) in OPTIMIZERS.items()}
+    by_class = {class_name: kind for kind, (class_name, _) in OPTIMIZERS.items()}
     if class_name not in by_class:
         raise InvalidInputError(
             f"optimizer.class must be one of {', '.join(by_class)}; got {class_name!r}"

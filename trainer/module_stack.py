@@ -20,8 +20,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from lrsweep.trainer.config import SCHEDULE_FREE
 from lrsweep.trainer.models import ModelSpec
-from lrsweep.trainer.optimizers import StepSettings, new_state, update
+from lrsweep.trainer.optimizers import ScheduleFreeClock, StepSettings, new_state, update
 from lrsweep.trainer.training import Tensors, classification_loss, make_model
 
 _SAID_ONE_AT_A_TIME: set[str] = set()
@@ -40,6 +41,7 @@ class ModuleStack:
     vmapped: bool
     optimizer: str = "sgd"
     steps: int = 0  # optimizer steps taken (Adam's bias corrections)
+    clock: ScheduleFreeClock | None = None  # a Schedule-Free optimizer's running scalars
 
     @classmethod
     def of(
@@ -64,6 +66,9 @@ class ModuleStack:
             state={name: new_state(optimizer, value) for name, value in params.items()},
             vmapped=True,
             optimizer=optimizer,
+            clock=ScheduleFreeClock.of(len(indices), device)
+            if optimizer in SCHEDULE_FREE
+            else None,
         )
         stack.vmapped = stack._runs_under_vmap(tensors.x_train[:2], spec)
         return stack
@@ -129,6 +134,8 @@ class ModuleStack:
         Under vmap every member runs one program, so a parameter is used by all or by none;
         one at a time, each member's gradient is its own."""
         self.steps += 1
+        if self.clock is not None:
+            step = self.clock.tick(step)
         if not self.vmapped:
             return self._step_one_at_a_time(x, y, step, logits_out)
         logits = self.logits(x)
@@ -193,3 +200,11 @@ class ModuleStack:
             name: {key: value[index] for key, value in state.items()}
             for name, state in self.state.items()
         }
+        if self.clock is not None:
+            self.clock.keep(index)
+
+    def lerp_to_state(self, name: str, weight: torch.Tensor) -> None:
+        with torch.no_grad():
+            for key, param in self.params.items():
+                shape = (-1,) + (1,) * (param.dim() - 1)  # a [A] weight against [A, ...]
+                param.lerp_(self.state[key][name], weight.view(shape))

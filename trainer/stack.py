@@ -36,6 +36,11 @@ class Stack(Protocol):
         [B, F] with labels `y` [B, A], its logits before the update written to `logits_out`
         [B, O, A] (the epoch's train loss is computed from them at its end)."""
 
+    def lerp_to_state(self, name: str, weight: torch.Tensor) -> None:
+        """Move every trained weight towards its optimizer state `name` by each member's
+        `weight` ([1, A]): how Schedule-Free switches between the weights it trains (y) and
+        the averaged ones it evaluates (x), as its `optimizer.train()` and `.eval()` do."""
+
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """[B, F] rows shared by all members -> logits [B, O, A]."""
 

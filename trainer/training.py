@@ -1,4 +1,5 @@
-"""One trial's training run: the tutorial's MLP, SGD with momentum, one scheduler step per epoch.
+"""One trial's training run: the tutorial's MLP, SGD with momentum (or the recipe's optimizer),
+one scheduler step per epoch.
 
 Two classes train as the tutorial does (one logit, BCE); more classes get one logit each and
 cross-entropy.
@@ -214,6 +215,8 @@ def train(
     for epoch in range(config.epochs):
         lr = optimizer.param_groups[0]["lr"]
         model.train()
+        if config.schedule_free:  # the weights its steps move (y), from the averaged ones
+            optimizer.train()  # type: ignore[attr-defined]
         loss_sum = torch.zeros((), device=device)
         for rows in torch.randperm(n_train, generator=batch_order).split(config.batch_size):
             rows = rows.to(device)
@@ -225,6 +228,8 @@ def train(
         train_loss = float(loss_sum) / n_train
         if not math.isfinite(train_loss):
             return _result(RunStatus.DIVERGED, history, model)
+        if config.schedule_free:  # the averaged weights (x): evaluated, and kept at the end
+            optimizer.eval()  # type: ignore[attr-defined]
         model.eval()
         val_accuracy, val_loss = evaluate(model, tensors.x_val, tensors.y_val)
         if config.schedule.reads_metric:

@@ -18,10 +18,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lrsweep.trainer.config import TrainConfig
+from lrsweep.trainer.config import SCHEDULE_FREE, TrainConfig
 from lrsweep.trainer.models import ModelSpec
 from lrsweep.trainer.module_stack import ModuleStack
-from lrsweep.trainer.optimizers import StepSettings, new_state, update
+from lrsweep.trainer.optimizers import (
+    ScheduleFreeClock,
+    StepSettings,
+    new_state,
+    schedule_free_mode_weights,
+    update,
+)
 from lrsweep.trainer.schedules import PlateauTracker, lr_curve
 from lrsweep.trainer.stack import Stack
 from lrsweep.trainer.training import (
@@ -79,6 +85,7 @@ class _Stack:
     hidden: int
     outputs: int
     steps: int = 0  # optimizer steps taken (Adam's bias corrections)
+    clock: ScheduleFreeClock | None = None  # a Schedule-Free optimizer's running scalars
     # Views of theta and grad, made once per set of members: slicing them every step cost
     # about a fifth of a step's dispatch at mini-batch 24.
     _weights: tuple[torch.Tensor, ...] = field(init=False, repr=False)
@@ -105,9 +112,10 @@ class _Stack:
         ]
         theta = torch.stack(columns, dim=1).to(device)
         member_index = torch.tensor(list(indices), dtype=torch.long, device=device)
+        clock = ScheduleFreeClock.of(len(indices), device) if optimizer in SCHEDULE_FREE else None
         return cls(
             list(indices), member_index, theta, torch.empty_like(theta),
-            new_state(optimizer, theta), inputs, hidden, outputs,
+            new_state(optimizer, theta), inputs, hidden, outputs, clock=clock,
         )  # fmt: skip
 
     @property
@@ -155,6 +163,8 @@ class _Stack:
         self.columns = self.columns[index]
         self.theta = self.theta[:, index]
         self.state = {name: value[:, index] for name, value in self.state.items()}
+        if self.clock is not None:
+            self.clock.keep(index)
         self.grad = torch.empty_like(self.theta)
         self.__post_init__()
 
@@ -167,7 +177,12 @@ class _Stack:
         hidden = self.forward(x, logits_out)
         self.backward(x, hidden, _loss_gradient(logits_out, y).div_(len(x)))
         self.steps += 1
+        if self.clock is not None:
+            step = self.clock.tick(step)
         update(self.theta, self.grad, self.state, step, self.steps, fused=True)
+
+    def lerp_to_state(self, name: str, weight: torch.Tensor) -> None:
+        self.theta.lerp_(self.state[name], weight)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """[B, F] rows shared by all members -> logits [B, O, A]."""
@@ -401,6 +416,9 @@ class _FoldGroup:
         order = torch.randperm(n_train, generator=self.batch_order).to(tensors.x_train.device)
         features, labels = tensors.x_train[order], tensors.y_train[order]
         step = settings.step(self.optimizer, stack.columns, epoch)
+        to_training, to_evaluation = (
+            schedule_free_mode_weights(step) if self.optimizer in SCHEDULE_FREE else (None, None)
+        )
         members = len(stack.members)
         labels = _per_member(labels, members)
         # The steps' logits, a chunk of steps at a time: the train loss is one op per chunk
@@ -409,6 +427,8 @@ class _FoldGroup:
         chunk_logits = features.new_empty(chunk_rows, tensors.n_outputs, members)
         loss_sum = features.new_zeros(members)
         stack.train()
+        if to_training is not None:  # Schedule-Free trains y, from the averaged x
+            stack.lerp_to_state("z", to_training)
         for chunk_start in range(0, n_train, chunk_rows):
             chunk_end = min(chunk_start + chunk_rows, n_train)
             for start in range(chunk_start, chunk_end, self.batch_size):
@@ -419,6 +439,8 @@ class _FoldGroup:
             loss_sum += classification_loss(
                 chunk_logits[chunk], labels[chunk_start:chunk_end], reduction="none"
             ).sum(dim=0)
+        if to_evaluation is not None:  # and evaluates (and keeps, at the end) x
+            stack.lerp_to_state("z", to_evaluation)
         stack.eval()
         with torch.no_grad():
             val_logits = stack.logits(tensors.x_val)

@@ -5,7 +5,8 @@ Optuna parameter names are flat and dotted (`lr`, `momentum`, `step.gamma`,
 search the optimizer too (SGD alone by default, the tutorial's):
 
     schedulers = ["step", "cosine"]
-    optimizers = ["sgd", "adam", "adamw"]  # searched as the `optimizer` parameter
+    optimizers = ["sgd", "adam", "adamw"]  # searched as the `optimizer` parameter; also
+    # "sgd_schedulefree" and "adamw_schedulefree" (with schedulers = ["constant"]: no schedule)
     [ranges]
     lr = {low = 0.01, high = 0.5, log = true}
     "step.gamma" = {low = 0.1, high = 0.5}
@@ -44,7 +45,7 @@ from lrsweep.trainer.schedules import (
 
 SCHEDULER_PARAM = "scheduler"
 OPTIMIZER_PARAM = "optimizer"
-ADAPTIVE = ("adam", "adamw")
+ADAPTIVE = ("adam", "adamw", "adamw_schedulefree")  # those with betas and eps
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,14 @@ class Dimension:
 DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
     {
         "lr": Dimension(POSITIVE, Range(1e-3, 1.0, log=True)),
+        # Schedule-Free SGD's is not searched: its default, 0.9 (0 is not allowed).
         "momentum": Dimension(
-            ParamSpec(is_int=False, low=0.0, high=0.999), Range(0.0, 0.99), optimizers=("sgd",)
+            ParamSpec(is_int=False, low=0.0, high=0.999),
+            Range(0.0, 0.99),
+            optimizers=("sgd",),
+            off_by_optimizer=MappingProxyType({"sgd_schedulefree": 0.9}),
         ),
-        # Adam's and AdamW's, opt-in (torch's defaults otherwise).
+        # Adam's, AdamW's and Schedule-Free AdamW's, opt-in (torch's defaults otherwise).
         "beta1": Dimension(
             ParamSpec(is_int=False, low=0.0, high=0.999),
             Range(0.8, 0.95),

@@ -25,6 +25,7 @@ EXAMPLES = {
     "cyclic": {"max_lr": 0.9, "step_size_up": 6},
     "warmup_cosine": {"warmup_iters": 5, "start_factor": 0.1, "T_max": 55, "eta_min": 0.0},
     "plateau": {"factor": 0.5, "patience": 2, "threshold": 1e-3, "min_lr": 0.01},
+    "recorded": {"factors": [1.0, 0.5, 2.0, 0.25]},
 }
 
 
@@ -88,6 +89,10 @@ def test_config_is_frozen() -> None:
 factors = st.floats(min_value=1e-3, max_value=1.0)
 valid_configs = st.one_of(
     st.just(ScheduleConfig("constant")),
+    st.builds(
+        lambda f: ScheduleConfig("recorded", {"factors": f}),
+        st.lists(st.floats(1e-3, 10.0), min_size=1, max_size=70),
+    ),
     st.builds(
         lambda s, g: ScheduleConfig("step", {"step_size": s, "gamma": g}),
         st.integers(1, 60),

@@ -12,11 +12,12 @@ from conftest import torch_lrs
 from lrsweep.sweeps.study.space import (
     DEFAULT_SCHEDULERS,
     DIMENSIONS,
+    SEARCHABLE_SCHEDULERS,
     SearchSpace,
     config_from_params,
     load_space,
 )
-from lrsweep.trainer import SCHEDULES, InvalidInputError, build
+from lrsweep.trainer import InvalidInputError, build
 
 
 def _sample(space: SearchSpace, n: int) -> list[optuna.trial.FrozenTrial]:
@@ -44,7 +45,7 @@ def test_the_default_space_samples_the_seven_classic_kinds() -> None:
 @pytest.mark.parametrize("epochs", [3, 10, 50])
 def test_a_space_listing_every_kind_samples_each_into_a_torch_scheduler(epochs: int) -> None:
     kinds = set()
-    for trial in _sample(SearchSpace(schedulers=tuple(SCHEDULES)), 150):
+    for trial in _sample(SearchSpace(schedulers=SEARCHABLE_SCHEDULERS), 150):
         config = config_from_params(trial.params, epochs=epochs, batch_size=24)
         kinds.add(config.schedule.kind)
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
@@ -53,7 +54,7 @@ def test_a_space_listing_every_kind_samples_each_into_a_torch_scheduler(epochs: 
         )
         # Stepped for every epoch it trains, as the single-trial loop steps it.
         assert torch_lrs(config.schedule, config.lr, epochs)[0] > 0
-    assert kinds == set(SCHEDULES)
+    assert kinds == set(SEARCHABLE_SCHEDULERS)
 
 
 def test_weight_decay_is_searched_only_when_a_space_file_names_it(tmp_path: Path) -> None:

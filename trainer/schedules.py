@@ -34,16 +34,18 @@ class ParamSpec:
     low_open: bool = False
     high_open: bool = False
     increasing_list: bool = False  # a non-empty, strictly increasing list of such values
+    listed: bool = False  # a non-empty list of such values, in any order
 
     def check(self, kind: str, name: str, value: object) -> Any:
         """Return `value` converted to the param's type, or raise InvalidInputError."""
-        if self.increasing_list:
+        if self.increasing_list or self.listed:
             if not isinstance(value, list | tuple) or not value:
                 raise InvalidInputError(f"{kind}.{name} must be a non-empty list; got {value!r}")
-            items = tuple(
-                replace(self, increasing_list=False).check(kind, name, item) for item in value
-            )
-            if any(a >= b for a, b in zip(items, items[1:], strict=False)):
+            item_rule = replace(self, increasing_list=False, listed=False)
+            items = tuple(item_rule.check(kind, name, item) for item in value)
+            if self.increasing_list and any(
+                a >= b for a, b in zip(items, items[1:], strict=False)
+            ):
                 raise InvalidInputError(f"{kind}.{name} must increase; got {list(items)}")
             return items
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -73,6 +75,7 @@ UNIT = ParamSpec(is_int=False, low=0.0, high=1.0)
 OPEN_UNIT = ParamSpec(is_int=False, low=0.0, high=1.0, low_open=True, high_open=True)
 AT_LEAST_1 = ParamSpec(is_int=False, low=1.0)
 MILESTONES = ParamSpec(is_int=True, low=1, increasing_list=True)
+FACTORS = ParamSpec(is_int=False, low=0.0, low_open=True, listed=True)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,16 @@ def inverse_time_factor(alpha: float) -> Callable[[int], float]:
 
     def factor(epoch: int) -> float:
         return 1.0 / (1.0 + alpha * epoch)
+
+    return factor
+
+
+def recorded_factor(factors: tuple[float, ...]) -> Callable[[int], float]:
+    """A recorded schedule (what population mode found) as a LambdaLR factor: epoch n's lr
+    is lr0 * factors[n]; past the record, the last factor holds."""
+
+    def factor(epoch: int) -> float:
+        return factors[min(epoch, len(factors) - 1)]
 
     return factor
 
@@ -143,6 +156,9 @@ SCHEDULES: Mapping[str, ScheduleKind] = MappingProxyType(
                 "eta_min": NONNEGATIVE,
             },
         ),
+        # The per-epoch factors a population run recorded for its best lineage; exported, never
+        # searched (`sweeps run --population`).
+        "recorded": ScheduleKind("LambdaLR", {"factors": FACTORS}),
         "plateau": ScheduleKind(
             "ReduceLROnPlateau",
             {
@@ -224,8 +240,9 @@ class ScheduleConfig:
                 "milestones": [p["warmup_iters"]],
             }
         kwargs: dict[str, Any] = {**kind.fixed_kwargs, **p}
-        if "milestones" in kwargs:
-            kwargs["milestones"] = list(kwargs["milestones"])
+        for listed in ("milestones", "factors"):
+            if listed in kwargs:
+                kwargs[listed] = list(kwargs[listed])
         if kind.lr_kwarg is not None:
             kwargs[kind.lr_kwarg] = lr
         return kwargs
@@ -240,6 +257,8 @@ def build(optimizer: Optimizer, config: ScheduleConfig) -> LRScheduler:
     kwargs = config.torch_kwargs(optimizer.param_groups[0]["lr"])
     if config.kind == "inverse_time":
         return torch_class(optimizer, lr_lambda=inverse_time_factor(config.params["alpha"]))
+    if config.kind == "recorded":
+        return torch_class(optimizer, lr_lambda=recorded_factor(config.params["factors"]))
     if config.kind == "warmup_cosine":
         parts = [
             getattr(lr_scheduler, part["class"])(optimizer, **part["kwargs"])
@@ -273,6 +292,8 @@ def lr_curve(config: ScheduleConfig, lr0: float, epochs: int) -> list[float]:
             lr = lr0 * (p["start_factor"] + (p["end_factor"] - p["start_factor"]) * progress)
         elif config.kind == "inverse_time":
             lr = lr0 * inverse_time_factor(p["alpha"])(epoch)
+        elif config.kind == "recorded":
+            lr = lr0 * recorded_factor(p["factors"])(epoch)
         elif config.kind == "cosine":
             lr = _cosine(lr0, p["eta_min"], epoch, p["T_max"])
         elif config.kind == "polynomial":

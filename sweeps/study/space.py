@@ -165,6 +165,7 @@ DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
 )
 # The seven kinds a space file need not name: the others were added later, and a default
 # space changes only where measurements show it pays (none made yet for those).
+SEARCHABLE_SCHEDULERS = tuple(kind for kind in SCHEDULES if kind != "recorded")
 DEFAULT_SCHEDULERS = (
     "constant", "step", "exponential", "linear", "inverse_time", "cosine", "polynomial",
 )  # fmt: skip
@@ -219,11 +220,16 @@ class SearchSpace:
                 f"search space optimizers must be distinct names among {', '.join(OPTIMIZERS)}; "
                 f"got {list(self.optimizers)}"
             )
-        unknown = [kind for kind in self.schedulers if kind not in SCHEDULES]
+        unknown = [kind for kind in self.schedulers if kind not in SEARCHABLE_SCHEDULERS]
         if unknown:
             raise InvalidInputError(
                 f"unknown scheduler {unknown[0]!r} in search space; choose from "
-                f"{', '.join(SCHEDULES)}"
+                f"{', '.join(SEARCHABLE_SCHEDULERS)}"
+                + (
+                    " (`recorded` is what population mode exports)"
+                    if "recorded" in unknown
+                    else ""
+                )
             )
         if len(set(self.schedulers)) != len(self.schedulers):
             raise InvalidInputError(f"search space lists a scheduler twice: {self.schedulers}")

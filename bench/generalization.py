@@ -14,6 +14,8 @@ outer-test rows, mean over seeds):
   of what the study could have chosen: no procedure that does not see the test rows can beat it).
 
     python -m bench.generalization [--splits 3] [--trials 100] [--seeds 5] [-- RUN FLAGS]
+
+With `-- --population K --exploit-every E` both sweeps are population runs of K members.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import optuna
 from sklearn.model_selection import train_test_split
 
 from bench.commands import run_sweeps
+from lrsweep.sweeps.results.ranking import trained_config
 from lrsweep.sweeps.results.retrain import score_over_seeds
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.trainer import ScheduleConfig, TrainConfig, load_dataset
@@ -95,10 +98,10 @@ def evaluate_split(
             _write_csv(train_set, work / "train.csv"),
             _write_csv(test_set, work / "test.csv"),
         )
+        # A population run trains its --population members instead of --trials.
+        size = [] if "--population" in run_flags else ["--trials", str(trials)]
         started = time.perf_counter()
-        run_sweeps(
-            work, "run", "--data", train_csv, "--trials", str(trials), "--quiet", *run_flags
-        )
+        run_sweeps(work, "run", "--data", train_csv, *size, "--quiet", *run_flags)
         sweep_s = time.perf_counter() - started
         run_sweeps(work, "export", "--study", "lrsweep", "--out", "raw.json")
         single = work / "single"
@@ -109,8 +112,7 @@ def evaluate_split(
             "run",
             "--data",
             train_csv,
-            "--trials",
-            str(trials),
+            *size,
             "--quiet",
             *run_flags,
             "--folds",
@@ -147,7 +149,7 @@ def _study_spread(database: Path, tensors: Tensors, seeds: int) -> dict[str, flo
         complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     finally:
         storage.engine.dispose()
-    configs = [settings.train_config(trial.params) for trial in complete]
+    configs = [trained_config(settings, trial) for trial in complete]
     means = [scores.mean for scores in score_over_seeds(configs, [tensors], seeds)]
     return {"median trial": statistics.median(means), "ceiling": max(means)}
 

@@ -29,7 +29,7 @@ from lrsweep.sweeps.study.options import (
     DataOptions,
     StudyOptions,
 )
-from lrsweep.sweeps.worker.options import WorkerOptions
+from lrsweep.sweeps.worker.options import PopulationOptions, WorkerOptions
 from lrsweep.trainer import TrainConfig, load_config
 
 if TYPE_CHECKING:
@@ -73,13 +73,16 @@ def run(
     options: WorkerOptions | None = None,
     study_options: StudyOptions = StudyOptions(),
     choice: ChoiceOptions = ChoiceOptions(after_sweep=True),
+    population: PopulationOptions = PopulationOptions(),
 ) -> SweepResult:
     """Create or resume `study`, sweep it on all cores (or GPUs) in worker processes until it
     has `trials` finished trials (default DEFAULT_RUN_TRIALS), and export the robust choice to
     `out`: what `sweeps run` does. `options` gives every worker option at once instead of
     `data` and `trials`; a run's target and sampler seed default to DEFAULT_RUN_TRIALS and
-    DEFAULT_RUN_SEED there too. Raises SweepFailed when a worker fails, SweepInterrupted when
-    the workers were interrupted; either way nothing is exported."""
+    DEFAULT_RUN_SEED there too. With `population.size`, a population of that many members is
+    trained instead, in this process (Population Based Training: `sweeps.worker.population`).
+    Raises SweepFailed when a worker fails, SweepInterrupted when the workers were interrupted;
+    either way nothing is exported."""
     from lrsweep.sweeps.results.choice import export_choice
     from lrsweep.sweeps.results.export import export_path
     from lrsweep.sweeps.results.selection import SweepPace
@@ -90,6 +93,8 @@ def run(
         options = WorkerOptions(data=_data(data), target_trials=trials)
     elif data is not None or trials is not None:
         raise InvalidInputError("give data and trials inside options, or without options")
+    if population.size is not None and options.target_trials is not None:
+        raise InvalidInputError("--trials and --population: a population trains its K members")
     options = replace(
         options,
         target_trials=options.target_trials or DEFAULT_RUN_TRIALS,
@@ -97,20 +102,47 @@ def run(
     )
     settings = _settings(storage)
     started, started_at = time.perf_counter(), datetime.datetime.now()  # Optuna's clock
-    launched = launch(settings, study, study_options, options, workers, baselines=True)
-    opened = launched.opened
+    if population.size is not None:
+        opened, workers_used = _population(settings, study, study_options, options, population)
+    else:
+        launched = launch(settings, study, study_options, options, workers, baselines=True)
+        opened, workers_used = launched.opened, launched.workers
     try:
-        if launched.exit_code in INTERRUPTED_CODES:
+        if population.size is None and launched.exit_code in INTERRUPTED_CODES:
             raise SweepInterrupted(launched.exit_code)
-        if launched.exit_code != 0:
+        if population.size is None and launched.exit_code != 0:
             raise SweepFailed(launched.exit_code)
         seconds = time.perf_counter() - started
-        pace = SweepPace.of_sweep(opened, started_at, seconds, launched.workers)
+        pace = SweepPace.of_sweep(opened, started_at, seconds, workers_used)
         exported = export_choice(opened, out, choice, options.data, options.device, sweep=pace)
     except BaseException:
         close_storage(opened.storage)
         raise
     return SweepResult(opened, exported.trial, exported.path, load_config(exported.path), seconds)
+
+
+def _population(
+    settings: StorageSettings,
+    study: str,
+    study_options: StudyOptions,
+    options: WorkerOptions,
+    population: PopulationOptions,
+) -> tuple[OpenStudy, int]:
+    """Create or join the study (one validation split unless --folds says otherwise: members
+    are ranked on the first) and train one population in it, in this process."""
+    from lrsweep.sweeps.study.open import open_for_sweep
+    from lrsweep.sweeps.worker.population import run_population
+
+    if study_options.folds is None:  # members are ranked on one split: the study's first
+        study_options = replace(study_options, folds=1)
+    opened = open_for_sweep(settings, study, study_options, options.data)
+    try:
+        assert options.seed is not None  # run() defaults it
+        run_population(opened, population, options.data.source, options.device, options.seed)
+    except BaseException:
+        close_storage(opened.storage)
+        raise
+    return opened, 1
 
 
 INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)

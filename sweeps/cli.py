@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lrsweep.sweeps.api import DEFAULT_OUT
     from lrsweep.sweeps.results.choice import ChoiceOptions
     from lrsweep.sweeps.study.options import DataOptions
+    from lrsweep.sweeps.worker.options import PopulationOptions
     from lrsweep.sweeps.worker.slurm import SlurmOptions
 
     parser = _Parser(prog="sweeps", description="Learning-rate schedule sweeps on Optuna.")
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, help="worker processes (default: GPUs, else cores)")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"exported config (default {DEFAULT_OUT})")
     add_flags(run.add_argument_group(choice_title), ChoiceOptions)
+    add_flags(run.add_argument_group("population mode"), PopulationOptions)
     run.set_defaults(handler=_cmd_run)
 
     worker = _worker_parser(commands, "worker", "run trials of a study in this process")
@@ -274,7 +276,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lrsweep.sweeps.results.choice import ChoiceOptions
     from lrsweep.sweeps.results.summary import format_summary, summarize
     from lrsweep.sweeps.study.options import StudyOptions
-    from lrsweep.sweeps.worker.options import WorkerOptions
+    from lrsweep.sweeps.worker.options import PopulationOptions, WorkerOptions
 
     try:
         result = run(
@@ -285,6 +287,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             options=_options(args, WorkerOptions),  # the run's target and seed: run()'s
             study_options=_options(args, StudyOptions),
             choice=_options(args, ChoiceOptions, after_sweep=True),
+            population=_options(args, PopulationOptions),
         )
     except (SweepFailed, SweepInterrupted) as failed:  # the workers said why themselves
         return failed.exit_code

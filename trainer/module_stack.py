@@ -203,6 +203,14 @@ class ModuleStack:
         if self.clock is not None:
             self.clock.keep(index)
 
+    def copy_member(self, source: int, target: int) -> None:
+        with torch.no_grad():
+            states = (value for state in self.state.values() for value in state.values())
+            for tensor in (*self.params.values(), *self.buffers.values(), *states):
+                tensor[target] = tensor[source]
+        if self.clock is not None:
+            self.clock.copy_member(source, target)
+
     def lerp_to_state(self, name: str, weight: torch.Tensor) -> None:
         with torch.no_grad():
             for key, param in self.params.items():

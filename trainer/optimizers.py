@@ -146,6 +146,11 @@ class ScheduleFreeClock:
         """Only the members at `index` (positions in the stack)."""
         self.lr_max, self.weight_sum = self.lr_max[:, index], self.weight_sum[:, index]
 
+    def copy_member(self, source: int, target: int) -> None:
+        """The member at position `target` takes the scalars of the one at `source`."""
+        for scalars in (self.lr_max, self.weight_sum):
+            scalars[:, target] = scalars[:, source]
+
 
 def schedule_free_mode_weights(settings: StepSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """The lerp weights towards z that switch Schedule-Free weights to training (x -> y:

@@ -41,6 +41,10 @@ class Stack(Protocol):
         `weight` ([1, A]): how Schedule-Free switches between the weights it trains (y) and
         the averaged ones it evaluates (x), as its `optimizer.train()` and `.eval()` do."""
 
+    def copy_member(self, source: int, target: int) -> None:
+        """The member at position `target` takes the weights, buffers and optimizer state of
+        the one at `source` (positions in the current stack)."""
+
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """[B, F] rows shared by all members -> logits [B, O, A]."""
 

@@ -184,6 +184,12 @@ class _Stack:
     def lerp_to_state(self, name: str, weight: torch.Tensor) -> None:
         self.theta.lerp_(self.state[name], weight)
 
+    def copy_member(self, source: int, target: int) -> None:
+        for tensor in (self.theta, *self.state.values()):
+            tensor[:, target] = tensor[:, source]
+        if self.clock is not None:
+            self.clock.copy_member(source, target)
+
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """[B, F] rows shared by all members -> logits [B, O, A]."""
         logits = features.new_empty(len(features), self.outputs, len(self.members))
@@ -296,6 +302,7 @@ class BatchTraining:
         self._statuses = [RunStatus.COMPLETED] * len(members)
         self._weights: list[tuple[torch.Tensor, ...]] = [() for _ in members]
         self._stopping: set[int] = set()
+        self._exploits: list[tuple[int, int, float]] = []
 
     def epochs(self) -> Iterator[Mapping[int, EpochResult]]:
         """Train one epoch per step of the loop and yield its results; members that diverged
@@ -317,11 +324,15 @@ class BatchTraining:
             for member, result in results.items():
                 self._histories[member].append(result)
                 if member in self._plateaus and epoch + 1 < epochs:  # next lr follows accuracy
-                    lr = self._plateaus[member].step(result.validation_accuracy)
-                    curves[member][epoch + 1 :] = [lr] * (epochs - epoch - 1)
-                    settings.lrs[member, epoch + 1 :] = lr
-            self._stopping = set()
+                    self._set_lr_from(member, epoch + 1, self._plateaus[member].step(
+                        result.validation_accuracy
+                    ))  # fmt: skip
+            self._stopping, self._exploits = set(), []
             yield results
+            for target, source, lr in self._exploits:
+                self._copy_member(target, source, results)
+                if epoch + 1 < epochs:
+                    self._set_lr_from(target, epoch + 1, lr)
             stopped = self._stopping
             for member in stopped:
                 self._statuses[member] = RunStatus.STOPPED
@@ -334,6 +345,31 @@ class BatchTraining:
     def stop(self, members: Iterable[int]) -> None:
         """End these members after the epoch just yielded (status STOPPED)."""
         self._stopping.update(members)
+
+    def exploit(self, target: int, source: int, lr: float) -> None:
+        """After the epoch just yielded, `target` goes on from `source`'s weights, optimizer
+        state and settings, at a constant `lr` from the next epoch (Population Based
+        Training's exploit and explore). Both must still be running in one stack (one fold,
+        mini-batch size and optimizer); targets of one epoch should not be its sources."""
+        self._exploits.append((target, source, lr))
+
+    def _copy_member(self, target: int, source: int, running: Mapping[int, EpochResult]) -> None:
+        if target not in running or source not in running:
+            raise ValueError(f"exploit of {target} from {source}: both must be running")
+        group = next(g for g in self._groups if target in g.stack.members)
+        if source not in group.stack.members:
+            raise ValueError(f"exploit of {target} from {source}: not in one stack")
+        members = group.stack.members
+        group.stack.copy_member(members.index(source), members.index(target))
+        assert self._settings is not None  # a batch with running members has settings
+        self._settings.copy_member(source, target)
+        self._plateaus.pop(target, None)  # its lr is the exploit's from now on
+
+    def _set_lr_from(self, member: int, epoch: int, lr: float) -> None:
+        """`member`'s lr is `lr` from `epoch` to the end."""
+        assert self._settings is not None
+        self._curves[member][epoch:] = [lr] * (self._epochs - epoch)
+        self._settings.lrs[member, epoch:] = lr
 
     def results(self) -> list[TrainResult]:
         """Each member's status, epochs and final weights, in member order."""
@@ -380,6 +416,11 @@ class _MemberSettings:
             eps=per_member([c.eps for c in configs]),
             decaying=any(c.weight_decay for c in configs),
         )
+
+    def copy_member(self, source: int, target: int) -> None:
+        """`target` takes `source`'s settings (all but its lrs)."""
+        for row in (self.momenta, self.decays, self.beta1, self.beta2, self.eps):
+            row[target] = row[source]
 
     def step(self, optimizer: str, columns: torch.Tensor, epoch: int) -> StepSettings:
         """The epoch's settings of the members in `columns`, each [1, A]."""

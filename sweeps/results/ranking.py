@@ -9,7 +9,9 @@ import optuna
 
 from lrsweep.errors import InvalidInputError
 from lrsweep.storage.trial_store import finished_count
+from lrsweep.sweeps.study.attributes import RECIPE_ATTR
 from lrsweep.sweeps.study.open import OpenStudy
+from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.trainer import TrainConfig
 
 
@@ -44,4 +46,13 @@ def top_trials(opened: OpenStudy, k: int) -> list[optuna.trial.FrozenTrial]:
 
 
 def trial_config(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> TrainConfig:
-    return opened.settings.train_config(trial.params)
+    return trained_config(opened.settings, trial)
+
+
+def trained_config(settings: StudySettings, trial: optuna.trial.FrozenTrial) -> TrainConfig:
+    """What the trial trained: its parameters' config, or a population member's recorded
+    recipe (the schedule its lineage followed)."""
+    recipe = trial.user_attrs.get(RECIPE_ATTR)
+    if recipe is not None:
+        return TrainConfig.from_json_dict(recipe)
+    return settings.train_config(trial.params)

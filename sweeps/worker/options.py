@@ -149,3 +149,35 @@ class WorkerOptions:
             return cap
         fill = -(-MIN_MODELS_PER_BATCH // folds)
         return max(1, min(cap, self.target_trials, max(self.target_trials // 16, fill)))
+
+
+@dataclass(frozen=True)
+class PopulationOptions:
+    """Population mode's settings (`sweeps run` only)."""
+
+    size: int | None = option(
+        None,
+        "--population",
+        metavar="K",
+        parse=int,
+        help="Population Based Training of K members instead of TPE trials: the bottom quarter "
+        "copies the top quarter every --exploit-every epochs and perturbs its lr",
+    )
+    exploit_every: int = option(
+        5, "--exploit-every", metavar="E", parse=int, help="epochs between exploits (default 5)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.size is not None and self.size < 4:
+            raise InvalidInputError(
+                f"--population must be >= 4 (a top and a bottom quarter); got {self.size}"
+            )
+        require_positive("--exploit-every", self.exploit_every)
+
+    def check(self, epochs: int) -> None:
+        """Refuse exploits that would never happen in a study of `epochs`."""
+        if self.exploit_every >= epochs:
+            raise InvalidInputError(
+                f"--exploit-every must be below the study's {epochs} epochs; got "
+                f"{self.exploit_every}"
+            )

@@ -40,9 +40,8 @@ from lrsweep.storage.proxy import EPOCH_ANSWER_KEY, ProxiedTrialStore, connect_p
 from lrsweep.storage.trial_store import SqlTrialStore
 from lrsweep.sweeps.study.attributes import LR_USED_ATTR
 from lrsweep.sweeps.study.settings import StudySettings
-from lrsweep.sweeps.study.space import SearchSpace
+from lrsweep.sweeps.study.space import SEARCHABLE_SCHEDULERS, SearchSpace
 from lrsweep.sweeps.worker.proposals import propose
-from lrsweep.trainer import SCHEDULES
 
 pytestmark = [pytest.mark.slow, pytest.mark.races, pytest.mark.postgres]
 
@@ -243,9 +242,9 @@ def test_a_4096_trial_batch_over_every_schedule_claims_and_finishes_through_the_
     study, trials, folds, epochs = unique_study(), 4096, 5, 50
     with opened_storage(postgres_server_url) as storage:
         optuna.create_study(storage=storage, study_name=study, direction="maximize")
-    settings = StudySettings("digest", space=SearchSpace(schedulers=tuple(SCHEDULES)))
+    settings = StudySettings("digest", space=SearchSpace(schedulers=SEARCHABLE_SCHEDULERS))
     proposals = propose(settings, optuna.samplers.RandomSampler(seed=0), study, [], trials)
-    assert {p.params["scheduler"] for p in proposals} == set(SCHEDULES)
+    assert {p.params["scheduler"] for p in proposals} == set(SEARCHABLE_SCHEDULERS)
     claim_bytes = len(json.dumps([template_json(p) for p in proposals]))
     assert claim_bytes > 4 << 20
     store = _proxied_store(proxy_url, study)

@@ -126,6 +126,9 @@ def test_a_population_run_is_a_study_whose_export_rebuilds_the_best_lineage(
     assert rebuilt == pytest.approx(_recipe_lrs(exported))
     trained = run_sweeps("train", "--config", "best.json", "--data", str(data_path), cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
+    report = run_sweeps("report", *common, "--study", "lrsweep", "--out", "report", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "report" / "lr_curves.png").stat().st_size > 0  # the recorded schedules
 
 
 @pytest.mark.parametrize(

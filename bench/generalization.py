@@ -99,7 +99,8 @@ def evaluate_split(
             _write_csv(test_set, work / "test.csv"),
         )
         # A population run trains its --population members instead of --trials.
-        size = [] if "--population" in run_flags else ["--trials", str(trials)]
+        population = any(flag.split("=")[0] == "--population" for flag in run_flags)
+        size = [] if population else ["--trials", str(trials)]
         started = time.perf_counter()
         run_sweeps(work, "run", "--data", train_csv, *size, "--quiet", *run_flags)
         sweep_s = time.perf_counter() - started

@@ -93,8 +93,11 @@ def run(
         options = WorkerOptions(data=_data(data), target_trials=trials)
     elif data is not None or trials is not None:
         raise InvalidInputError("give data and trials inside options, or without options")
-    if population.size is not None and options.target_trials is not None:
-        raise InvalidInputError("--trials and --population: a population trains its K members")
+    if population.size is not None and (options.target_trials is not None or workers):
+        raise InvalidInputError(
+            "--trials or --workers with --population: a population trains its K members in "
+            "one process"
+        )
     options = replace(
         options,
         target_trials=options.target_trials or DEFAULT_RUN_TRIALS,
@@ -130,16 +133,21 @@ def _population(
 ) -> tuple[OpenStudy, int]:
     """Create or join the study (one validation split unless --folds says otherwise: members
     are ranked on the first) and train one population in it, in this process."""
-    from lrsweep.sweeps.study.open import open_for_sweep
+    from lrsweep.sweeps.study.open import open_for_sweep, study_exists
     from lrsweep.sweeps.worker.population import run_population
 
-    if study_options.folds is None:  # members are ranked on one split: the study's first
+    if study_options.baselines:
+        raise InvalidInputError("--baselines: a population trains its members, not baselines")
+    new = not study_exists(settings, study)
+    if new and study_options.folds is None:  # members are ranked on one split
         study_options = replace(study_options, folds=1)
     opened = open_for_sweep(settings, study, study_options, options.data)
     try:
         assert options.seed is not None  # run() defaults it
         run_population(opened, population, options.data.source, options.device, options.seed)
-    except BaseException:
+    except BaseException as error:
+        if new and isinstance(error, InvalidInputError):  # refused before any trial
+            optuna.delete_study(study_name=study, storage=opened.storage)
         close_storage(opened.storage)
         raise
     return opened, 1

@@ -58,6 +58,8 @@ def test_the_label_column_can_stand_anywhere_with_or_without_a_header(
     ("label_column", "headed", "message"),
     [
         ("nope", True, "has no column 'nope' \\(its header: alcohol, malic_acid"),
+        ("Target", True, "has no column 'Target' \\(did you mean 'target'\\?\\)"),
+        ("magnesum", True, "did you mean 'magnesium'\\?"),
         ("target", False, "has no header row; give --label-column as a 0-based position"),
         ("14", True, "has 14 columns; --label-column 14 is outside them"),
         ("-15", False, "has 14 columns; --label-column -15 is outside them"),

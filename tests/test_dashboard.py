@@ -61,6 +61,7 @@ def test_dashboard_shows_study_with_intermediate_values(tmp_path: Path, data_pat
             f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0"
         )
         assert detail["has_intermediate_values"]
+        assert detail["objective_names"] == ["validation accuracy"]  # its axis, not "Objective 0"
         assert len(detail["trials"]) == 3
         for trial in detail["trials"]:
             assert [point["step"] for point in trial["intermediate_values"]] == list(range(6))
@@ -106,4 +107,5 @@ def test_optuna_cli_reads_the_same_storage(tmp_path: Path, data_path: Path) -> N
     assert exported.returncode == 0, exported.stderr
     source = json.loads((tmp_path / "b.json").read_text())["source"]
     assert best["number"] == source["trial_number"]  # type: ignore[index]
-    assert best["value"] == pytest.approx(source["objective"])  # type: ignore[index]
+    # the study's metric name, where Optuna says "value" for a study without one
+    assert best["value"] == {"validation accuracy": pytest.approx(source["objective"])}  # type: ignore[index]

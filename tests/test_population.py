@@ -135,7 +135,9 @@ def test_a_population_run_is_a_study_whose_export_rebuilds_the_best_lineage(
     ("flags", "message"),
     [
         (("--population", "2"), "--population must be >= 4"),
-        (("--population", "8", "--trials", "5"), "--trials and --population"),
+        (("--population", "8", "--trials", "5"), "--trials or --workers with --population"),
+        (("--population", "8", "--workers", "2"), "--trials or --workers with --population"),
+        (("--population", "8", "--baselines"), "--baselines: a population trains its members"),
         (("--population", "8", "--exploit-every", "0"), "--exploit-every must be >= 1"),
     ],
 )
@@ -168,4 +170,4 @@ def test_a_population_the_study_cannot_train_is_refused_before_any_trial(
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     with opened_storage(f"sqlite:///{tmp_path / 'p.db'}") as storage:
-        assert optuna.load_study(study_name="lrsweep", storage=storage).trials == []
+        assert optuna.get_all_study_names(storage) == []  # the new study went with the refusal

@@ -294,11 +294,11 @@ def _recorded_model(model: object) -> ModelSpec | None:
 def _optimizer_kind(class_name: object) -> str:
     """`torch.optim.Adam` -> `adam`; an optimizer lrsweep does not train with is refused."""
     by_class = {class_name: kind for kind, (class_name, _) in OPTIMIZERS.items()}
-    if class_name not in by_class:
+    if not isinstance(class_name, str) or class_name not in by_class:
         raise InvalidInputError(
             f"optimizer.class must be one of {', '.join(by_class)}; got {class_name!r}"
         )
-    return by_class[str(class_name)]
+    return by_class[class_name]
 
 
 def _betas(value: object) -> tuple[float, float]:

@@ -9,6 +9,7 @@ training on garbage.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 import math
@@ -279,6 +280,15 @@ class _CsvTable:
     def fail(self, problem: str) -> InvalidInputError:
         return InvalidInputError(f"data file {self.path} {problem}")
 
+    def _closest_names(self, wanted: str) -> str:
+        """The header's names closest to a mistyped one (ignoring case), else its first 12."""
+        by_lower = {name.lower(): name for name in self.names}
+        close = difflib.get_close_matches(wanted.lower(), by_lower, n=3, cutoff=0.5)
+        if close:
+            return "did you mean " + " or ".join(repr(by_lower[name]) for name in close) + "?"
+        width = len(self.names)
+        return "its header: " + ", ".join(self.names[:12]) + (", ..." if width > 12 else "")
+
     def label_position(self, label_column: str | None) -> int:
         width = len(self.names)
         if label_column is None:
@@ -288,9 +298,8 @@ class _CsvTable:
         try:
             position = int(label_column)
         except ValueError:
-            known = ", ".join(self.names[:12]) + (", ..." if width > 12 else "")
             raise self.fail(
-                f"has no column {label_column!r} (its header: {known})"
+                f"has no column {label_column!r} ({self._closest_names(label_column)})"
                 if self.has_header
                 else "has no header row; give --label-column as a 0-based position"
             ) from None

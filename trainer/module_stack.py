@@ -4,9 +4,9 @@ Each member is the user's `nn.Module` built under its own seed; their parameters
 stacked ([A, ...] per tensor) and one forward runs them all with `vmap(functional_call)`. A model
 vmap cannot run (data-dependent control flow, such as `if x.sum() > 0`) runs its members one after
 another on the same stacked tensors instead, which the process says once. BatchNorm statistics are
-stacked per member; random ops (dropout) draw differently per member. The optimizer (SGD, Adam or
-AdamW) is applied per member with each member's own state, as torch.optim would, and frozen
-parameters stay so.
+stacked per member; random ops (dropout) draw differently per member. The optimizer (SGD, Adam,
+AdamW or a Schedule-Free one) is applied per member with each member's own state, as torch.optim
+would, and frozen parameters stay so.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ epochs).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from matplotlib.axes import Axes
 
 from lrsweep.sweeps.results.export import trial_lr_curve
 from lrsweep.sweeps.results.ranking import trial_config
-from lrsweep.sweeps.study.open import OpenStudy
+from lrsweep.sweeps.study.open import METRIC_NAME, OpenStudy
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,13 @@ class Chart:
 
 
 def optimization_history(study: optuna.Study) -> Chart:
+    """Named by the study's metric, not Optuna's "Objective Value"."""
     return _optuna_chart(
         "history",
         "Optimization history (validation accuracy per trial, best so far)",
         study,
-        optuna_plotly.plot_optimization_history,
-        optuna_matplotlib.plot_optimization_history,
+        functools.partial(optuna_plotly.plot_optimization_history, target_name=METRIC_NAME),
+        functools.partial(optuna_matplotlib.plot_optimization_history, target_name=METRIC_NAME),
     )
 
 
@@ -72,9 +74,9 @@ def top_learning_curves(opened: OpenStudy, top: Sequence[optuna.trial.FrozenTria
 def accuracy_by(study: optuna.Study, param: str, label: str) -> Chart:
     """Final accuracy of completed trials grouped by one categorical parameter (`scheduler`:
     the scheduler type; `optimizer`)."""
-    frame = study.trials_dataframe(attrs=("number", "value", "params", "state"))
-    frame = frame[frame["state"] == "COMPLETE"].rename(
-        columns={f"params_{param}": param, "value": "accuracy"}
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    frame = pd.DataFrame(
+        [{param: t.params[param], "accuracy": t.value} for t in complete if param in t.params]
     )
     title = f"Final validation accuracy by {label} (completed trials)"
     interactive = px.box(frame, x=param, y="accuracy", points="all", title=title)

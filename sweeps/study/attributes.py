@@ -5,3 +5,4 @@ SCHEDULER_CLASS_ATTR = "scheduler_class"  # torch class of the trial's schedule
 STOP_REASON_ATTR = "stop_reason"  # finished, pruned or diverged
 LR_USED_ATTR = "lr_per_epoch"  # [epoch][fold]: the lrs a metric-driven schedule (plateau) used
 RECIPE_ATTR = "recipe"  # a population member's lineage as the config it exports (`train-config`)
+EXPLOITS_ATTR = "exploits"  # a population member's exploits: epoch, the trial it copied, new lr

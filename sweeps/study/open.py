@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 # The tutorial's two schedules (time-based and drop-based decay), run first when asked so every
 # study has a known reference point.
+METRIC_NAME = "validation accuracy"  # what Optuna's charts and the dashboard call the value
 BASELINES: tuple[dict[str, float | int | str], ...] = (
     {"scheduler": "inverse_time", "lr": 0.1, "momentum": 0.8, "inverse_time.alpha": 0.002},
     {"scheduler": "step", "lr": 0.1, "momentum": 0.9, "step.step_size": 10, "step.gamma": 0.5},
@@ -142,6 +144,9 @@ def _create_or_join(
         )
     except optuna.exceptions.DuplicatedStudyError:
         return joined()
+    with warnings.catch_warnings():  # experimental in Optuna 5; the name the dashboard shows
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([METRIC_NAME])
     new.settings.save(study)
     opened = OpenStudy(study, new.settings, storage)
     # Under the claim lock, like every other trial creation: numbers never collide with a
@@ -199,6 +204,18 @@ def open_existing_storage(storage_settings: StorageSettings) -> optuna.storages.
     if database_file is not None and not database_file.exists():
         raise StorageError(f"no study storage at {database_file} (the file does not exist)")
     return open_storage(storage_settings)
+
+
+def study_exists(storage_settings: StorageSettings, study_name: str) -> bool:
+    """Whether the study is there (a missing SQLite file is not created to find out)."""
+    try:
+        storage = open_existing_storage(storage_settings)
+    except StorageError:
+        return False
+    try:
+        return _exists(storage, study_name)
+    finally:
+        close_storage(storage)
 
 
 def open_existing(storage_settings: StorageSettings, study_name: str) -> OpenStudy:

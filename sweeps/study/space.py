@@ -240,7 +240,8 @@ class SearchSpace:
                     f"unknown search-space key {name!r}; known: {', '.join(DIMENSIONS)}"
                 )
             _check_range(name, bounds)
-            if not set(DIMENSIONS[name].optimizers) & set(self.optimizers):
+            unused = not set(DIMENSIONS[name].optimizers) & set(self.optimizers)
+            if unused and bounds != DIMENSIONS[name].default:  # a default range is harmless
                 raise InvalidInputError(
                     f"range {name!r} belongs to {' and '.join(DIMENSIONS[name].optimizers)}, "
                     f"which the search space does not try (optimizers: "

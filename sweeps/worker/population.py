@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,18 +27,29 @@ import optuna
 from optuna.trial import TrialState
 
 from lrsweep.storage.bulk import Finished
-from lrsweep.sweeps.study.attributes import RECIPE_ATTR, STOP_REASON_ATTR
+from lrsweep.sweeps.study.attributes import (
+    EXPLOITS_ATTR,
+    LR_USED_ATTR,
+    RECIPE_ATTR,
+    STOP_REASON_ATTR,
+)
 from lrsweep.sweeps.study.objective import EpochScores
 from lrsweep.sweeps.study.open import OpenStudy, fold_tensors
+from lrsweep.sweeps.study.space import Range
 from lrsweep.sweeps.worker.options import PopulationOptions
 from lrsweep.trainer import InvalidInputError, ScheduleConfig, TrainConfig
 from lrsweep.trainer.data import DataSource
-from lrsweep.trainer.training import EpochResult, RunStatus, resolve_device, torch_threads
+from lrsweep.trainer.training import (
+    EpochResult,
+    RunStatus,
+    TrainResult,
+    resolve_device,
+    torch_threads,
+)
 from lrsweep.trainer.vectorized import BatchMember, BatchTraining
 
 QUANTILE = 0.25  # the bottom quarter copies the top quarter
 PERTURBATIONS = (0.8, 1.25)
-EXPLOITS_ATTR = "exploits"
 
 
 @dataclass
@@ -63,66 +75,126 @@ def run_population(
     device: str | None,
     seed: int,
 ) -> None:
-    """Train one population in the study and store each member as a finished trial."""
-    settings = opened.settings
-    options.check(settings.epochs)
-    space = settings.space
-    if len(space.optimizers) > 1 or "batch_size" in space.ranges:
-        raise InvalidInputError(
-            "population mode trains one optimizer at one mini-batch size (members copy each "
-            "other's state): list one optimizer and no batch_size range in the space"
-        )
-    size = options.size
+    """Train one population in the study and store each member as a finished trial. Refused
+    (InvalidInputError) before any trial is made when the study cannot hold one; its trials
+    are failed if training stops with an error or an interrupt."""
+    settings, size = opened.settings, options.size
     assert size is not None, "population mode needs --population"
-    space = replace(space, schedulers=("constant",))
-    opened.study.sampler = optuna.samplers.RandomSampler(seed)
-    trials = [opened.study.ask() for _ in range(size)]
-    configs = [
-        space.suggest(trial, epochs=settings.epochs, batch_size=settings.batch_size)
-        for trial in trials
-    ]
-    lineages = [_Lineage(config) for config in configs]
-    exploits: list[list[dict[str, Any]]] = [[] for _ in trials]
-    dataset = settings.load_data(source)
-    tensors = fold_tensors(settings, dataset, str(resolve_device(device)))[0]
-    members = [BatchMember(c, seed=t.number) for c, t in zip(configs, trials, strict=True)]
-    rng, lr_range = random.Random(seed), space.ranges["lr"]
-    with torch_threads(1):
-        training = BatchTraining(
-            members, [tensors], order_seed=trials[0].number, model_spec=settings.model_spec
-        )
-        for results in training.epochs():
-            for member, result in results.items():
-                lineages[member].lrs.append(result.lr)
-            epoch = max((r.epoch for r in results.values()), default=0)
-            if (epoch + 1) % options.exploit_every or epoch + 1 == settings.epochs:
-                continue
-            for target, winner in _pairs(results, rng):
-                lr = lineages[winner].lrs[-1] * rng.choice(PERTURBATIONS)
-                lr = min(max(lr, lr_range.low), lr_range.high)
-                training.exploit(target, winner, lr)
-                lineages[target] = _Lineage(lineages[winner].config, list(lineages[winner].lrs))
-                exploits[target].append(
-                    {"epoch": epoch, "from_trial": trials[winner].number, "lr": lr}
-                )
-    outcome = training.results()
+    _check_population_study(opened, options)
+    tensors = fold_tensors(settings, settings.load_data(source), str(resolve_device(device)))[0]
+    space = replace(settings.space, schedulers=("constant",))
+    existing = len(opened.study.get_trials(deepcopy=False))
+    opened.study.sampler = optuna.samplers.RandomSampler(seed + existing)  # new draws each run
+    with warnings.catch_warnings():  # Optuna's advice to use Study.optimize for heartbeats
+        warnings.simplefilter("ignore", UserWarning)
+        trials = [opened.study.ask() for _ in range(size)]
+    try:
+        configs = [
+            space.suggest(trial, epochs=settings.epochs, batch_size=settings.batch_size)
+            for trial in trials
+        ]
+        population = _Population(trials, [_Lineage(config) for config in configs])
+        with torch_threads(1):
+            training = BatchTraining(
+                [BatchMember(c, seed=t.number) for c, t in zip(configs, trials, strict=True)],
+                [tensors],
+                order_seed=trials[0].number,
+                model_spec=settings.model_spec,
+            )
+            rng = random.Random(seed + existing)
+            for results in training.epochs():
+                population.record(results)
+                epoch = max((r.epoch for r in results.values()), default=0)
+                if (epoch + 1) % options.exploit_every or epoch + 1 == settings.epochs:
+                    continue
+                for target, winner in _pairs(results, rng):
+                    lr = population.exploit(target, winner, epoch, rng, space.ranges["lr"])
+                    training.exploit(target, winner, lr)
+        outcome = training.results()
+    except BaseException:
+        for trial in trials:
+            opened.study.tell(trial, state=TrialState.FAIL)
+        raise
     values = [
         (trial._trial_id, r.epoch, _score(r).objective)
         for trial, result in zip(trials, outcome, strict=True)
         for r in result.history
     ]
-    finished = [
-        _finished(trial, result.status, result.history, lineage, events)
-        for trial, result, lineage, events in zip(trials, outcome, lineages, exploits, strict=True)
-    ]
-    opened.store.write_epoch(values, finished=finished)
+    opened.store.write_epoch(values, finished=population.finished(outcome))
     best = max(outcome, key=lambda r: r.history[-1].validation_accuracy if r.history else -1.0)
     print(
         f"population: {size} members, exploits every {options.exploit_every} epochs, "
-        f"{sum(map(len, exploits))} in all; best final accuracy "
-        f"{best.final_accuracy or 0.0:.4f}",
+        f"{population.exploit_count} in all; best final accuracy {best.final_accuracy or 0.0:.4f}",
         file=sys.stderr,
     )
+
+
+def _check_population_study(opened: OpenStudy, options: PopulationOptions) -> None:
+    """A study population mode can train: its own (no TPE trials), one split, one optimizer
+    at one mini-batch size (members copy each other's state), exploits that happen."""
+    settings, name = opened.settings, opened.study.study_name
+    options.check(settings.epochs)
+    if any(EXPLOITS_ATTR not in t.user_attrs for t in opened.study.get_trials(deepcopy=False)):
+        raise InvalidInputError(
+            f"study {name!r} holds trials that are not a population's: population mode needs "
+            "a study of its own (--study NAME)"
+        )
+    if settings.folds > 1:
+        raise InvalidInputError(
+            f"study {name!r} has {settings.folds} folds; population mode ranks its members on "
+            "one split (--folds 1)"
+        )
+    if len(settings.space.optimizers) > 1 or "batch_size" in settings.space.ranges:
+        raise InvalidInputError(
+            "population mode trains one optimizer at one mini-batch size (members copy each "
+            "other's state): list one optimizer and no batch_size range in the space"
+        )
+
+
+@dataclass
+class _Population:
+    """Each member's trial, lineage, own lrs and exploits, as the run goes."""
+
+    trials: list[optuna.Trial]
+    lineages: list[_Lineage]
+    own_lrs: list[list[float]] = field(default_factory=list)
+    exploits: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.own_lrs = [[] for _ in self.trials]
+        self.exploits = [[] for _ in self.trials]
+
+    @property
+    def exploit_count(self) -> int:
+        return sum(map(len, self.exploits))
+
+    def record(self, results: Mapping[int, EpochResult]) -> None:
+        for member, result in results.items():
+            self.lineages[member].lrs.append(result.lr)
+            self.own_lrs[member].append(result.lr)
+
+    def exploit(
+        self, target: int, winner: int, epoch: int, rng: random.Random, lr_range: Range
+    ) -> float:
+        """`target` takes `winner`'s lineage; its new lr (the winner's, perturbed, kept in the
+        space's range) is returned."""
+        perturbed = self.lineages[winner].lrs[-1] * rng.choice(PERTURBATIONS)
+        lr = min(max(perturbed, lr_range.low), lr_range.high)
+        self.lineages[target] = _Lineage(
+            self.lineages[winner].config, list(self.lineages[winner].lrs)
+        )
+        self.exploits[target].append(
+            {"epoch": epoch, "from_trial": self.trials[winner].number, "lr": lr}
+        )
+        return lr
+
+    def finished(self, outcome: list[TrainResult]) -> list[Finished]:
+        return [
+            _finished(trial, result.status, result.history, lineage, own, events)
+            for trial, result, lineage, own, events in zip(
+                self.trials, outcome, self.lineages, self.own_lrs, self.exploits, strict=True
+            )
+        ]
 
 
 def _pairs(results: Mapping[int, EpochResult], rng: random.Random) -> list[tuple[int, int]]:
@@ -144,14 +216,18 @@ def _finished(
     status: RunStatus,
     history: tuple[EpochResult, ...],
     lineage: _Lineage,
+    own_lrs: list[float],
     exploits: list[dict[str, Any]],
 ) -> Finished:
-    """COMPLETE with the final epoch's score, or PRUNED (diverged) with its last."""
+    """COMPLETE with the final epoch's score, or PRUNED (diverged) with its last; the lrs the
+    member itself trained with (beside its values: the report draws them), and its lineage's
+    recipe."""
     completed = status is RunStatus.COMPLETED
     scores = _score(history[-1]) if history else None
     attrs: dict[str, Any] = {
         STOP_REASON_ATTR: "finished" if completed else "diverged",
         EXPLOITS_ATTR: exploits,
+        LR_USED_ATTR: [[lr] for lr in own_lrs],
         **(scores.user_attrs() if scores else {}),
     }
     if completed:

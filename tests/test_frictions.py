@@ -1,0 +1,39 @@
+"""The everyday frictions a newcomer hit (issue 23), each through the command line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from conftest import opened_storage, run_sweeps
+
+
+def test_a_mistyped_label_column_names_the_closest_columns(
+    sklearn_csv: Callable[[str], Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "digits.csv"
+    frame = pd.read_csv(sklearn_csv("wine")).rename(columns={"target": "cultivar"})
+    frame.to_csv(data, index=False)
+    result = run_sweeps(
+        "run", "--data", str(data), "--label-column", "cultivr", "--trials", "2", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: data file {data} has no column 'cultivr' (did you mean 'cultivar'?)"
+    ]
+    assert not (tmp_path / "lrsweep.db").exists()
+
+
+def test_a_new_study_names_its_metric_validation_accuracy(tmp_path: Path, data_path: Path) -> None:
+    """Optuna's charts and the dashboard label the value with the study's metric name."""
+    worker = run_sweeps(
+        "worker", "--study", "m", "--storage", str(tmp_path / "m.db"), "--data", str(data_path),
+        "--trials", "2", "--epochs", "2", "--folds", "1", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    with opened_storage(f"sqlite:///{tmp_path / 'm.db'}") as storage:
+        study = optuna.load_study(study_name="m", storage=storage)
+        assert study.metric_names == ["validation accuracy"]

@@ -4,6 +4,7 @@ engines up to float32 rounding."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import REPO
 from lrsweep.trainer import (
+    EpochResult,
     ScheduleConfig,
     Tensors,
     TrainConfig,
@@ -220,3 +222,22 @@ def test_an_adam_member_beside_sgd_members_is_untouched_by_them(tensors: Tensors
     mixed = train_batch([sgd[0], adam, sgd[1]], [tensors], order_seed=3)[1]
     for ours, theirs in zip(mixed.weights, alone.weights, strict=True):
         assert torch.equal(ours, theirs)
+
+
+def test_members_leaving_a_stack_take_their_optimizer_state_with_them(tensors: Tensors) -> None:
+    """Adam's moments, Schedule-Free's z and running scalars are dropped with the member that
+    stops: the members that stay train as they do when nobody leaves."""
+    batch = [BatchMember(config, seed=seed) for seed, config in enumerate(MEMBERS)]
+    stop_after = {1: 0, 5: 1, 7: 2}  # an Adam, a Schedule-Free SGD, a Schedule-Free AdamW
+
+    def stop_some(results: Mapping[int, EpochResult]) -> set[int]:
+        return {m for m, r in results.items() if stop_after.get(m) == r.epoch}
+
+    stopping = train_batch(batch, [tensors], order_seed=3, on_epoch=stop_some)
+    staying = train_batch(batch, [tensors], order_seed=3)
+    for member, (ours, theirs) in enumerate(zip(stopping, staying, strict=True)):
+        if member in stop_after:
+            assert len(ours.history) == stop_after[member] + 1
+            continue
+        for a, b in zip(ours.weights, theirs.weights, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

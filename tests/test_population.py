@@ -171,3 +171,35 @@ def test_a_population_the_study_cannot_train_is_refused_before_any_trial(
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     with opened_storage(f"sqlite:///{tmp_path / 'p.db'}") as storage:
         assert optuna.get_all_study_names(storage) == []  # the new study went with the refusal
+
+
+@pytest.mark.slow
+def test_a_schedule_free_population_reruns_with_new_draws_and_keeps_out_of_a_tpe_study(
+    tmp_path: Path, data_path: Path
+) -> None:
+    """A population of another optimizer runs (its space has no SGD momentum); a second run
+    in the same study adds members drawn anew; a TPE study is refused without a trial."""
+    space = space_file(tmp_path, 'optimizers = ["adamw_schedulefree"]\n')
+    flags = (
+        "--data", str(data_path), "--population", "4", "--exploit-every", "1", "--epochs", "3",
+        "--space", str(space), "--quiet",
+    )  # fmt: skip
+    for _ in range(2):
+        run = run_sweeps("run", "--storage", str(tmp_path / "sf.db"), *flags, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+    document = json.loads((tmp_path / "best.json").read_text())
+    assert document["optimizer"]["class"] == "schedulefree.AdamWScheduleFree"
+    with opened_storage(f"sqlite:///{tmp_path / 'sf.db'}") as storage:
+        trials = optuna.load_study(study_name="lrsweep", storage=storage).trials
+    assert len(trials) == 8 and all(t.state.name == "COMPLETE" for t in trials)
+    assert len({t.params["lr"] for t in trials}) == 8  # the second run's draws are new
+
+    tpe = ("--storage", str(tmp_path / "tpe.db"), "--data", str(data_path), "--folds", "1")
+    swept = run_sweeps("run", *tpe, "--trials", "4", "--epochs", "3", "--quiet", cwd=tmp_path)
+    assert swept.returncode == 0, swept.stderr
+    refused = run_sweeps("run", *tpe, "--population", "4", "--exploit-every", "1", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "holds trials that are not a population's" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    with opened_storage(f"sqlite:///{tmp_path / 'tpe.db'}") as storage:
+        assert len(optuna.load_study(study_name="lrsweep", storage=storage).trials) == 4

@@ -5,7 +5,8 @@ including that epoch, so that one run could train them once and fork.
     python -m bench.prefixes --storage lrsweep.db [--study lrsweep] [--tolerance 0 0.01 0.1]
 
 Counted over the epochs each trial trained (pruned ones stop early), as a fraction of them: with
-the trial's own seed (as lrsweep trains: no two trials start from the same weights), and as if
+the trial's own seed (as lrsweep trains: no two trials start from the same weights, so nothing is
+shared by construction: the column says what sharing would need to give up), and as if
 all trials started from one seed (what a shared-prefix engine would have to give up). A
 tolerance merges lrs within that relative distance (a grid of lrs, as Hippo's search spaces
 have); the same tolerance merges momentum, weight decay, betas and eps.

@@ -84,6 +84,8 @@ def run_population(
     tensors = fold_tensors(settings, settings.load_data(source), str(resolve_device(device)))[0]
     space = replace(settings.space, schedulers=("constant",))
     existing = len(opened.study.get_trials(deepcopy=False))
+    if not existing:  # what the study's trials are drawn from, for anyone who joins it later
+        replace(settings, space=space).save(opened.study)
     opened.study.sampler = optuna.samplers.RandomSampler(seed + existing)  # new draws each run
     with warnings.catch_warnings():  # Optuna's advice to use Study.optimize for heartbeats
         warnings.simplefilter("ignore", UserWarning)

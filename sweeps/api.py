@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -105,6 +106,15 @@ def run(
     )
     settings = _settings(storage)
     started, started_at = time.perf_counter(), datetime.datetime.now()  # Optuna's clock
+    finished_before = None if population.size else _finished_trials(settings, study)
+    target = options.target_trials
+    if finished_before is not None and target is not None and finished_before >= target:
+        return _already_finished(settings, study, finished_before, target, out, choice)
+    if finished_before is not None:
+        print(
+            f"resuming study {study!r} with {finished_before} finished trials (target {target})",
+            file=sys.stderr,
+        )
     if population.size is not None:
         opened, workers_used = _population(settings, study, study_options, options, population)
     else:
@@ -151,6 +161,49 @@ def _population(
         close_storage(opened.storage)
         raise
     return opened, 1
+
+
+def _finished_trials(settings: StorageSettings, study: str) -> int | None:
+    """The study's finished trials, or None when there is no such study yet."""
+    from lrsweep.storage.trial_store import finished_count
+    from lrsweep.sweeps.study.open import open_existing, study_exists
+
+    if not study_exists(settings, study):
+        return None
+    opened = open_existing(settings, study)
+    try:
+        return finished_count(opened.store.counts())
+    finally:
+        close_storage(opened.storage)
+
+
+def _already_finished(
+    settings: StorageSettings,
+    study: str,
+    finished: int,
+    target: int,
+    out: Path,
+    choice: ChoiceOptions,
+) -> SweepResult:
+    """A study at its target: said in one line, and exported from what it recorded (its robust
+    choice, or its best trial as it is) unless --top asks for a new choice."""
+    from lrsweep.sweeps.results.choice import export_choice, export_recorded_choice
+
+    print(
+        f"study {study!r} already has {finished} finished trials (target {target}): nothing "
+        "to train",
+        file=sys.stderr,
+    )
+    opened = open_study(study, settings)
+    try:
+        recorded = export_recorded_choice(opened, out) if choice.top is None else None
+        exported = recorded or export_choice(
+            opened, out, replace(choice, after_sweep=False, seeds=choice.top and choice.seeds)
+        )
+    except BaseException:
+        close_storage(opened.storage)
+        raise
+    return SweepResult(opened, exported.trial, exported.path, load_config(exported.path), 0.0)
 
 
 INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,3 +38,31 @@ def test_a_new_study_names_its_metric_validation_accuracy(tmp_path: Path, data_p
     with opened_storage(f"sqlite:///{tmp_path / 'm.db'}") as storage:
         study = optuna.load_study(study_name="m", storage=storage)
         assert study.metric_names == ["validation accuracy"]
+
+
+def test_run_says_it_resumes_and_exports_a_finished_study_without_retraining(
+    tmp_path: Path, data_path: Path
+) -> None:
+    flags = ("--data", str(data_path), "--epochs", "3", "--folds", "1", "--quiet")
+    first = run_sweeps("run", *flags, "--trials", "4", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "resuming" not in first.stderr
+    resumed = run_sweeps("run", *flags, "--trials", "6", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming study 'lrsweep' with 4 finished trials (target 6)" in resumed.stderr
+    chosen = json.loads((tmp_path / "best.json").read_text())
+    (tmp_path / "best.json").unlink()
+
+    again = run_sweeps("run", *flags, "--trials", "6", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (
+        "study 'lrsweep' already has 6 finished trials (target 6): nothing to train"
+        in again.stderr
+    )
+    assert "robust choice" not in again.stderr  # nothing retrained
+    assert "the study's recorded choice" in again.stdout
+    exported = json.loads((tmp_path / "best.json").read_text())
+    assert exported["source"] == chosen["source"]
+    assert exported["selection"] == chosen["selection"]
+    with opened_storage(f"sqlite:///{tmp_path / 'lrsweep.db'}") as storage:
+        assert len(optuna.load_study(study_name="lrsweep", storage=storage).trials) == 6

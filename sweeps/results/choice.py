@@ -142,6 +142,24 @@ def _default_candidates(
     return candidates, why
 
 
+def export_recorded_choice(opened: OpenStudy, out: Path) -> Exported | None:
+    """The choice a finished sweep recorded in the study, written to `out` without retraining
+    anything; None when there is none, or the study has changed since (more trials)."""
+    from lrsweep.sweeps.results.ranking import finished_trials
+    from lrsweep.sweeps.results.selection import SELECTION_ATTR
+
+    record = opened.study.user_attrs.get(SELECTION_ATTR)
+    if not record or record.get("finished_trials") != finished_trials(opened.study):
+        return None
+    trial = opened.study.trials[record["chosen_trial"]]
+    write_document({**export_document(opened, trial), "selection": record}, out)
+    print(
+        f"exported trial {trial.number} (accuracy {trial.value:.4f}; the study's recorded "
+        f"choice, {record['method']}: nothing retrained) to {out}"
+    )
+    return Exported(trial, out)
+
+
 def _export_as_it_is(
     opened: OpenStudy, trial: optuna.trial.FrozenTrial, out: Path, why: str | None = None
 ) -> Exported:

@@ -357,15 +357,26 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from lrsweep.errors import InvalidInputError
     from lrsweep.sweeps.results.retrain import retrain
     from lrsweep.sweeps.study.options import DataOptions
     from lrsweep.trainer.config import load_export
 
     exported = load_export(args.config)
+    data = _options(args, DataOptions)
+    if data.path is None and exported.data_path is not None:  # the file the sweep read
+        if not Path(exported.data_path).is_file():
+            raise InvalidInputError(
+                f"{args.config} was swept on {exported.data_path}, which is not here: give "
+                "--data CSV"
+            )
+        data = replace(data, path=exported.data_path)
     report = retrain(
         exported.config,
         model_spec=exported.model,
-        data=_options(args, DataOptions).source.as_recorded(exported.schema),
+        data=data.source.as_recorded(exported.schema),
         test_csv=args.test_csv,
         seeds=args.seeds,
         device=args.device,

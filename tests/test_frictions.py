@@ -66,3 +66,27 @@ def test_run_says_it_resumes_and_exports_a_finished_study_without_retraining(
     assert exported["selection"] == chosen["selection"]
     with opened_storage(f"sqlite:///{tmp_path / 'lrsweep.db'}") as storage:
         assert len(optuna.load_study(study_name="lrsweep", storage=storage).trials) == 6
+
+
+def test_train_reads_the_file_the_sweep_read_or_names_it_when_it_is_gone(
+    sklearn_csv: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Without --data, `sweeps train` uses the export's `data.path`, not ionosphere."""
+    data = tmp_path / "wine.csv"
+    data.write_bytes(sklearn_csv("wine").read_bytes())
+    swept = run_sweeps(
+        "run", "--data", str(data), "--trials", "2", "--epochs", "2", "--folds", "1", "--quiet",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert swept.returncode == 0, swept.stderr
+    assert json.loads((tmp_path / "best.json").read_text())["data"]["path"] == str(data)
+    trained = run_sweeps("train", "--config", "best.json", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    report = json.loads(trained.stdout)
+    assert report["train_rows"] + report["test_rows"] == 178  # wine's rows
+    data.rename(tmp_path / "moved.csv")
+    gone = run_sweeps("train", "--config", "best.json", cwd=tmp_path)
+    assert gone.returncode == 2
+    assert gone.stderr.strip().splitlines() == [
+        f"error: best.json was swept on {data}, which is not here: give --data CSV"
+    ]

@@ -255,11 +255,14 @@ class Export:
         config: the training recipe.
         schema: the `data` section (None in a hand-written file).
         model: the user's model from `model.factory` (None: the built-in MLP).
+        data_path: the file the sweep read (`data.path`; None in a hand-written file or one
+            from before it was recorded).
     """
 
     config: TrainConfig
     schema: DataSchema | None
     model: ModelSpec | None
+    data_path: str | None = None
 
 
 def load_export(path: str | os.PathLike[str]) -> Export:
@@ -268,7 +271,12 @@ def load_export(path: str | os.PathLike[str]) -> Export:
     try:
         config = TrainConfig.from_json_dict(document)
         doc = _mapping(document, "config")
-        return Export(config, _recorded_schema(doc.get("data")), _recorded_model(doc.get("model")))
+        data = doc.get("data")
+        data_path = data.get("path") if isinstance(data, Mapping) else None
+        if data_path is not None and not isinstance(data_path, str):
+            raise InvalidInputError(f"data.path must be a file path; got {data_path!r}")
+        schema, model = _recorded_schema(data), _recorded_model(doc.get("model"))
+        return Export(config, schema, model, data_path)
     except InvalidInputError as exc:
         raise InvalidInputError(f"config {path}: {exc}") from exc
 

@@ -45,7 +45,11 @@ def export_document(opened: OpenStudy, trial: optuna.trial.FrozenTrial) -> dict[
             "split_seed": opened.settings.split_seed,
             "data_sha256": opened.settings.data_sha256,
         },
-        **({"data": dict(schema)} if (schema := opened.settings.data_schema) else {}),
+        **(
+            {"data": {**schema, "path": opened.settings.data_path}}
+            if (schema := opened.settings.data_schema)
+            else {}
+        ),
         # The model the trial trained: the built-in MLP, or the user's `module:function`.
         "model": {"factory": opened.settings.model or "builtin:mlp"},
         # plateau: the lrs this trial's accuracies led to; on other data they will differ.

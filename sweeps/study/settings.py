@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -100,6 +101,8 @@ class StudySettings:
         data_schema: the data's features, classes and label column (`DataSchema.to_dict`),
             recorded at creation; None in studies made before it (ionosphere).
         model: the user's model as `module:function` (None: the built-in MLP).
+        data_path: the data file the study was made with (absolute, on the creator's machine),
+            which an export names so that `sweeps train` finds it; None before it was kept.
         chosen_by_data: why the data chose a default (`default_folds`), one line; None when
             the options gave everything.
     """
@@ -118,6 +121,7 @@ class StudySettings:
     tie_break: bool = False
     data_schema: Mapping[str, Any] | None = None
     model: str | None = None
+    data_path: str | None = None
     chosen_by_data: str | None = None
 
     def __post_init__(self) -> None:
@@ -217,6 +221,7 @@ class StudySettings:
             pruner_spec=self.pruner_description(),
             tie_break=True,
             data_schema=dataset.schema.to_dict(),
+            data_path=str(Path(dataset.source).resolve()),
         )
 
     @property

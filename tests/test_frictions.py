@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
-from conftest import opened_storage, run_sweeps
+from conftest import REPO, opened_storage, run_sweeps
+from lrsweep.sweeps.cli import build_parser
 
 
 def test_a_mistyped_label_column_names_the_closest_columns(
@@ -90,3 +93,42 @@ def test_train_reads_the_file_the_sweep_read_or_names_it_when_it_is_gone(
     assert gone.stderr.strip().splitlines() == [
         f"error: best.json was swept on {data}, which is not here: give --data CSV"
     ]
+
+
+def _readme_synopsis() -> dict[str, set[str]]:
+    """The flags the README's command-line block gives each command, its groups expanded."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Command line\n\n```\n", 1)[1].split("```", 1)[0]
+    groups: dict[str, set[str]] = {}
+    commands: dict[str, set[str]] = {}
+    current: set[str] = set()
+    for line in block.splitlines():
+        if match := re.match(r"sweeps (\w+)", line):
+            current = commands.setdefault(match.group(1), set())
+        elif match := re.match(r"([A-Z]+):", line):
+            current = groups.setdefault(match.group(1), set())
+        current.update(re.findall(r"--[a-z][a-z-]*", line))
+        current.update(f"@{name}" for name in re.findall(r"\[([A-Z]+)\]", line))
+    for flags in commands.values():
+        for group in [flag[1:] for flag in flags if flag.startswith("@")]:
+            flags |= groups[group]
+    return commands
+
+
+def test_the_readme_synopsis_lists_every_option_of_every_command() -> None:
+    commands = next(
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ).choices
+    synopsis = _readme_synopsis()
+    assert set(synopsis) == set(commands)
+    for name, parser in commands.items():
+        flags = {
+            flag
+            for action in parser._actions
+            if action.help != argparse.SUPPRESS
+            for flag in action.option_strings
+            if flag.startswith("--") and flag != "--help"
+        }
+        assert flags - synopsis[name] == set(), f"sweeps {name}: the README's synopsis omits them"

@@ -193,18 +193,16 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from lrsweep.sweeps.study.open import open_for_sweep
     from lrsweep.sweeps.study.options import StudyOptions
     from lrsweep.sweeps.worker.launch import released_by_launcher
-    from lrsweep.sweeps.worker.loop import run_worker  # torch and the rest, before waiting
     from lrsweep.sweeps.worker.options import WorkerOptions
+
+    # The options first (a typo is refused before torch), then torch and the rest, imported
+    # while a launcher is still working.
+    options, study_options = _options(args, WorkerOptions), _options(args, StudyOptions)
+    from lrsweep.sweeps.worker.loop import run_worker
 
     if args.launched and not released_by_launcher():
         return EXIT_OK
-    options = _options(args, WorkerOptions)
-    opened = open_for_sweep(
-        _storage_settings(args),
-        args.study,
-        _options(args, StudyOptions),
-        options.data,
-    )
+    opened = open_for_sweep(_storage_settings(args), args.study, study_options, options.data)
     summary = run_worker(opened, options)
     print(
         f"worker done: {summary.trials_run} trials {summary.by_reason}; stopped because "

@@ -146,7 +146,7 @@ def export_recorded_choice(opened: OpenStudy, out: Path) -> Exported | None:
     """The choice a finished sweep recorded in the study, written to `out` without retraining
     anything; None when there is none, or the study has changed since (more trials)."""
     from lrsweep.sweeps.results.ranking import finished_trials
-    from lrsweep.sweeps.results.selection import SELECTION_ATTR
+    from lrsweep.sweeps.study.attributes import SELECTION_ATTR
 
     record = opened.study.user_attrs.get(SELECTION_ATTR)
     if not record or record.get("finished_trials") != finished_trials(opened.study):

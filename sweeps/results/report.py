@@ -15,8 +15,8 @@ import plotly.offline
 from lrsweep.errors import require_positive
 from lrsweep.sweeps.results import figures
 from lrsweep.sweeps.results.ranking import top_trials
-from lrsweep.sweeps.results.selection import SELECTION_ATTR
 from lrsweep.sweeps.results.summary import format_summary, summarize
+from lrsweep.sweeps.study.attributes import SELECTION_ATTR
 from lrsweep.sweeps.study.open import OpenStudy
 from lrsweep.sweeps.study.space import OPTIMIZER_PARAM, SCHEDULER_PARAM
 

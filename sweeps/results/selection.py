@@ -19,6 +19,7 @@ import optuna
 
 from lrsweep.sweeps.results.ranking import finished_trials, study_order, trial_config
 from lrsweep.sweeps.results.retrain import SeedScores, score_over_seeds
+from lrsweep.sweeps.study.attributes import SELECTION_ATTR
 from lrsweep.sweeps.study.open import OpenStudy, fold_tensors
 from lrsweep.sweeps.study.settings import StudySettings, default_folds
 from lrsweep.trainer.data import Dataset, DataSource, stratified_folds, validation_rows
@@ -109,7 +110,6 @@ def rank_top_trials(
     return Ranking(ranked, len(scores[0].runs), settings.folds)
 
 
-SELECTION_ATTR = "lrsweep.selection"
 # After a sweep the robust choice may take a quarter of the sweep's time. On ionosphere that
 # leaves one or two seeds instead of five, and the nested benchmark's export held (10 splits:
 # 0.9050 against 0.9035 with top 10 x 5 seeds; bench/NOTES.md, step 21).

@@ -8,8 +8,7 @@ from typing import Any
 import optuna
 
 from lrsweep.storage.trial_store import finished_count
-from lrsweep.sweeps.results.selection import SELECTION_ATTR
-from lrsweep.sweeps.study.attributes import RECIPE_ATTR, STOP_REASON_ATTR
+from lrsweep.sweeps.study.attributes import RECIPE_ATTR, SELECTION_ATTR, STOP_REASON_ATTR
 from lrsweep.sweeps.study.open import OpenStudy
 
 

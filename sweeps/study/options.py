@@ -99,6 +99,12 @@ class StudyOptions:
         help="run the tutorial's schedules first (default: on for `run`)",
     )
 
+    def __post_init__(self) -> None:
+        """A space file is read at once, so that a typo in it is refused before the data,
+        the study and torch are loaded (read again, cheaply, when a study is made)."""
+        if self.space is not None:
+            load_space(self.space)
+
     def requested(self, dataset: Dataset) -> tuple[StudySettings, frozenset[str]]:
         """The settings a new study on `dataset` gets, and the names the person gave (a join
         with another value for one of those is refused). A validation fraction asks for one

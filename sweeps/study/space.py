@@ -20,6 +20,7 @@ go through it, so an exported config is exactly what the trial trained.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -236,9 +237,13 @@ class SearchSpace:
         merged = dict(_default_ranges())
         for name, bounds in self.ranges.items():
             if name not in DIMENSIONS:
-                raise InvalidInputError(
-                    f"unknown search-space key {name!r}; known: {', '.join(DIMENSIONS)}"
+                close = difflib.get_close_matches(name, DIMENSIONS, n=3)
+                hint = (
+                    "did you mean " + " or ".join(map(repr, close)) + "?"
+                    if close
+                    else f"known: {', '.join(DIMENSIONS)}"
                 )
+                raise InvalidInputError(f"unknown search-space key {name!r}; {hint}")
             _check_range(name, bounds)
             unused = not set(DIMENSIONS[name].optimizers) & set(self.optimizers)
             if unused and bounds != DIMENSIONS[name].default:  # a default range is harmless

@@ -35,7 +35,7 @@ from lrsweep.sweeps.study.attributes import (
 )
 from lrsweep.sweeps.study.objective import EpochScores
 from lrsweep.sweeps.study.open import OpenStudy, fold_tensors
-from lrsweep.sweeps.study.space import Range
+from lrsweep.sweeps.study.space import SCHEDULER_PARAM, Range
 from lrsweep.sweeps.worker.options import PopulationOptions
 from lrsweep.trainer import InvalidInputError, ScheduleConfig, TrainConfig
 from lrsweep.trainer.data import DataSource
@@ -82,14 +82,15 @@ def run_population(
     assert size is not None, "population mode needs --population"
     _check_population_study(opened, options)
     tensors = fold_tensors(settings, settings.load_data(source), str(resolve_device(device)))[0]
-    space = replace(settings.space, schedulers=("constant",))
-    existing = len(opened.study.get_trials(deepcopy=False))
-    if not existing:  # what the study's trials are drawn from, for anyone who joins it later
-        replace(settings, space=space).save(opened.study)
-    opened.study.sampler = optuna.samplers.RandomSampler(seed + existing)  # new draws each run
+    space, study = settings.space, opened.study
+    existing = len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.RandomSampler(seed + existing)  # new draws each run
     with warnings.catch_warnings():  # Optuna's advice to use Study.optimize for heartbeats
         warnings.simplefilter("ignore", UserWarning)
-        trials = [opened.study.ask() for _ in range(size)]
+        trials = []
+        for _ in range(size):  # constant between exploits, drawn from the space's choices
+            study.enqueue_trial({SCHEDULER_PARAM: "constant"}, skip_if_exists=False)
+            trials.append(study.ask())
     try:
         configs = [
             space.suggest(trial, epochs=settings.epochs, batch_size=settings.batch_size)
@@ -145,6 +146,11 @@ def _check_population_study(opened: OpenStudy, options: PopulationOptions) -> No
         raise InvalidInputError(
             f"study {name!r} has {settings.folds} folds; population mode ranks its members on "
             "one split (--folds 1)"
+        )
+    if "constant" not in settings.space.schedulers:
+        raise InvalidInputError(
+            "population mode trains a constant lr between exploits: the space's schedulers "
+            "must include constant"
         )
     if len(settings.space.optimizers) > 1 or "batch_size" in settings.space.ranges:
         raise InvalidInputError(

@@ -109,8 +109,15 @@ def run(
     finished_before = None if population.size else _finished_trials(settings, study)
     target = options.target_trials
     if finished_before is not None and target is not None and finished_before >= target:
-        return _already_finished(settings, study, finished_before, target, out, choice)
-    if finished_before is not None:
+        asked = choice.top is not None or choice.seeds is not None
+        print(
+            f"study {study!r} already has {finished_before} finished trials (target {target}): "
+            f"nothing to train{'; choosing anew (--top/--seeds)' if asked else ''}",
+            file=sys.stderr,
+        )
+        if not asked:
+            return _already_finished(settings, study, out)
+    elif finished_before is not None:
         print(
             f"resuming study {study!r} with {finished_before} finished trials (target {target})",
             file=sys.stderr,
@@ -177,29 +184,14 @@ def _finished_trials(settings: StorageSettings, study: str) -> int | None:
         close_storage(opened.storage)
 
 
-def _already_finished(
-    settings: StorageSettings,
-    study: str,
-    finished: int,
-    target: int,
-    out: Path,
-    choice: ChoiceOptions,
-) -> SweepResult:
-    """A study at its target: said in one line, and exported from what it recorded (its robust
-    choice, or its best trial as it is) unless --top asks for a new choice."""
+def _already_finished(settings: StorageSettings, study: str, out: Path) -> SweepResult:
+    """A study at its target, exported from what it recorded: its robust choice, or its best
+    trial as it is; nothing is retrained."""
     from lrsweep.sweeps.results.choice import export_choice, export_recorded_choice
 
-    print(
-        f"study {study!r} already has {finished} finished trials (target {target}): nothing "
-        "to train",
-        file=sys.stderr,
-    )
     opened = open_study(study, settings)
     try:
-        recorded = export_recorded_choice(opened, out) if choice.top is None else None
-        exported = recorded or export_choice(
-            opened, out, replace(choice, after_sweep=False, seeds=choice.top and choice.seeds)
-        )
+        exported = export_recorded_choice(opened, out) or export_choice(opened, out)
     except BaseException:
         close_storage(opened.storage)
         raise

@@ -262,9 +262,9 @@ def test_a_best_the_rows_tell_apart_is_exported_without_retraining(
                     user_attrs={**template.user_attrs, "validation_accuracy": accuracy},
                 )
             )
-    result = run_sweeps("run", "--trials", "4", "--workers", "1", *common, cwd=tmp_path)
+    result = run_sweeps("run", "--trials", "5", "--workers", "1", *common, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "note: robust choice among 1 of the top 4 trials" in result.stderr
+    assert "note: robust choice among 1 of the top 5 trials" in result.stderr
     assert "robust choice: seed" not in result.stderr  # nothing retrained
     selection = json.loads((tmp_path / "best.json").read_text())["selection"]
     assert selection["method"].startswith("no retraining")
@@ -273,7 +273,7 @@ def test_a_best_the_rows_tell_apart_is_exported_without_retraining(
     assert status.returncode == 0 and json.loads(status.stdout)["best"]["trial_number"] == 1
     # Asked for seeds, the choice retrains even the lone candidate.
     seeded = run_sweeps(
-        "run", "--trials", "4", "--workers", "1", "--seeds", "1", "--out", "s.json", *common,
+        "run", "--trials", "5", "--workers", "1", "--seeds", "1", "--out", "s.json", *common,
         cwd=tmp_path,
     )  # fmt: skip
     assert seeded.returncode == 0, seeded.stderr

@@ -93,6 +93,12 @@ class Dimension:
         return self.off_by_optimizer.get(optimizer, self.off)
 
 
+def _adaptive(high: float, searched: Range, *, off: float) -> Dimension:
+    """An Adam-family beta: in [0, high], opt-in, torch's default `off` unless searched."""
+    rule = ParamSpec(is_int=False, low=0.0, high=high)
+    return Dimension(rule, searched, opt_in=True, off=off, optimizers=ADAPTIVE)
+
+
 DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
     {
         "lr": Dimension(POSITIVE, Range(1e-3, 1.0, log=True)),
@@ -104,20 +110,8 @@ DIMENSIONS: Mapping[str, Dimension] = MappingProxyType(
             off_by_optimizer=MappingProxyType({"sgd_schedulefree": 0.9}),
         ),
         # Adam's, AdamW's and Schedule-Free AdamW's, opt-in (torch's defaults otherwise).
-        "beta1": Dimension(
-            ParamSpec(is_int=False, low=0.0, high=0.999),
-            Range(0.8, 0.95),
-            opt_in=True,
-            off=0.9,
-            optimizers=ADAPTIVE,
-        ),
-        "beta2": Dimension(
-            ParamSpec(is_int=False, low=0.0, high=0.99999),
-            Range(0.9, 0.9999),
-            opt_in=True,
-            off=0.999,
-            optimizers=ADAPTIVE,
-        ),
+        "beta1": _adaptive(0.999, Range(0.8, 0.95), off=0.9),
+        "beta2": _adaptive(0.99999, Range(0.9, 0.9999), off=0.999),
         "eps": Dimension(
             POSITIVE, Range(1e-10, 1e-6, log=True), opt_in=True, off=1e-8, optimizers=ADAPTIVE
         ),

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO, opened_storage, run_sweeps
 from lrsweep.sweeps.cli import build_parser
+from lrsweep.sweeps.study.settings import StudySettings
 
 
 def test_a_mistyped_label_column_names_the_closest_columns(
@@ -158,3 +159,32 @@ def test_a_typo_in_a_space_file_is_refused_before_torch_is_imported(
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert "torch" not in imported and "lrsweep.trainer.training" not in imported
     assert not (tmp_path / "s.db").exists()
+
+
+def test_trials_that_learned_nothing_are_labelled_at_chance(
+    sklearn_csv: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Wine's raw features (up to 1680) at lrs near 1: trials stuck at the most common class
+    are marked, the others not, and status counts them."""
+    space = tmp_path / "space.toml"
+    space.write_text('schedulers = ["constant"]\n[ranges]\nlr = [0.3, 1.0]\n')
+    common = ("--study", "c", "--storage", str(tmp_path / "c.db"))
+    worker = run_sweeps(
+        "worker", *common, "--data", str(sklearn_csv("wine")), "--space", str(space),
+        "--trials", "6", "--epochs", "3", "--folds", "1", "--no-baselines", "--quiet",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    with opened_storage(f"sqlite:///{tmp_path / 'c.db'}") as storage:
+        study = optuna.load_study(study_name="c", storage=storage)
+        trials = [t for t in study.trials if "validation_accuracy" in t.user_attrs]
+        rows = StudySettings.of_study(study).validation_rows
+    labels = pd.read_csv(sklearn_csv("wine"))["target"].to_numpy()[list(rows)]
+    chance = max((labels == label).mean() for label in set(labels))
+    marked = {t.number for t in trials if t.user_attrs.get("at_chance")}
+    assert marked == {
+        t.number for t in trials if t.user_attrs["validation_accuracy"] <= chance + 1e-9
+    }
+    assert marked  # the case it is for happened
+    status = run_sweeps("status", *common, cwd=tmp_path)
+    assert f"{len(marked)} at chance, no better than the most common class" in status.stdout

@@ -8,7 +8,12 @@ from typing import Any
 import optuna
 
 from lrsweep.storage.trial_store import finished_count
-from lrsweep.sweeps.study.attributes import RECIPE_ATTR, SELECTION_ATTR, STOP_REASON_ATTR
+from lrsweep.sweeps.study.attributes import (
+    AT_CHANCE_ATTR,
+    RECIPE_ATTR,
+    SELECTION_ATTR,
+    STOP_REASON_ATTR,
+)
 from lrsweep.sweeps.study.open import OpenStudy
 
 
@@ -17,6 +22,7 @@ def summarize(opened: OpenStudy) -> dict[str, Any]:
     trials = opened.study.get_trials(deepcopy=False)
     by_state = Counter(trial.state.name for trial in trials)
     diverged = sum(1 for t in trials if t.user_attrs.get(STOP_REASON_ATTR) == "diverged")
+    at_chance = sum(1 for t in trials if t.user_attrs.get(AT_CHANCE_ATTR))
     # Optuna's own choice, so status, export and `optuna best-trial` always name the same trial.
     best = opened.study.best_trial if by_state["COMPLETE"] else None
     return {
@@ -24,6 +30,7 @@ def summarize(opened: OpenStudy) -> dict[str, Any]:
         "trials": len(trials),
         "by_state": dict(sorted(by_state.items())),
         "diverged": diverged,
+        "at_chance": at_chance,
         "best": None
         if best is None
         else {
@@ -77,7 +84,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     states = ", ".join(f"{n} {state.lower()}" for state, n in summary["by_state"].items())
     lines = [
         f"study {summary['study']}: {summary['trials']} trials ({states or 'none'}; "
-        f"{summary['diverged']} diverged)",
+        f"{summary['diverged']} diverged"
+        + (
+            f"; {summary['at_chance']} at chance, no better than the most common class"
+            if summary.get("at_chance")
+            else ""
+        )
+        + ")",
         f"pruner {_call(summary['settings']['pruner'])}, {summary['settings']['epochs']} epochs, "
         f"schedulers {', '.join(summary['settings']['schedulers'])}",
     ]

@@ -18,19 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import statistics
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from lrsweep.storage import heartbeat
 from lrsweep.storage.bulk import EpochWrite, Finished
 from lrsweep.storage.optuna_objects import trial_id_of
 from lrsweep.storage.outage import held_signals, raise_if_interrupted, retrying
-from lrsweep.sweeps.study.attributes import LR_USED_ATTR, STOP_REASON_ATTR
+from lrsweep.sweeps.study.attributes import AT_CHANCE_ATTR, LR_USED_ATTR, STOP_REASON_ATTR
 from lrsweep.sweeps.study.objective import EpochScores
 from lrsweep.sweeps.study.open import OpenStudy
 from lrsweep.sweeps.worker.history import StudyHistory
@@ -41,6 +43,7 @@ from lrsweep.trainer.vectorized import BatchMember, BatchTraining
 
 FINAL_ATTRS = (
     STOP_REASON_ATTR, "validation_accuracy", "validation_loss", "fold_accuracies", LR_USED_ATTR,
+    AT_CHANCE_ATTR,
 )  # fmt: skip
 STORE_INTERVAL_S = 0.25
 MAX_UNSTORED_ROWS = 20_000
@@ -76,6 +79,7 @@ class TrialBatch:
         history: StudyHistory,
     ) -> None:
         self._opened, self._claimed, self._folds, self._history = opened, claimed, folds, history
+        self._chance = statistics.fmean(majority_share(fold.y_val) for fold in folds)
         self._pruner = BatchPruner(
             opened.study.pruner,
             opened.study.study_name,
@@ -157,7 +161,9 @@ class TrialBatch:
         self._unstored.rows.extend(rows)
         self._unstored.marks.extend(pruner.take_system_attrs())
         for i, reason in ending.items():
-            trial = _finished(pruner.trial(claimed[i].trial_id), reason, self._scores.get(i))
+            trial = _finished(
+                pruner.trial(claimed[i].trial_id), reason, self._scores.get(i), self._chance
+            )
             self._unstored.finishing[i] = (trial, reason)
         self._training.difference_update(ending)
         leaving = set(ending)
@@ -216,14 +222,21 @@ class _UnstoredEpochs:
         return waited >= STORE_INTERVAL_S or len(self.rows) >= MAX_UNSTORED_ROWS
 
 
+def majority_share(labels: torch.Tensor) -> float:
+    """The accuracy of always answering the most common class: chance, for these rows."""
+    return float(torch.bincount(labels.long()).max()) / len(labels)
+
+
 def _finished(
     trial: FrozenTrial,
     reason: str,
     scores: EpochScores | None,
+    chance: float,
 ) -> FrozenTrial:
     """The trial as it is stored once finished: COMPLETE with its final accuracy, or PRUNED
     with its last accuracy (as Optuna's tell does); with the lrs it used, when its schedule
-    followed its accuracy."""
+    followed its accuracy; marked when it learned nothing (no better than always answering
+    the most common class: features used raw often do that)."""
     values = trial.intermediate_values
     return FrozenTrial(
         number=trial.number,
@@ -237,6 +250,7 @@ def _finished(
             **trial.user_attrs,
             STOP_REASON_ATTR: reason,
             **(scores.user_attrs() if scores else {}),
+            **({AT_CHANCE_ATTR: True} if scores and scores.accuracy <= chance + 1e-9 else {}),
         },
         system_attrs=trial.system_attrs,
         intermediate_values=dict(values),

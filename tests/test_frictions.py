@@ -188,3 +188,33 @@ def test_trials_that_learned_nothing_are_labelled_at_chance(
     assert marked  # the case it is for happened
     status = run_sweeps("status", *common, cwd=tmp_path)
     assert f"{len(marked)} at chance, no better than the most common class" in status.stdout
+
+
+def test_each_batch_line_says_the_best_so_far_and_the_time_left(
+    tmp_path: Path, data_path: Path
+) -> None:
+    worker = run_sweeps(
+        "worker", "--study", "p", "--storage", str(tmp_path / "p.db"), "--data", str(data_path),
+        "--trials", "6", "--trials-per-batch", "2", "--epochs", "2", "--folds", "1",
+        "--no-baselines", "--pruner", "none", cwd=tmp_path,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    lines = [line for line in worker.stderr.splitlines() if line.startswith("trials ")]
+    with opened_storage(f"sqlite:///{tmp_path / 'p.db'}") as storage:
+        values = {
+            t.number: t.value for t in optuna.load_study(study_name="p", storage=storage).trials
+        }
+    assert len(lines) == 3
+    for batch, line in enumerate(lines):
+        pattern = r"batch best ([0-9.]+) .*; best so far ([0-9.]+); (\d) of 6 finished"
+        match = re.search(pattern + r"(, about \d+ s left)?", line)
+        assert match, line
+        finished = int(match.group(3))
+        assert finished == 2 * (batch + 1)
+        assert float(match.group(1)) == pytest.approx(
+            max(values[2 * batch], values[2 * batch + 1]), abs=1e-4
+        )
+        assert float(match.group(2)) == pytest.approx(
+            max(values[n] for n in range(finished)), abs=1e-4
+        )
+        assert match.group(4)  # a pace, measured from the first batch on

@@ -108,6 +108,7 @@ def _run_claims(
     totals: Counter[str] = Counter()
     spent: dict[str, float] = defaultdict(float)  # seconds, by what the worker was doing
     consecutive_errors = 0
+    pace = _StudyPace.starting(finished_count(retrying(store.counts, "counting trials")))
 
     stopped_because = None
     while deadline is None or time.monotonic() < deadline:
@@ -179,7 +180,8 @@ def _run_claims(
                 flush=True,
             )
         if not options.quiet:
-            _print_outcome(claimed, outcome, time.perf_counter() - started_at)
+            seconds = time.perf_counter() - started_at
+            _print_outcome(claimed, outcome, seconds, pace.line(opened, options.target_trials))
     timed_out = f"the --timeout of {options.timeout_s} s was reached"
     return WorkerSummary(
         sum(totals.values()),
@@ -234,12 +236,44 @@ def hand_back(opened: OpenStudy, trials: list[ClaimedTrial], reason: str) -> int
     return handed
 
 
-def _print_outcome(claimed: list[ClaimedTrial], outcome: BatchOutcome, seconds: float) -> None:
+def _print_outcome(
+    claimed: list[ClaimedTrial], outcome: BatchOutcome, seconds: float, study_line: str
+) -> None:
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(outcome.by_reason.items()))
     best = "-" if outcome.best_value is None else f"{outcome.best_value:.4f}"
     print(
-        f"trials {claimed[0].number}-{claimed[-1].number}: {reasons}; best {best} "
-        f"({seconds:.2f}s)",
+        f"trials {claimed[0].number}-{claimed[-1].number}: {reasons}; batch best {best} "
+        f"({seconds:.2f}s); {study_line}",
         file=sys.stderr,
         flush=True,
     )
+
+
+@dataclass(frozen=True)
+class _StudyPace:
+    """Where the whole study (every worker's trials) stands, for the per-batch line."""
+
+    started: float
+    finished_at_start: int
+
+    @classmethod
+    def starting(cls, finished: int) -> _StudyPace:
+        return cls(time.monotonic(), finished)
+
+    def line(self, opened: OpenStudy, target: int | None) -> str:
+        """Best so far, finished of the target, and the time left at the study's pace since
+        this worker started (every worker's trials count); '' when the study cannot be read."""
+        try:
+            finished = finished_count(opened.store.counts())
+            best = opened.storage.get_best_trial(opened.store.study_id).value
+        except ValueError:  # no completed trial yet
+            best = None
+        except Exception:  # an outage is for the next claim to report, not this line
+            return ""
+        text = f"best so far {'-' if best is None else f'{best:.4f}'}"
+        if target is None:
+            return f"{text}; {finished} finished"
+        done, elapsed = finished - self.finished_at_start, time.monotonic() - self.started
+        left = (target - finished) * elapsed / done if done > 0 else None
+        eta = "" if left is None else f", about {left:.0f} s left"
+        return f"{text}; {finished} of {target} finished{eta}"

@@ -10,6 +10,7 @@ from typing import Any
 from lrsweep.errors import InvalidInputError
 from lrsweep.trainer.config import TrainConfig, load_config
 from lrsweep.trainer.data import Dataset, load_dataset, stratified_split, validation_rows
+from lrsweep.trainer.preprocessing import preprocessing_pipeline
 from lrsweep.trainer.schedules import SCHEDULES, ScheduleConfig, build, lr_curve
 
 _TRAINING_NAMES = (
@@ -41,6 +42,7 @@ __all__ = [
     "load_config",
     "load_dataset",
     "lr_curve",
+    "preprocessing_pipeline",
     "stratified_split",
     "validation_rows",
     *_TRAINING_NAMES,

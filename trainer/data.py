@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lrsweep.errors import InvalidInputError
+from lrsweep.trainer.preprocessing import AUTO, Preprocessing, encode
 from lrsweep.trainer.stratify import kfold_assignment, shuffle_split_validation
 
 DATA_ENV_VAR = "IONOSPHERE_CSV"
@@ -39,19 +40,32 @@ MIN_ROWS = 10
 @dataclass(frozen=True)
 class DataSchema:
     """What a data set looks like to a model: its feature columns, its classes (label values,
-    sorted: numerically when they are integers) and which column held the label.
+    sorted: numerically when they are integers), which column held the label and how the
+    file's columns became the features.
 
-    With two classes the second is the positive one (ionosphere: b = 0, g = 1).
+    With two classes the second is the positive one (ionosphere: b = 0, g = 1). The features
+    are the numeric columns in the file's order, then each one-hot encoded column's categories
+    (`column=category`).
     """
 
     feature_names: tuple[str, ...]
     classes: tuple[str, ...]
     label_column: str  # the header's name, or the 0-based position in a file without one
     has_header: bool | None = None  # None: recorded before it was (auto-detected then)
+    preprocessing: Preprocessing = Preprocessing()
 
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
+
+    @property
+    def n_numeric(self) -> int:
+        """Features read as numbers (the first ones; standardized when asked)."""
+        return self.n_features - self.preprocessing.one_hot_width
+
+    def column_key(self, name: str) -> str | int:
+        """How a frame of the raw file names a column: its header name, else its position."""
+        return name if self.has_header is not False else int(name.removeprefix("column ")) - 1
 
     @property
     def n_outputs(self) -> int:
@@ -64,6 +78,11 @@ class DataSchema:
             "classes": list(self.classes),
             "label_column": self.label_column,
             "has_header": self.has_header,
+            **(
+                {}
+                if self.preprocessing.is_identity
+                else {"preprocessing": self.preprocessing.to_dict()}
+            ),
         }
 
     @classmethod
@@ -73,6 +92,9 @@ class DataSchema:
             classes=tuple(document["classes"]),  # type: ignore[arg-type]
             label_column=str(document["label_column"]),
             has_header=document.get("has_header"),  # type: ignore[arg-type]
+            preprocessing=Preprocessing.from_dict(
+                document.get("preprocessing", {})  # type: ignore[arg-type]
+            ),
         )
 
 
@@ -181,26 +203,42 @@ class DataSource:
         classes: the class names labels index into (None: the file's own, sorted); a test
             file is read with its training data's classes, so index k means the same class.
         header: whether the first row is a header (None: decided from the file, `_CsvTable`).
+        preprocessing: columns dropped, one-hot encoded, standardized (None: as a study or
+            export recorded, else none).
     """
 
     path: str | None = None
     label_column: str | None = None
     classes: tuple[str, ...] | None = None
     header: bool | None = None
+    preprocessing: Preprocessing | None = None
 
     def load(self) -> Dataset:
         """The validated data set, loaded once per process."""
-        return cached_dataset(self.path, self.label_column, self.classes, self.header)
+        return cached_dataset(
+            self.path, self.label_column, self.classes, self.header, self.preprocessing
+        )
 
     def as_recorded(self, schema: DataSchema | None) -> DataSource:
-        """This source reading its label column and header as `schema` (a study's or an
-        export's) says, unless given."""
+        """This source reading its label column, header and preprocessing as `schema` (a
+        study's or an export's) says, unless given."""
         if schema is None:
             return self
         return dataclasses.replace(
             self,
             label_column=schema.label_column if self.label_column is None else self.label_column,
             header=schema.has_header if self.header is None else self.header,
+            preprocessing=(
+                schema.preprocessing if self.preprocessing is None else self.preprocessing
+            ),
+        )
+
+    @staticmethod
+    def scored_with(path: str, schema: DataSchema) -> DataSource:
+        """A test file read exactly as its training data (`schema`) was: same label column,
+        header, classes and preprocessing (the training file's categories)."""
+        return DataSource(
+            path, schema.label_column, schema.classes, schema.has_header, schema.preprocessing
         )
 
 
@@ -210,9 +248,10 @@ def cached_dataset(
     label_column: str | None = None,
     classes: tuple[str, ...] | None = None,
     header: bool | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> Dataset:
     """Load and validate a data file once per process."""
-    return load_dataset(path, label_column, classes, header)
+    return load_dataset(path, label_column, classes, header, preprocessing)
 
 
 def load_dataset(
@@ -220,9 +259,10 @@ def load_dataset(
     label_column: str | None = None,
     classes: tuple[str, ...] | None = None,
     header: bool | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> Dataset:
     """Read and validate a CSV; raise InvalidInputError naming the file and the problem.
-    `label_column`, `classes` and `header` are as in `DataSource`."""
+    The arguments after `path` are as in `DataSource`."""
     csv_path = resolve_data_path(path)
     try:
         raw = csv_path.read_bytes()
@@ -237,7 +277,8 @@ def load_dataset(
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         first_line = str(exc).splitlines()[0]
         raise InvalidInputError(f"data file {csv_path} is not a valid CSV: {first_line}") from exc
-    return _CsvTable(frame, csv_path, header).dataset(label_column, classes)
+    table = _CsvTable(frame, csv_path, header)
+    return table.dataset(label_column, classes, preprocessing or Preprocessing())
 
 
 def content_digest(features: np.ndarray, labels: np.ndarray) -> str:
@@ -290,52 +331,124 @@ class _CsvTable:
         return "its header: " + ", ".join(self.names[:12]) + (", ..." if width > 12 else "")
 
     def label_position(self, label_column: str | None) -> int:
-        width = len(self.names)
         if label_column is None:
-            return width - 1
-        if self.has_header and label_column in self.names:
-            return self.names.index(label_column)
+            return len(self.names) - 1
+        return self.column_position(label_column, "--label-column")
+
+    def column_position(self, reference: str, flag: str) -> int:
+        """The column a flag names: a header name, else a 0-based position (negative from the
+        end)."""
+        width = len(self.names)
+        if self.has_header and reference in self.names:
+            return self.names.index(reference)
         try:
-            position = int(label_column)
+            position = int(reference)
         except ValueError:
             raise self.fail(
-                f"has no column {label_column!r} ({self._closest_names(label_column)})"
+                f"has no column {reference!r} ({self._closest_names(reference)})"
                 if self.has_header
-                else "has no header row; give --label-column as a 0-based position"
+                else f"has no header row; give {flag} as a 0-based position"
             ) from None
         if not -width <= position < width:
-            raise self.fail(f"has {width} columns; --label-column {position} is outside them")
+            raise self.fail(f"has {width} columns; {flag} {position} is outside them")
         return position % width
 
-    def dataset(self, label_column: str | None, classes: tuple[str, ...] | None) -> Dataset:
+    def _preprocessed_positions(
+        self, preprocessing: Preprocessing, label_at: int
+    ) -> tuple[list[int], list[int]]:
+        """The positions of the dropped columns and of the one-hot encoded ones; neither may
+        be the label, nor one column both."""
+        dropped = sorted(
+            {self.column_position(name, "--drop-columns") for name in preprocessing.drop_columns}
+        )
+        if preprocessing.categorical == AUTO:
+            encoded = [
+                k
+                for k in range(len(self.names))
+                if k != label_at and k not in dropped and self._holds_text(k)
+            ]
+        else:
+            encoded = [
+                self.column_position(name, "--categorical") for name in preprocessing.categorical
+            ]
+        for flag, positions in (("--drop-columns", dropped), ("--categorical", encoded)):
+            if label_at in positions:
+                raise self.fail(f"has its label column {self._column_ref(label_at)} in {flag}")
+        both = set(dropped) & set(encoded)
+        if both:
+            raise self.fail(
+                f"column {self._column_ref(min(both))} is in both --drop-columns and --categorical"
+            )
+        return dropped, encoded
+
+    def _holds_text(self, column: int) -> bool:
+        """Whether a column has a cell that is neither empty nor a number."""
+        text = (self.numbers.iloc[:, column].isna() & (self.cells.iloc[:, column] != "")).any()
+        return bool(text)
+
+    def dataset(
+        self,
+        label_column: str | None,
+        classes: tuple[str, ...] | None,
+        preprocessing: Preprocessing = Preprocessing(),
+    ) -> Dataset:
         if len(self.names) < 2:
             raise self.fail("has one column; need features and a label")
         if len(self.cells) < MIN_ROWS:
             raise self.fail(f"has only {len(self.cells)} rows; need {MIN_ROWS}+")
         label_at = self.label_position(label_column)
+        dropped, encoded = self._preprocessed_positions(preprocessing, label_at)
         if label_column is None:
-            self._refuse_a_feature_as_default_label(label_at)
-        feature_at = [i for i in range(len(self.names)) if i != label_at]
-        text = self.cells.iloc[:, feature_at]
-        values = self.numbers.iloc[:, feature_at].to_numpy(dtype=float)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            row, column = np.argwhere(bad)[0]
-            cell = text.iat[row, column]
-            raise self.fail(
-                f"{self._where(row, feature_at[column])}: feature "
-                f"{cell!r} is {'empty' if not cell else 'not a finite number'}"
-                + self._header_hint(row)
+            self._refuse_a_feature_as_default_label(label_at, set(dropped) | set(encoded))
+        feature_at = [
+            i for i in range(len(self.names)) if i != label_at and i not in dropped + encoded
+        ]
+        if not feature_at and not encoded:
+            raise self.fail("has no feature column left after --drop-columns")
+        values = self._numeric_features(feature_at)
+        categories = preprocessing.categories
+        if categories is None:  # a training file: its own categories, sorted
+            categories = tuple(
+                (self.names[k], tuple(sorted(set(self.cells.iloc[:, k])))) for k in encoded
             )
+        one_hot = encode(self.cells.iloc[:, encoded], categories)
         labels, classes = self._labels(label_at, classes)
         schema = DataSchema(
-            feature_names=tuple(self.names[i] for i in feature_at),
+            feature_names=tuple(self.names[i] for i in feature_at)
+            + tuple(f"{column}={value}" for column, values in categories for value in values),
             classes=classes,
             label_column=self.names[label_at] if self.has_header else str(label_at),
             has_header=self.has_header,
+            preprocessing=Preprocessing(
+                drop_columns=tuple(self.names[k] for k in dropped),
+                categorical=tuple(self.names[k] for k in encoded),
+                standardize=preprocessing.standardize,
+                categories=categories,
+            ),
         )
-        features = values.astype(np.float32)
+        features = np.hstack([values.astype(np.float32), one_hot])
         return Dataset(features, labels, str(self.path), content_digest(features, labels), schema)
+
+    def _numeric_features(self, feature_at: list[int]) -> np.ndarray:
+        """The numeric feature columns, every cell a finite number (else refused, naming it)."""
+        text = self.cells.iloc[:, feature_at]
+        values = self.numbers.iloc[:, feature_at].to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            return values
+        row, column = np.argwhere(bad)[0]
+        cell = text.iat[row, column]
+        hint = self._header_hint(row)
+        if cell and not hint and self._holds_text(feature_at[column]):
+            name = self._column_ref(feature_at[column])
+            hint = (
+                f" (a text column: --categorical auto one-hot encodes it, --drop-columns {name} "
+                "leaves it out)"
+            )
+        raise self.fail(
+            f"{self._where(row, feature_at[column])}: feature "
+            f"{cell!r} is {'empty' if not cell else 'not a finite number'}{hint}"
+        )
 
     def _labels(
         self, label_at: int, known: tuple[str, ...] | None
@@ -379,16 +492,16 @@ class _CsvTable:
             )
         return classes
 
-    def _refuse_a_feature_as_default_label(self, label_at: int) -> None:
+    def _refuse_a_feature_as_default_label(self, label_at: int, chosen: set[int]) -> None:
         """The last column is the label by default, but not one that reads as a feature while
         another column reads as the label. A feature-like last column holds non-integer
         numbers, or integers with more distinct values than the square root of the rows (a
         class per few rows); a label-like column is named like one (`target`, `label`,
-        `class`, `y`, ...) or holds text, which no feature may. Naming the label column takes
-        it as it is."""
+        `class`, `y`, ...) or holds text, which no feature may (unless `chosen` to be dropped or
+        encoded). Naming the label column takes it as it is."""
         text = self.cells.iloc[:, label_at]
         numbers = self.numbers.iloc[:, label_at]
-        others = [k for k in range(len(self.names)) if k != label_at]
+        others = [k for k in range(len(self.names)) if k != label_at and k not in chosen]
         named = [k for k in others if self.has_header and self.names[k].lower() in LABEL_NAMES]
         texts = [k for k in others if self.numbers.iloc[:, k].isna().all()]
         if numbers.isna().any():

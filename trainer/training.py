@@ -27,6 +27,7 @@ from lrsweep.errors import InvalidInputError
 from lrsweep.trainer.config import TrainConfig
 from lrsweep.trainer.data import Dataset
 from lrsweep.trainer.models import ModelSpec
+from lrsweep.trainer.preprocessing import standardized
 from lrsweep.trainer.schedules import build
 
 
@@ -47,16 +48,21 @@ class Tensors:
 
     @classmethod
     def from_arrays(cls, train: Dataset, validation: Dataset, device: torch.device) -> Tensors:
+        """The rows of `train` to train on and of `validation` to score, standardized (when the
+        schema says so) with the mean and variance of `train`'s rows only."""
         n_outputs = train.schema.n_outputs
         label_type = torch.float32 if n_outputs == 1 else torch.int64
+        x_train, x_val = train.features, validation.features
+        if train.schema.preprocessing.standardize:
+            x_train, x_val = standardized(x_train, x_val, train.schema.n_numeric)
 
         def as_tensor(array: object, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.as_tensor(array, device=device).to(dtype)
 
         return cls(
-            x_train=as_tensor(train.features),
+            x_train=as_tensor(x_train),
             y_train=as_tensor(train.labels, label_type),
-            x_val=as_tensor(validation.features),
+            x_val=as_tensor(x_val),
             y_val=as_tensor(validation.labels, label_type),
             n_outputs=n_outputs,
         )

@@ -176,16 +176,14 @@ def evaluation_tensors(
     data: DataSource, test_csv: str | None, device: str | None
 ) -> tuple[Tensors, str]:
     """With `test_csv`: all of `data` to train, the test file to score (read with the same
-    label column, header and classes, its columns matched to the training data's by name). Without:
-    the study's default train/validation split of `data`.
+    label column, header, classes and preprocessing, its columns matched to the training
+    data's by name). Without: the study's default train/validation split of `data`.
     Returns the tensors and what is scored."""
     train_set = data.load()
     torch_device = resolve_device(device)
     if test_csv is not None:
         schema = train_set.schema
-        test_set = DataSource(
-            test_csv, schema.label_column, schema.classes, header=schema.has_header
-        ).load()
+        test_set = DataSource.scored_with(test_csv, schema).load()
         return Tensors.from_arrays(train_set, test_set.aligned_to(schema), torch_device), test_csv
     tensors = split_tensors(train_set, validation_rows(train_set), str(torch_device))
     return tensors, "validation split"

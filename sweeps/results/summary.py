@@ -44,11 +44,12 @@ def summarize(opened: OpenStudy) -> dict[str, Any]:
             "epochs": opened.settings.epochs,
             "folds": opened.settings.folds,
             "schedulers": list(opened.settings.space.schedulers),
-            "data": opened.settings.data_schema
+            "data": (schema := opened.settings.schema)
             and {
-                "features": len(opened.settings.data_schema["feature_names"]),
-                "classes": opened.settings.data_schema["classes"],
-                "label_column": opened.settings.data_schema["label_column"],
+                "features": schema.n_features,
+                "classes": list(schema.classes),
+                "label_column": schema.label_column,
+                "preprocessing": schema.preprocessing.describe(),
             },
         },
         "choice": _choice(opened.study.user_attrs.get(SELECTION_ATTR), finished_count(by_state)),
@@ -98,7 +99,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if data:
         lines.append(
             f"data: {data['features']} features, classes {', '.join(data['classes'])} "
-            f"(label column {data['label_column']!r})"
+            f"(label column {data['label_column']!r}; preprocessing {data['preprocessing']})"
         )
     best = summary["best"]
     if best is None:

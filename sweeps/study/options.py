@@ -14,6 +14,7 @@ from lrsweep.sweeps.study.space import load_space
 from lrsweep.trainer import Dataset
 from lrsweep.trainer.config import DEFAULT_EPOCHS
 from lrsweep.trainer.data import DEFAULT_VALIDATION_FRACTION, DataSource
+from lrsweep.trainer.preprocessing import Preprocessing, categorical_request, parse_column_list
 
 DEFAULT_RUN_TRIALS = 100  # what `sweeps run` and `sweeps.run()` sweep for when not told
 DEFAULT_RUN_SEED = 0  # `sweeps run` is reproducible unless told otherwise
@@ -54,9 +55,49 @@ class DataOptions:
         "as a person would: README, Your data)",
     )
 
+    drop_columns: tuple[str, ...] | None = option(
+        None,
+        "--drop-columns",
+        metavar="NAME,...",
+        parse=parse_column_list,
+        show=",".join,
+        help="columns left out (an id, a leak): header names or 0-based positions (default: "
+        "the study's, else none)",
+    )
+    categorical: tuple[str, ...] | str | None = option(
+        None,
+        "--categorical",
+        metavar="auto|none|NAME,...",
+        parse=categorical_request,
+        show=lambda value: value if isinstance(value, str) else ",".join(value) or "none",
+        help="one-hot encode these text columns (auto: every column holding text; default: the "
+        "study's, else none)",
+    )
+    standardize: bool | None = option(
+        None,
+        "--standardize",
+        negatable=True,
+        help="scale numeric features to mean 0, variance 1, fitted on each fold's training rows "
+        "(default: the study's, else off)",
+    )
+
     @property
     def source(self) -> DataSource:
-        return DataSource(self.path, self.label_column, header=self.header)
+        return DataSource(
+            self.path, self.label_column, header=self.header, preprocessing=self.preprocessing
+        )
+
+    @property
+    def preprocessing(self) -> Preprocessing | None:
+        """The preprocessing asked for; None when no flag asks (a study's then, else none)."""
+        asked = (self.drop_columns, self.categorical, self.standardize)
+        if all(value is None for value in asked):
+            return None
+        return Preprocessing(
+            drop_columns=self.drop_columns or (),
+            categorical=() if self.categorical is None else self.categorical,
+            standardize=bool(self.standardize),
+        )
 
 
 @dataclass(frozen=True)

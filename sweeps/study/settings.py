@@ -161,14 +161,21 @@ class StudySettings:
             if recorded is None or source.label_column is not None:
                 raise
             header = {True: ", first row a header", False: ", no header row", None: ""}
+            steps = recorded.preprocessing
+            preprocessing = "" if steps.is_identity else f", preprocessing {steps.describe()}"
             raise InvalidInputError(
                 f"{exc} (reading it as this study does: label column {recorded.label_column!r}"
-                f"{header[recorded.has_header]})"
+                f"{header[recorded.has_header]}{preprocessing})"
             ) from exc
         same_schema = recorded is None or (
             (recorded.classes, recorded.feature_names)
             == (dataset.schema.classes, dataset.schema.feature_names)
         )
+        if recorded is not None and recorded.preprocessing != dataset.schema.preprocessing:
+            raise InvalidInputError(
+                f"this study preprocesses its data as {recorded.preprocessing.describe()}; asked "
+                f"for {dataset.schema.preprocessing.describe()} (leave the flags out to join it)"
+            )
         if dataset.sha256 == self.data_sha256 and same_schema:
             return dataset
         hint = ""

@@ -156,14 +156,14 @@ def standardized(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`train` and `validation` with their first `numeric` columns scaled by the mean and
     variance of `train`'s rows (scikit-learn's StandardScaler: a constant column is centred,
-    not divided by zero)."""
+    not divided by zero), computed in float64 as on the raw file's numbers, then float32."""
     from sklearn.preprocessing import StandardScaler
 
-    scaler = StandardScaler().fit(train[:, :numeric])
+    scaler = StandardScaler().fit(train[:, :numeric].astype(np.float64))
 
     def scaled(features: np.ndarray) -> np.ndarray:
         result = features.copy()
-        result[:, :numeric] = scaler.transform(features[:, :numeric])
+        result[:, :numeric] = scaler.transform(features[:, :numeric].astype(np.float64))
         return result
 
     return scaled(train), scaled(validation)

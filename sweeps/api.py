@@ -87,6 +87,7 @@ def run(
     from lrsweep.sweeps.results.choice import export_choice
     from lrsweep.sweeps.results.export import export_path
     from lrsweep.sweeps.results.selection import SweepPace
+    from lrsweep.sweeps.study.open import open_for_sweep
     from lrsweep.sweeps.worker.launch import launch
 
     out = export_path(str(out), None)  # a bad name is refused before the sweep, not after
@@ -99,25 +100,19 @@ def run(
             "--trials or --workers with --population: a population trains its K members in "
             "one process"
         )
+    target = options.target_trials or DEFAULT_RUN_TRIALS
     options = replace(
         options,
-        target_trials=options.target_trials or DEFAULT_RUN_TRIALS,
+        target_trials=target,
         seed=DEFAULT_RUN_SEED if options.seed is None else options.seed,
     )
     settings = _settings(storage)
     started, started_at = time.perf_counter(), datetime.datetime.now()  # Optuna's clock
     finished_before = None if population.size else _finished_trials(settings, study)
-    target = options.target_trials
-    if finished_before is not None and target is not None and finished_before >= target:
-        asked = choice.top is not None or choice.seeds is not None
-        print(
-            f"study {study!r} already has {finished_before} finished trials (target {target}): "
-            f"nothing to train{'; choosing anew (--top/--seeds)' if asked else ''}",
-            file=sys.stderr,
-        )
-        if not asked:
-            return _already_finished(settings, study, out)
-    elif finished_before is not None:
+    if finished_before is not None and finished_before >= target:
+        return _already_finished(settings, study, study_options, options, out, choice)
+    if finished_before is not None:  # the request checked against the study before saying so
+        close_storage(open_for_sweep(settings, study, study_options, options.data).storage)
         print(
             f"resuming study {study!r} with {finished_before} finished trials (target {target})",
             file=sys.stderr,
@@ -163,7 +158,8 @@ def _population(
         assert options.seed is not None  # run() defaults it
         run_population(opened, population, options.data.source, options.device, options.seed)
     except BaseException as error:
-        if new and isinstance(error, InvalidInputError):  # refused before any trial
+        refused_new = new and isinstance(error, InvalidInputError) and not opened.study.trials
+        if refused_new:  # refused before any trial: leave no empty study behind
             optuna.delete_study(study_name=study, storage=opened.storage)
         close_storage(opened.storage)
         raise
@@ -184,18 +180,49 @@ def _finished_trials(settings: StorageSettings, study: str) -> int | None:
         close_storage(opened.storage)
 
 
-def _already_finished(settings: StorageSettings, study: str, out: Path) -> SweepResult:
-    """A study at its target, exported from what it recorded: its robust choice, or its best
-    trial as it is; nothing is retrained."""
-    from lrsweep.sweeps.results.choice import export_choice, export_recorded_choice
+def _already_finished(
+    settings: StorageSettings,
+    study: str,
+    study_options: StudyOptions,
+    options: WorkerOptions,
+    out: Path,
+    choice: ChoiceOptions,
+) -> SweepResult:
+    """A study at its target: nothing is trained. The request is checked against the study
+    as a joining worker's is (its data, an option that differs), then the study's recorded
+    choice is exported (none recorded for these trials: its best trial as it is); with --top
+    or --seeds, a choice is made now."""
+    from lrsweep.storage.trial_store import finished_count
+    from lrsweep.sweeps.results.choice import DEFAULT_TOP, export_choice, export_recorded_choice
+    from lrsweep.sweeps.study.open import open_for_sweep
 
-    opened = open_study(study, settings)
+    started = time.perf_counter()
+    opened = open_for_sweep(settings, study, study_options, options.data)
     try:
-        exported = export_recorded_choice(opened, out) or export_choice(opened, out)
+        finished = finished_count(opened.store.counts())
+        asked = choice.top is not None or choice.seeds is not None
+        print(
+            f"study {study!r} already has {finished} finished trials (target "
+            f"{options.target_trials}): nothing to train"
+            + ("; choosing anew (--top/--seeds)" if asked else ""),
+            file=sys.stderr,
+        )
+        exported = None if asked else export_recorded_choice(opened, out)
+        if exported is None and not asked:
+            print(
+                "note: the study recorded no robust choice for these trials: its best trial "
+                "is exported as it is (--top K retrains the best K)",
+                file=sys.stderr,
+            )
+            exported = export_choice(opened, out)
+        elif exported is None:
+            choice = replace(choice, top=choice.top or DEFAULT_TOP, after_sweep=False)
+            exported = export_choice(opened, out, choice, options.data, options.device)
     except BaseException:
         close_storage(opened.storage)
         raise
-    return SweepResult(opened, exported.trial, exported.path, load_config(exported.path), 0.0)
+    seconds = time.perf_counter() - started
+    return SweepResult(opened, exported.trial, exported.path, load_config(exported.path), seconds)
 
 
 INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)

@@ -174,7 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--threads", type=int, default=32, help="request threads (default 32)")
     proxy.set_defaults(handler=_cmd_proxy)
 
-    train = commands.add_parser("train", help="retrain a config over seeds, score on test CSV")
+    train = commands.add_parser(
+        "train",
+        help="retrain a config over seeds, score on test CSV",
+        description="Without --data, the file the export was swept on (its data.path), "
+        "refused when its values changed since.",
+    )
     train.add_argument("--config", required=True, help="exported config (.json/.yaml)")
     add_flags(train, DataOptions)
     train.add_argument("--test-csv", help="held-out CSV in the same format")
@@ -355,26 +360,15 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from lrsweep.errors import InvalidInputError
-    from lrsweep.sweeps.results.retrain import retrain
+    from lrsweep.sweeps.results.retrain import retrain, training_data
     from lrsweep.sweeps.study.options import DataOptions
     from lrsweep.trainer.config import load_export
 
     exported = load_export(args.config)
-    data = _options(args, DataOptions)
-    if data.path is None and exported.data_path is not None:  # the file the sweep read
-        if not Path(exported.data_path).is_file():
-            raise InvalidInputError(
-                f"{args.config} was swept on {exported.data_path}, which is not here: give "
-                "--data CSV"
-            )
-        data = replace(data, path=exported.data_path)
     report = retrain(
         exported.config,
         model_spec=exported.model,
-        data=data.source.as_recorded(exported.schema),
+        data=training_data(exported, _options(args, DataOptions), args.config),
         test_csv=args.test_csv,
         seeds=args.seeds,
         device=args.device,

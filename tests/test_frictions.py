@@ -14,7 +14,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import REPO, opened_storage, run_sweeps
+from conftest import REPO, assert_refused, opened_storage, run_sweeps
 from lrsweep.sweeps.cli import build_parser
 from lrsweep.sweeps.study.settings import StudySettings
 
@@ -74,12 +74,37 @@ def test_run_says_it_resumes_and_exports_a_finished_study_without_retraining(
     with opened_storage(f"sqlite:///{tmp_path / 'lrsweep.db'}") as storage:
         assert len(optuna.load_study(study_name="lrsweep", storage=storage).trials) == 6
 
+    other = run_sweeps("run", *flags, "--trials", "6", "--epochs", "4", cwd=tmp_path)
+    assert_refused(other, "epochs")  # checked against the study as a joining worker is
+    anew = run_sweeps("run", *flags, "--trials", "6", "--top", "2", "--seeds", "1", cwd=tmp_path)
+    assert anew.returncode == 0, anew.stderr
+    assert "nothing to train; choosing anew (--top/--seeds)" in anew.stderr
+    assert "robust choice" in anew.stdout + anew.stderr
+    assert "worker" not in anew.stderr  # no worker was launched for a finished study
+    assert json.loads((tmp_path / "best.json").read_text())["selection"]["seeds"] == 1
+
+
+def test_a_finished_study_without_a_recorded_choice_exports_its_best_and_says_so(
+    tmp_path: Path, data_path: Path
+) -> None:
+    flags = ("--data", str(data_path), "--epochs", "2", "--folds", "1", "--quiet")
+    worker = run_sweeps("worker", "--study", "lrsweep", *flags, "--trials", "3", cwd=tmp_path)
+    assert worker.returncode == 0, worker.stderr
+    run = run_sweeps("run", *flags, "--trials", "3", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "note: the study recorded no robust choice for these trials: its best trial is " \
+        "exported as it is (--top K retrains the best K)" in run.stderr
+    with opened_storage(f"sqlite:///{tmp_path / 'lrsweep.db'}") as storage:
+        best = optuna.load_study(study_name="lrsweep", storage=storage).best_trial.number
+    assert json.loads((tmp_path / "best.json").read_text())["source"]["trial_number"] == best
+
 
 def test_train_reads_the_file_the_sweep_read_or_names_it_when_it_is_gone(
     sklearn_csv: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    """Without --data, `sweeps train` uses the export's `data.path`, not ionosphere."""
-    data = tmp_path / "wine.csv"
+    """Without --data, `sweeps train` uses the export's `data.path`, not ionosphere, and
+    refuses it when its values changed since."""
+    data = (tmp_path / "wine.csv").resolve()
     data.write_bytes(sklearn_csv("wine").read_bytes())
     swept = run_sweeps(
         "run", "--data", str(data), "--trials", "2", "--epochs", "2", "--folds", "1", "--quiet",
@@ -91,6 +116,15 @@ def test_train_reads_the_file_the_sweep_read_or_names_it_when_it_is_gone(
     assert trained.returncode == 0, trained.stderr
     report = json.loads(trained.stdout)
     assert report["train_rows"] + report["test_rows"] == 178  # wine's rows
+    frame = pd.read_csv(data)
+    frame.iloc[:-1].to_csv(data, index=False)  # a row fewer
+    changed = run_sweeps("train", "--config", "best.json", cwd=tmp_path)
+    assert changed.returncode == 2
+    assert re.fullmatch(
+        f"error: {re.escape(str(data))}, which best.json was swept on, has changed since "
+        r"\(sha256 of values \w{12} != \w{12}\): give --data CSV\n",
+        changed.stderr,
+    )
     data.rename(tmp_path / "moved.csv")
     gone = run_sweeps("train", "--config", "best.json", cwd=tmp_path)
     assert gone.returncode == 2

@@ -257,12 +257,14 @@ class Export:
         model: the user's model from `model.factory` (None: the built-in MLP).
         data_path: the file the sweep read (`data.path`; None in a hand-written file or one
             from before it was recorded).
+        data_sha256: the digest of its values (`source.data_sha256`), to tell it unchanged.
     """
 
     config: TrainConfig
     schema: DataSchema | None
     model: ModelSpec | None
     data_path: str | None = None
+    data_sha256: str | None = None
 
 
 def load_export(path: str | os.PathLike[str]) -> Export:
@@ -276,7 +278,10 @@ def load_export(path: str | os.PathLike[str]) -> Export:
         if data_path is not None and not isinstance(data_path, str):
             raise InvalidInputError(f"data.path must be a file path; got {data_path!r}")
         schema, model = _recorded_schema(data), _recorded_model(doc.get("model"))
-        return Export(config, schema, model, data_path)
+        source = doc.get("source")
+        digest = source.get("data_sha256") if isinstance(source, Mapping) else None
+        digest = digest if isinstance(digest, str) else None
+        return Export(config, schema, model, data_path, digest)
     except InvalidInputError as exc:
         raise InvalidInputError(f"config {path}: {exc}") from exc
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from lrsweep.errors import require_positive
+from lrsweep.errors import InvalidInputError, require_positive
 from lrsweep.sweeps.study.objective import EpochScores, objective
+from lrsweep.sweeps.study.options import DataOptions
 from lrsweep.trainer import TrainConfig, validation_rows
+from lrsweep.trainer.config import Export
 from lrsweep.trainer.data import DataSource
 from lrsweep.trainer.models import ModelSpec
 from lrsweep.trainer.training import (
@@ -187,6 +190,27 @@ def evaluation_tensors(
         return Tensors.from_arrays(train_set, test_set.aligned_to(schema), torch_device), test_csv
     tensors = split_tensors(train_set, validation_rows(train_set), str(torch_device))
     return tensors, "validation split"
+
+
+def training_data(exported: Export, data: DataOptions, config_path: str) -> DataSource:
+    """What `sweeps train` trains on: `data`, else the file the export was swept on when it is
+    here with the values it had, read as the export records (label column, header,
+    preprocessing)."""
+    source = data.source.as_recorded(exported.schema)
+    if data.path is not None or exported.data_path is None:
+        return source
+    recorded = replace(source, path=exported.data_path)
+    if not Path(exported.data_path).is_file():
+        raise InvalidInputError(
+            f"{config_path} was swept on {exported.data_path}, which is not here: give --data CSV"
+        )
+    digest = recorded.load().sha256
+    if exported.data_sha256 is not None and digest != exported.data_sha256:
+        raise InvalidInputError(
+            f"{exported.data_path}, which {config_path} was swept on, has changed since (sha256 "
+            f"of values {digest[:12]} != {exported.data_sha256[:12]}): give --data CSV"
+        )
+    return recorded
 
 
 def retrain(

@@ -265,15 +265,21 @@ class _StudyPace:
         this worker started (every worker's trials count); '' when the study cannot be read."""
         try:
             finished = finished_count(opened.store.counts())
-            best = opened.storage.get_best_trial(opened.store.study_id).value
-        except ValueError:  # no completed trial yet
-            best = None
+            best = _best_value(opened)
         except Exception:  # an outage is for the next claim to report, not this line
             return ""
         text = f"best so far {'-' if best is None else f'{best:.4f}'}"
         if target is None:
             return f"{text}; {finished} finished"
         done, elapsed = finished - self.finished_at_start, time.monotonic() - self.started
-        left = (target - finished) * elapsed / done if done > 0 else None
+        left = max(0, target - finished) * elapsed / done if done > 0 else None
         eta = "" if left is None else f", about {left:.0f} s left"
         return f"{text}; {finished} of {target} finished{eta}"
+
+
+def _best_value(opened: OpenStudy) -> float | None:
+    """The study's best value; None before its first completed trial."""
+    try:
+        return opened.storage.get_best_trial(opened.store.study_id).value
+    except ValueError:
+        return None

@@ -78,11 +78,28 @@ def add_flags(parser: Any, config: type[DataclassInstance]) -> None:
         elif item.default is False:
             kwargs["action"] = "store_true"
         else:
-            kwargs |= {"type": flag.parse, "metavar": flag.metavar, "choices": flag.choices}
+            parse = flag.parse and _said_by_argparse(flag.parse)
+            kwargs |= {"type": parse, "metavar": flag.metavar, "choices": flag.choices}
         help_text = flag.help.replace("{default}", str(item.default))
         parser.add_argument(*flag.names, help=help_text, **kwargs)
     for _, inner in _nested_fields(config):
         add_flags(parser, inner)
+
+
+def _said_by_argparse(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` with its refusal (InvalidInputError) in argparse's own one line, which names
+    the flag; argparse would otherwise say only "invalid value"."""
+    from lrsweep.errors import InvalidInputError
+
+    def parsed(text: str) -> Any:
+        try:
+            return parse(text)
+        except InvalidInputError as exc:
+            import argparse
+
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parsed
 
 
 def from_flags(config: type[Config], values: Mapping[str, Any], **unflagged: Any) -> Config:

@@ -57,6 +57,7 @@ class BatchOutcome:
     by_reason: Counter[str]
     best_value: float | None
     lost: tuple[int, ...] = field(default=())
+    finished: tuple[FrozenTrial, ...] = field(default=())  # as stored
 
 
 class TrialBatch:
@@ -93,6 +94,7 @@ class TrialBatch:
         self._lrs_used: dict[int, list[list[float]]] = {}  # of trials whose lr follows accuracy
         self._by_reason: Counter[str] = Counter()
         self._completed: list[float] = []
+        self._finished: list[FrozenTrial] = []
         self._lost: list[int] = []
         self._unstored = _UnstoredEpochs()
         self.ended: set[int] = set()  # ids of trials finished, or lost to another worker
@@ -125,7 +127,10 @@ class TrialBatch:
                         self._store(retry=False)
                 raise
         return BatchOutcome(
-            self._by_reason, max(self._completed, default=None), tuple(sorted(self._lost))
+            self._by_reason,
+            max(self._completed, default=None),
+            tuple(sorted(self._lost)),
+            tuple(self._finished),
         )
 
     def unfinished(self) -> list[ClaimedTrial]:
@@ -191,6 +196,7 @@ class TrialBatch:
         for trial, reason in unstored.finishing.values():
             if trial_id_of(trial) in result.finished:
                 self._history.add(trial)
+                self._finished.append(trial)
                 self._by_reason[reason] += 1
                 self.ended.add(trial_id_of(trial))
                 if trial.state == TrialState.COMPLETE and trial.value is not None:

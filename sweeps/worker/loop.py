@@ -34,6 +34,7 @@ from lrsweep.sweeps.worker.options import WorkerOptions
 from lrsweep.sweeps.worker.prefetch import Proposals
 from lrsweep.sweeps.worker.proposals import ClaimedTrial
 from lrsweep.sweeps.worker.sampling import make_sampler
+from lrsweep.sweeps.worker.trackers import Trackers
 from lrsweep.trainer.training import resolve_device, torch_threads
 
 POLL_INTERVAL_S = 0.25
@@ -109,6 +110,7 @@ def _run_claims(
     spent: dict[str, float] = defaultdict(float)  # seconds, by what the worker was doing
     consecutive_errors = 0
     pace = _StudyPace.starting(finished_count(retrying(store.counts, "counting trials")))
+    trackers = Trackers(options.trackers, opened.study.study_name) if options.trackers else None
 
     stopped_because = None
     while deadline is None or time.monotonic() < deadline:
@@ -171,6 +173,8 @@ def _run_claims(
             continue  # nothing claimed (other workers took the last places), or failed
         consecutive_errors = 0
         totals.update(outcome.by_reason)
+        if trackers is not None:
+            trackers.log(outcome.finished)
         if outcome.lost:
             print(
                 f"trials {', '.join(map(str, outcome.lost))} were failed by another worker "

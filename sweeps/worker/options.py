@@ -13,6 +13,7 @@ from lrsweep.errors import InvalidInputError, require_positive
 from lrsweep.sweeps.flags import nested, option, to_argv
 from lrsweep.sweeps.study.options import DataOptions
 from lrsweep.sweeps.worker.history import DEFAULT_SAMPLER_HISTORY
+from lrsweep.sweeps.worker.trackers import TrackerSpec, parse_trackers
 
 if TYPE_CHECKING:
     import torch
@@ -45,6 +46,7 @@ class WorkerOptions:
         proposal_processes: processes proposing the next batch while this one trains; 0
             proposes between batches (None: `proposal_processes_for`;
             `sweeps.worker.prefetch`).
+        trackers: experiment trackers each finished trial is logged to (`worker.trackers`).
     """
 
     target_trials: int | None = option(
@@ -99,6 +101,15 @@ class WorkerOptions:
         metavar="P",
         help="processes proposing the next batch while this one trains; 0: between batches "
         "(default: on a GPU a share of the free cores, at most 4; on a CPU 0)",
+    )
+    trackers: tuple[TrackerSpec, ...] = option(
+        (),
+        "--log",
+        metavar="mlflow|tensorboard[=WHERE],...",
+        parse=parse_trackers,
+        show=lambda specs: ",".join(map(str, specs)),
+        help="send each finished trial to MLflow (WHERE: a tracking URI or folder, default "
+        "./mlruns) or TensorBoard (a folder, default ./runs)",
     )
 
     def __post_init__(self) -> None:

@@ -1,0 +1,177 @@
+"""Finished trials sent to the experiment trackers people keep sweeps in: MLflow and
+TensorBoard, through their own clients, one run per trial with its params and its per-epoch
+validation accuracy.
+
+Optuna-integration's callbacks log one value per trial from `study.optimize`; a batched worker
+finishes many trials per write and reports every epoch, so each trial is logged here once it
+is stored, from what the study holds. A tracker that fails says so once and the sweep goes on:
+the study keeps everything.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from lrsweep.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+METRIC = "validation accuracy"  # the study's metric name (`set_metric_names`)
+FINAL_METRICS = ("validation_accuracy", "validation_loss")  # user attrs of a finished trial
+# tracker -> (the module it needs, the extra that installs it, where it writes by default)
+TRACKERS: Mapping[str, tuple[str, str, str]] = {
+    "mlflow": ("mlflow", "mlflow", "mlruns"),
+    "tensorboard": ("tensorboard", "tensorboard", "runs"),
+}
+
+
+@dataclass(frozen=True)
+class TrackerSpec:
+    """One --log entry: a tracker and where it writes (an MLflow tracking URI or a folder)."""
+
+    name: str
+    where: str
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.where}"
+
+
+def parse_trackers(text: str) -> tuple[TrackerSpec, ...]:
+    """`mlflow,tensorboard=runs/` -> the trackers, each with its place (default: ./mlruns,
+    ./runs, made absolute so launched workers agree); unknown or uninstalled ones refused."""
+    specs = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, _, where = entry.partition("=")
+        if name not in TRACKERS:
+            raise InvalidInputError(
+                f"unknown tracker {name!r} in --log; choose from {', '.join(TRACKERS)}"
+            )
+        module, extra, default = TRACKERS[name]
+        if importlib.util.find_spec(module) is None:
+            raise InvalidInputError(
+                f"--log {name} needs the {module} package: pip install 'lrsweep[{extra}]'"
+            )
+        specs.append(TrackerSpec(name, _absolute(where or default)))
+    if not specs:
+        raise InvalidInputError("--log names no tracker; choose from " + ", ".join(TRACKERS))
+    return tuple(specs)
+
+
+def _absolute(where: str) -> str:
+    """A folder made absolute; a URI (`http://...`, `sqlite:///...`) kept as it is."""
+    return where if "://" in where else str(Path(where).resolve())
+
+
+class Tracker(Protocol):
+    def __init__(self, where: str, study_name: str) -> None: ...
+
+    def log(self, trial: FrozenTrial) -> None: ...
+
+
+class Trackers:
+    """The trackers of one worker; `log` sends finished trials to each."""
+
+    def __init__(self, specs: Iterable[TrackerSpec], study_name: str) -> None:
+        builders: dict[str, type[Tracker]] = {
+            "mlflow": MlflowTracker,
+            "tensorboard": TensorboardTracker,
+        }
+        self._trackers: dict[TrackerSpec, Tracker] = {
+            spec: builders[spec.name](spec.where, study_name) for spec in specs
+        }
+        self._failed: set[TrackerSpec] = set()
+
+    def log(self, trials: tuple[FrozenTrial, ...]) -> None:
+        for spec, tracker in self._trackers.items():
+            if spec in self._failed:
+                continue
+            try:
+                for trial in trials:
+                    tracker.log(trial)
+            except Exception as exc:  # a tracker's outage must not stop the sweep
+                self._failed.add(spec)
+                print(
+                    f"--log {spec.name}: stopped logging ({type(exc).__name__}: {exc}); the "
+                    "study keeps every trial",
+                    file=sys.stderr,
+                )
+
+
+def _per_epoch(trial: FrozenTrial) -> list[tuple[int, float]]:
+    return sorted(trial.intermediate_values.items())
+
+
+def _final(trial: FrozenTrial) -> dict[str, float]:
+    return {key: float(trial.user_attrs[key]) for key in FINAL_METRICS if key in trial.user_attrs}
+
+
+class MlflowTracker:
+    """An MLflow experiment named after the study; a run per trial named `trial N`, tagged
+    with the trial's number, state and the study, its params and per-epoch accuracy."""
+
+    def __init__(self, uri: str, study_name: str) -> None:
+        if "://" not in uri:  # a local folder: MLflow 3 keeps file stores behind this switch
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            uri = Path(uri).as_uri()
+        from mlflow.tracking import MlflowClient
+
+        self._client = MlflowClient(tracking_uri=uri)
+        self._experiment = self._experiment_id(study_name)
+        self._study = study_name
+
+    def _experiment_id(self, name: str) -> str:
+        """The study's experiment, created by the first worker (another may race it)."""
+        for _ in range(2):
+            experiment = self._client.get_experiment_by_name(name)
+            if experiment is not None:
+                return str(experiment.experiment_id)
+            try:
+                return str(self._client.create_experiment(name))
+            except Exception:  # created meanwhile by another worker: read it again
+                continue
+        raise InvalidInputError(f"--log mlflow: cannot create the experiment {name!r}")
+
+    def log(self, trial: FrozenTrial) -> None:
+        from mlflow.entities import Metric, Param
+
+        run = self._client.create_run(
+            self._experiment,
+            run_name=f"trial {trial.number}",
+            tags={
+                "optuna.study": self._study,
+                "optuna.trial_number": str(trial.number),
+                "optuna.state": trial.state.name,
+            },
+        )
+        stamp = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else 0
+        metrics = [Metric(METRIC, value, stamp, epoch) for epoch, value in _per_epoch(trial)]
+        last = max(trial.intermediate_values, default=0)
+        metrics += [Metric(key, value, stamp, last) for key, value in _final(trial).items()]
+        params = [Param(key, str(value)) for key, value in trial.params.items()]
+        self._client.log_batch(run.info.run_id, metrics=metrics, params=params)
+        self._client.set_terminated(run.info.run_id, "FINISHED")
+
+
+class TensorboardTracker:
+    """A folder per trial under `<where>/<study>/trial-NNNNN`: the per-epoch accuracy as a
+    scalar, the params and final accuracy in the HParams plugin (compare trials there)."""
+
+    def __init__(self, where: str, study_name: str) -> None:
+        self._root = Path(where) / study_name
+
+    def log(self, trial: FrozenTrial) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        params: dict[str, Any] = dict(trial.params)
+        final = {f"hparam/{key}": value for key, value in _final(trial).items()}
+        with SummaryWriter(log_dir=str(self._root / f"trial-{trial.number:05d}")) as writer:
+            for epoch, value in _per_epoch(trial):
+                writer.add_scalar(METRIC, value, epoch)
+            writer.add_hparams(params, final, run_name=".")

@@ -44,13 +44,15 @@ DEFAULT_OUT = "best.json"
 
 @dataclass(frozen=True)
 class SweepResult:
-    """A finished sweep: its study, the exported trial, file and config, and its wall time."""
+    """A finished sweep: its study, the exported trial, file and config, the sweep's wall time
+    and the choice's and export's after it."""
 
     opened: OpenStudy
     trial: optuna.trial.FrozenTrial
     path: Path
     config: TrainConfig
     seconds: float
+    choice_seconds: float = 0.0
 
     @property
     def study(self) -> optuna.Study:
@@ -133,7 +135,9 @@ def run(
     except BaseException:
         close_storage(opened.storage)
         raise
-    return SweepResult(opened, exported.trial, exported.path, load_config(exported.path), seconds)
+    choice_seconds = time.perf_counter() - started - seconds
+    config = load_config(exported.path)
+    return SweepResult(opened, exported.trial, exported.path, config, seconds, choice_seconds)
 
 
 def _population(
@@ -222,7 +226,8 @@ def _already_finished(
         close_storage(opened.storage)
         raise
     seconds = time.perf_counter() - started
-    return SweepResult(opened, exported.trial, exported.path, load_config(exported.path), seconds)
+    config = load_config(exported.path)
+    return SweepResult(opened, exported.trial, exported.path, config, 0.0, seconds)
 
 
 INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)

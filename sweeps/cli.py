@@ -295,7 +295,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (SweepFailed, SweepInterrupted) as failed:  # the workers said why themselves
         return failed.exit_code
     print(format_summary(summarize(result.opened)))
-    print(f"sweep wall time {result.seconds:.1f}s")
+    print(
+        f"sweep wall time {result.seconds:.1f}s; choice and export "
+        f"{result.choice_seconds:.1f}s; {result.seconds + result.choice_seconds:.1f}s in all"
+    )
     _exit_without_teardown(EXIT_OK, result.opened)
 
 

@@ -92,8 +92,10 @@ def test_a_finished_study_without_a_recorded_choice_exports_its_best_and_says_so
     assert worker.returncode == 0, worker.stderr
     run = run_sweeps("run", *flags, "--trials", "3", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "note: the study recorded no robust choice for these trials: its best trial is " \
+    assert (
+        "note: the study recorded no robust choice for these trials: its best trial is "
         "exported as it is (--top K retrains the best K)" in run.stderr
+    )
     with opened_storage(f"sqlite:///{tmp_path / 'lrsweep.db'}") as storage:
         best = optuna.load_study(study_name="lrsweep", storage=storage).best_trial.number
     assert json.loads((tmp_path / "best.json").read_text())["source"]["trial_number"] == best
@@ -252,3 +254,54 @@ def test_each_batch_line_says_the_best_so_far_and_the_time_left(
             max(values[n] for n in range(finished)), abs=1e-4
         )
         assert match.group(4)  # a pace, measured from the first batch on
+
+
+def test_the_robust_choice_says_the_time_left_and_draws_a_bar_on_a_terminal(
+    tmp_path: Path, data_path: Path
+) -> None:
+    """Lines in a log (each seed, the time left); tqdm's bar over its epochs on a terminal;
+    and `run`'s last line counts the choice's time beside the sweep's."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    flags = ("--data", str(data_path), "--epochs", "4", "--folds", "1")
+    swept = run_sweeps("run", *flags, "--trials", "6", "--seeds", "2", "--quiet", cwd=tmp_path)
+    assert swept.returncode == 0, swept.stderr
+    assert re.search(
+        r"robust choice: seed 1 of 2 retrained \(\d+ candidates\), [\d.]+ s; about \d+ s left "
+        r"\(1 more seed\)\n.*robust choice: seed 2 of 2 retrained .*; done",
+        swept.stderr,
+        re.DOTALL,
+    ), swept.stderr
+    assert re.search(
+        r"sweep wall time [\d.]+s; choice and export [\d.]+s; [\d.]+s in all", swept.stdout
+    )
+    leader, follower = pty.openpty()
+    rows_columns = struct.pack("HHHH", 24, 100, 0, 0)  # tqdm hides a bar on a 0-row terminal
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, rows_columns)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lrsweep.sweeps", "export", "--study", "lrsweep", "--top", "3",
+         "--seeds", "2", "--data", str(data_path)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower, text=True,
+    )  # fmt: skip
+    os.close(follower)
+    terminal = b""
+    while chunk := _read_or_end(leader):
+        terminal += chunk
+    assert process.wait(timeout=120) == 0
+    os.close(leader)
+    bar = re.findall(rb"robust choice: +(\d+)%\|[^\r\n]*\| (\d+)/(\d+)", terminal)
+    assert bar and bar[-1] == (b"100", b"8", b"8"), terminal  # 2 seeds x 4 epochs
+
+
+def _read_or_end(fd: int) -> bytes:
+    """What a pseudo-terminal's other end wrote; b"" once it is closed."""
+    import os
+
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: the writer has gone
+        return b""

@@ -14,9 +14,10 @@ import optuna
 from lrsweep.errors import InvalidInputError, require_positive
 from lrsweep.sweeps.flags import option
 from lrsweep.sweeps.results.export import export_document, write_document
-from lrsweep.sweeps.results.ranking import best_trial, top_trials
+from lrsweep.sweeps.results.ranking import best_trial, top_trials, trial_config
 from lrsweep.sweeps.study.open import OpenStudy
 from lrsweep.sweeps.study.options import DataOptions
+from lrsweep.sweeps.worker.progress import phase_bar
 
 if TYPE_CHECKING:
     from lrsweep.sweeps.results.selection import SweepPace
@@ -202,24 +203,36 @@ def _export_robust_choice(
     seeds = DEFAULT_CHOICE_SEEDS if choice.seeds is None else choice.seeds
 
     def said(seed: int, seconds: float) -> None:
+        each = seconds / (seed + 1)
+        more = seeds - seed - 1
+        if budget_s is not None:  # a seed starts only when it would end within the budget
+            more = min(more, max(0, int(budget_s // each) - seed - 1))
         print(
             f"robust choice: seed {seed + 1} of {'up to ' if budget_s else ''}{seeds} "
             f"retrained ({len(trials)} candidates), {seconds:.1f} s"
-            + ("" if budget_s is None else f" of a {budget_s:.1f} s budget"),
+            + ("" if budget_s is None else f" of a {budget_s:.1f} s budget")
+            + (
+                f"; about {more * each:.0f} s left ({more} more seed{'s' if more > 1 else ''})"
+                if more
+                else "; done"
+            ),
             file=sys.stderr,
         )
 
+    epochs = max(trial_config(opened, trial).epochs for trial in trials)
     try:
-        ranking = rank_top_trials(
-            opened,
-            trials,
-            seeds=seeds,
-            data=data.source,
-            device=device,
-            budget_s=budget_s,
-            first_seed_in_budget=choice.top is None,  # K given: at least one seed of the K
-            on_seed=said,
-        )
+        with phase_bar("robust choice", seeds * epochs, "epoch") as advance:
+            ranking = rank_top_trials(
+                opened,
+                trials,
+                seeds=seeds,
+                data=data.source,
+                device=device,
+                budget_s=budget_s,
+                first_seed_in_budget=choice.top is None,  # K given: at least one seed of the K
+                on_seed=said,
+                on_epoch=advance,
+            )
     except OverBudget as over:
         why = (
             f"one seed of {len(trials)} candidates would take about {over.predicted_s:.1f} s "

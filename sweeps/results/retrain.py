@@ -97,6 +97,7 @@ def score_over_seeds(
     budget_s: float | None = None,
     first_seed_in_budget: bool = True,
     on_seed: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[], None] | None = None,
 ) -> list[SeedScores]:
     """Train every config once per seed 0..seeds-1 on every fold; the seed sets both the
     initial weights and the mini-batch order. A seed's score is the mean over folds, and a
@@ -104,7 +105,7 @@ def score_over_seeds(
     batch for all folds. With `budget_s`, no seed starts that would end past it at the pace
     of those before, and (with `first_seed_in_budget`) the first stops after two epochs,
     raising `OverBudget`, when its epochs would not fit; `on_seed(seed, seconds so far)` after
-    each."""
+    each, `on_epoch()` after each epoch of each seed (a progress bar)."""
     with torch_threads(1):  # as workers train: the engine's small ops are slower on more threads
         scores: list[list[SeedRun]] = [[] for _ in configs]
         n_folds = len(folds)
@@ -121,8 +122,15 @@ def score_over_seeds(
                 if seed == 0 and budget_s is not None and first_seed_in_budget
                 else None
             )
+
+
+            def after_epoch(results: Mapping[int, EpochResult], pilot: Any = pilot) -> set[int]:
+                if on_epoch is not None:
+                    on_epoch()
+                return set() if pilot is None else pilot(results)
+
             results = train_batch(
-                members, folds, order_seed=seed, model_spec=model_spec, on_epoch=pilot
+                members, folds, order_seed=seed, model_spec=model_spec, on_epoch=after_epoch
             )
             if pilot is not None and pilot.predicted_s is not None:
                 raise OverBudget(pilot.predicted_s)

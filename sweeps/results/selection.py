@@ -84,11 +84,13 @@ def rank_top_trials(
     budget_s: float | None = None,
     first_seed_in_budget: bool = True,
     on_seed: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[], None] | None = None,
 ) -> Ranking:
     """`trials` retrained over up to `seeds` seeds on `reevaluation_folds`, best mean objective
     first (mean accuracy, ties broken by loss; then the study's order). With `budget_s` (loading
     the data included), seeds stop once the next would end past it, and `OverBudget` is raised
-    when the first would (with `first_seed_in_budget`); `on_seed(seed, seconds)` after each."""
+    when the first would (with `first_seed_in_budget`); `on_seed(seed, seconds)` after each,
+    `on_epoch()` after each epoch."""
     started = time.perf_counter()  # loading and splitting count against the budget too
     dataset = opened.settings.load_data(data)
     settings = reevaluation_folds(opened.settings, dataset)
@@ -104,6 +106,7 @@ def rank_top_trials(
         budget_s=budget_s,
         first_seed_in_budget=first_seed_in_budget,
         on_seed=on_seed,
+        on_epoch=on_epoch,
     )
     candidates = [Candidate(trial, score) for trial, score in zip(trials, scores, strict=True)]
     ranked = sorted(candidates, key=lambda candidate: -candidate.scores.mean_objective)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import TextIO
 
@@ -82,3 +84,16 @@ class StudyProgress:
         except ValueError:  # no completed trial yet
             return None
         return best.value
+
+
+@contextmanager
+def phase_bar(
+    what: str, total: int, unit: str, stream: TextIO = sys.stderr
+) -> Iterator[Callable[[], None] | None]:
+    """A bar for one phase of `total` steps (with tqdm's rate and time left), on a terminal
+    only; yields the call that advances it, or None off a terminal (the phase prints lines)."""
+    if not wants_progress(stream):
+        yield None
+        return
+    with tqdm(total=total, desc=what, unit=unit, file=stream, dynamic_ncols=True) as bar:
+        yield lambda: bar.update(1)

@@ -197,7 +197,8 @@ def _already_finished(
     choice is exported (none recorded for these trials: its best trial as it is); with --top
     or --seeds, a choice is made now."""
     from lrsweep.storage.trial_store import finished_count
-    from lrsweep.sweeps.results.choice import DEFAULT_TOP, export_choice, export_recorded_choice
+    from lrsweep.sweeps.results.choice import export_choice, export_recorded_choice
+    from lrsweep.sweeps.results.selection import SweepPace
     from lrsweep.sweeps.study.open import open_for_sweep
 
     started = time.perf_counter()
@@ -219,9 +220,9 @@ def _already_finished(
                 file=sys.stderr,
             )
             exported = export_choice(opened, out)
-        elif exported is None:
-            choice = replace(choice, top=choice.top or DEFAULT_TOP, after_sweep=False)
-            exported = export_choice(opened, out, choice, options.data, options.device)
+        elif exported is None:  # as after a sweep, with no sweep time to budget from
+            no_pace = SweepPace(seconds=0.0, workers=1, model_epochs=0)
+            exported = export_choice(opened, out, choice, options.data, options.device, no_pace)
     except BaseException:
         close_storage(opened.storage)
         raise

@@ -84,13 +84,14 @@ def export_choice(
     sweep: SweepPace | None = None,
 ) -> Exported:
     """Write the chosen trial's config to `out`; `sweep`, the pace of the sweep just run, sets
-    the robust choice's budget (a quarter of its time) unless --seeds says otherwise."""
+    the robust choice's budget (a quarter of its time; none when it trained nothing) unless
+    --seeds says otherwise."""
     if choice.top is None and sweep is None:
         return _export_as_it_is(opened, best_trial(opened), out)
     from lrsweep.sweeps.results.selection import robust_choice_budget
 
     budget_s = None
-    if choice.seeds is None and sweep is not None:
+    if choice.seeds is None and sweep is not None and sweep.model_epochs:  # a sweep's pace
         budget_s = robust_choice_budget(sweep.seconds)
     if choice.top is not None:
         candidates = top_trials(opened, choice.top)

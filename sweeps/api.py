@@ -88,7 +88,6 @@ def run(
     either way nothing is exported."""
     from lrsweep.sweeps.results.choice import export_choice
     from lrsweep.sweeps.results.export import export_path
-    from lrsweep.sweeps.results.selection import SweepPace
     from lrsweep.sweeps.study.open import open_for_sweep
     from lrsweep.sweeps.worker.launch import launch
 
@@ -97,6 +96,8 @@ def run(
         options = WorkerOptions(data=_data(data), target_trials=trials)
     elif data is not None or trials is not None:
         raise InvalidInputError("give data and trials inside options, or without options")
+    if population.size is not None and options.trackers:
+        raise InvalidInputError("--log with --population: a population logs to no tracker yet")
     if population.size is not None and (options.target_trials is not None or workers):
         raise InvalidInputError(
             "--trials or --workers with --population: a population trains its K members in "
@@ -129,6 +130,8 @@ def run(
             raise SweepInterrupted(launched.exit_code)
         if population.size is None and launched.exit_code != 0:
             raise SweepFailed(launched.exit_code)
+        from lrsweep.sweeps.results.selection import SweepPace  # imports torch: after the data
+
         seconds = time.perf_counter() - started
         pace = SweepPace.of_sweep(opened, started_at, seconds, workers_used)
         exported = export_choice(opened, out, choice, options.data, options.device, sweep=pace)

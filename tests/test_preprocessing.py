@@ -20,7 +20,7 @@ from lrsweep.sweeps.study.open import fold_tensors
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.trainer import Tensors, preprocessing_pipeline, stratified_split
 from lrsweep.trainer.config import load_export
-from lrsweep.trainer.data import DataSource, load_dataset
+from lrsweep.trainer.data import DataSource, load_dataset, read_raw
 from lrsweep.trainer.preprocessing import AUTO, Preprocessing
 
 PREPROCESS = ("--drop-columns", "patient_id", "--categorical", "auto", "--standardize")
@@ -115,7 +115,7 @@ def test_the_study_and_export_record_it_and_scikit_learn_rebuilds_it(
     document = json.loads((tmp_path / "best.json").read_text())
     assert "preprocessing_pipeline" in document["data"]["preprocessing"]["rebuild"]
 
-    frame = pd.read_csv(patients)
+    frame = read_raw(patients, exported.schema)  # as the user's code reads it
     with opened_storage(f"sqlite:///{tmp_path / 'lrsweep.db'}") as storage:
         study = optuna.load_study(study_name="lrsweep", storage=storage)
         study_settings = StudySettings.of_study(study)
@@ -136,12 +136,19 @@ def test_the_study_and_export_record_it_and_scikit_learn_rebuilds_it(
     test = frame.sample(60, random_state=1).assign(
         size=lambda f: f["size"].mask(f.index % 7 == 0, "huge")
     )
-    test.to_csv(test_csv, index=False)
+    unseen = np.asarray(test.index % 7 == 0)
+    test.drop(columns="patient_id").to_csv(test_csv, index=False)  # no id: none needed
+    test = read_raw(test_csv, exported.schema)
     trained = run_sweeps(
         "train", "--config", "best.json", "--test-csv", str(test_csv), cwd=tmp_path
     )
     assert trained.returncode == 0, trained.stderr
     assert json.loads(trained.stdout)["mean_accuracy"] > 0.9
+    raw = run_sweeps(  # one flag changes one step: the columns stay dropped and encoded
+        "train", "--config", "best.json", "--test-csv", str(test_csv), "--no-standardize",
+        "--seeds", "1", cwd=tmp_path,
+    )  # fmt: skip
+    assert raw.returncode == 0, raw.stderr
     train_set = DataSource(str(patients)).as_recorded(exported.schema).load()
     scored = DataSource.scored_with(str(test_csv), exported.schema).load()
     import torch
@@ -151,7 +158,7 @@ def test_the_study_and_export_record_it_and_scikit_learn_rebuilds_it(
     )
     pipeline = preprocessing_pipeline(exported.schema).fit(frame)
     np.testing.assert_allclose(tensors.x_val.numpy(), pipeline.transform(test), atol=2e-5)
-    assert (tensors.x_val.numpy()[test.index % 7 == 0, -3:] == 0).all()  # an unseen size
+    assert (tensors.x_val.numpy()[unseen, -3:] == 0).all()  # an unseen size
 
     joined = run_sweeps(
         "worker", "--study", "lrsweep", "--data", str(patients), "--trials", "6", "--quiet",
@@ -175,8 +182,9 @@ numbers = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 
 @st.composite
 def tables(draw: st.DrawFn) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """A table with an id, numeric columns (one may be constant), text columns and a label of
-    two or three classes with 2+ rows each; and the text columns' names."""
+    """A table with an id, numeric columns (one may be constant), category columns (text,
+    numbers, missing-value marks, empty cells) and a label of two or three classes with 2+
+    rows each; and the category columns' names."""
     rows = draw(st.integers(12, 40))
     classes = draw(st.integers(2, 3))
     labels = [f"c{k % classes}" for k in range(rows)]
@@ -186,9 +194,8 @@ def tables(draw: st.DrawFn) -> tuple[pd.DataFrame, tuple[str, ...]]:
         frame[f"x{k}"] = values if draw(st.booleans()) or k else [values[0]] * rows
     text = tuple(f"t{k}" for k in range(draw(st.integers(0, 2))))
     for name in text:
-        frame[name] = draw(
-            st.lists(st.sampled_from(["a", "b", "c d", "e"]), min_size=rows, max_size=rows)
-        )
+        categories = st.sampled_from(["a", "b", "c d", "NA", "?", "", "10", "7"])
+        frame[name] = draw(st.lists(categories, min_size=rows, max_size=rows))
     frame["label"] = draw(st.permutations(labels))
     return frame, text
 
@@ -201,12 +208,13 @@ def test_scikit_learns_pipeline_fitted_on_the_training_rows_gives_what_trained(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     frame, text = table
+    categorical = text  # named: a column of `10`, `7` and `NA` holds no text to detect
     path = tmp_path_factory.mktemp("table") / "table.csv"
     frame.to_csv(path, index=False)
-    frame = pd.read_csv(path)  # as the user's code reads it
     dataset = load_dataset(
-        path, "label", preprocessing=Preprocessing(("id",), AUTO, standardize=True)
+        path, "label", preprocessing=Preprocessing(("id",), categorical, standardize=True)
     )
+    frame = read_raw(path, dataset.schema)  # as the user's code reads it
     assert dataset.schema.preprocessing.categorical == text
     split = stratified_split(dataset, 0.3, seed)
     import torch
@@ -222,3 +230,106 @@ def test_scikit_learns_pipeline_fitted_on_the_training_rows_gives_what_trained(
     np.testing.assert_allclose(
         tensors.x_val.numpy(), pipeline.transform(frame.iloc[split.validation]), atol=1e-4 * scale
     )
+
+
+def test_standardizing_only_one_hot_features_leaves_them_as_they_are(tmp_path: Path) -> None:
+    import torch
+
+    frame = pd.DataFrame({"colour": ["red", "blue", "green"] * 6, "label": ["a", "b"] * 9})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    dataset = load_dataset(
+        tmp_path / "t.csv", preprocessing=Preprocessing(categorical=AUTO, standardize=True)
+    )
+    assert dataset.schema.n_numeric == 0
+    split = stratified_split(dataset, 0.3, 0)
+    tensors = Tensors.from_arrays(
+        dataset.take(split.train), dataset.take(split.validation), torch.device("cpu")
+    )
+    np.testing.assert_array_equal(tensors.x_train.numpy(), dataset.features[split.train])
+
+
+def test_auto_encodes_text_not_gaps_and_refuses_an_id_like_column(tmp_path: Path) -> None:
+    rows = 120
+    frame = pd.DataFrame(
+        {
+            "dose": [str(k % 7) if k % 11 else "NA" for k in range(rows)],
+            "ward": ["east", "west", "north"] * (rows // 3),
+            "label": ["yes", "no"] * (rows // 2),
+        }
+    )
+    frame.to_csv(tmp_path / "gaps.csv", index=False)
+    result = run_sweeps(
+        "run", "--data", "gaps.csv", "--categorical", "auto", "--trials", "1", cwd=tmp_path
+    )
+    assert_refused(result, "line 2 column 'dose': feature 'NA' is not a finite number")
+    frame.assign(name=[f"patient {k}" for k in range(rows)]).to_csv(
+        tmp_path / "ids.csv", index=False
+    )
+    named = run_sweeps(
+        "run", "--data", "ids.csv", "--label-column", "label", "--drop-columns", "dose",
+        "--categorical", "auto", "--trials", "1", cwd=tmp_path,
+    )  # fmt: skip
+    assert_refused(
+        named,
+        "column name holds text with 120 distinct values in 120 rows, like an id or free text: "
+        "--drop-columns name, or name it in --categorical to encode it anyway",
+    )
+    assert not (tmp_path / "lrsweep.db").exists()
+
+
+def test_a_file_without_a_header_is_read_again_as_recorded(
+    sklearn_csv: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Columns named by position (`--drop-columns 0`): a joining worker and `sweeps train`
+    read the file again with no flag, and the export's pipeline rebuilds the features."""
+    frame = pd.read_csv(sklearn_csv("wine"))
+    frame.insert(0, "id", range(len(frame)))
+    frame.insert(2, "grade", np.where(frame["alcohol"] > 13, "high", "low"))
+    bare = tmp_path / "bare.csv"
+    frame.to_csv(bare, index=False, header=False)
+    label = str(frame.shape[1] - 1)
+    run = run_sweeps(
+        "run", "--data", str(bare), "--label-column", label, "--drop-columns", "0",
+        "--categorical", "2", "--standardize", "--trials", "3", "--epochs", "2", "--folds", "1",
+        "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    exported = load_export(tmp_path / "best.json")
+    assert exported.schema is not None
+    steps = exported.schema.preprocessing
+    assert (steps.drop_columns, steps.categories) == (("0",), (("2", ("high", "low")),))
+    assert exported.schema.feature_names[-2:] == ("column 3=high", "column 3=low")
+    joined = run_sweeps(
+        "worker", "--study", "lrsweep", "--data", str(bare), "--trials", "4", "--quiet",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert joined.returncode == 0, joined.stderr
+    trained = run_sweeps("train", "--config", "best.json", "--seeds", "1", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    dataset = DataSource(str(bare)).as_recorded(exported.schema).load()
+    rebuilt = preprocessing_pipeline(exported.schema).fit_transform(
+        read_raw(bare, exported.schema)
+    )
+    scale = np.abs(dataset.features).max()
+    import torch
+
+    whole = Tensors.from_arrays(dataset, dataset, torch.device("cpu"))
+    np.testing.assert_allclose(whole.x_train.numpy(), rebuilt, atol=1e-5 * max(1.0, scale))
+
+
+def test_a_data_typo_is_refused_before_torch_is_imported(patients: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lrsweep.sweeps", "run", "--data",
+         str(patients), "--drop-columns", "patient"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    assert lines == [
+        f"error: data file {patients} has no column 'patient' (did you mean 'patient_id'?)"
+    ]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "torch" not in imported

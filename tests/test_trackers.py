@@ -11,19 +11,23 @@ import pytest
 
 from conftest import assert_refused, opened_storage, run_sweeps
 
+STUDY = "../lr sweep"  # a name no folder may be made of as it is
+FOLDER = "_lr_sweep"
+
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory: pytest.TempPathFactory, data_path: Path) -> tuple[Path, list]:
     """A `sweeps run` of two launched workers logging to both trackers; its folder and trials."""
     folder = tmp_path_factory.mktemp("logged")
     run = run_sweeps(
-        "run", "--data", str(data_path), "--trials", "6", "--epochs", "3", "--folds", "1",
-        "--workers", "2", "--log", "mlflow,tensorboard=tb", "--quiet", cwd=folder,
+        "run", "--study", STUDY, "--data", str(data_path), "--trials", "8", "--epochs", "4",
+        "--folds", "1", "--pruner", "successive_halving", "--workers", "2", "--log",
+        "mlflow,tensorboard=tb", "--quiet", cwd=folder,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     with opened_storage(f"sqlite:///{folder / 'lrsweep.db'}") as storage:
-        trials = optuna.load_study(study_name="lrsweep", storage=storage).trials
-    assert len(trials) == 6
+        trials = optuna.load_study(study_name=STUDY, storage=storage).trials
+    assert len(trials) == 8
     return folder, trials
 
 
@@ -35,7 +39,7 @@ def test_each_trial_is_an_mlflow_run_with_its_params_and_accuracy_per_epoch(
     folder, trials = logged
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     client = MlflowClient(tracking_uri=(folder / "mlruns").as_uri())
-    experiment = client.get_experiment_by_name("lrsweep")
+    experiment = client.get_experiment_by_name(STUDY)
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     by_number = {int(run.data.tags["optuna.trial_number"]): run for run in runs}
@@ -44,6 +48,7 @@ def test_each_trial_is_an_mlflow_run_with_its_params_and_accuracy_per_epoch(
         run = by_number[trial.number]
         assert run.info.run_name == f"trial {trial.number}"
         assert run.data.tags["optuna.state"] == trial.state.name
+        assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[trial.state.name]
         assert run.data.params == {key: str(value) for key, value in trial.params.items()}
         history = client.get_metric_history(run.info.run_id, "validation accuracy")
         assert sorted((m.step, m.value) for m in history) == sorted(
@@ -60,10 +65,11 @@ def test_each_trial_is_a_tensorboard_run_with_its_hparams_and_accuracy_per_epoch
     from tensorboard.plugins.hparams import metadata
 
     folder, trials = logged
-    runs = sorted(os.listdir(folder / "tb" / "lrsweep"))
+    assert os.listdir(folder / "tb") == [FOLDER]
+    runs = sorted(os.listdir(folder / "tb" / FOLDER))
     assert runs == [f"trial-{t.number:05d}" for t in trials]
     for trial in trials:
-        events = EventAccumulator(str(folder / "tb" / "lrsweep" / f"trial-{trial.number:05d}"))
+        events = EventAccumulator(str(folder / "tb" / FOLDER / f"trial-{trial.number:05d}"))
         events.Reload()
         scalars = [(e.step, e.value) for e in events.Scalars("validation accuracy")]
         expected = sorted(trial.intermediate_values.items())
@@ -93,4 +99,14 @@ def test_an_unknown_tracker_is_refused_before_anything_runs(
 ) -> None:
     result = run_sweeps("run", "--data", str(data_path), "--log", value, cwd=tmp_path)
     assert_refused(result, message)
+    assert not (tmp_path / "lrsweep.db").exists()
+
+
+def test_a_tracker_that_cannot_be_set_up_is_refused_before_the_study(
+    tmp_path: Path, data_path: Path
+) -> None:
+    result = run_sweeps(
+        "run", "--data", str(data_path), "--log", "mlflow=/proc/lrsweep-mlruns", cwd=tmp_path
+    )
+    assert_refused(result, "--log mlflow: ")
     assert not (tmp_path / "lrsweep.db").exists()

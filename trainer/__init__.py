@@ -9,7 +9,13 @@ from typing import Any
 
 from lrsweep.errors import InvalidInputError
 from lrsweep.trainer.config import TrainConfig, load_config
-from lrsweep.trainer.data import Dataset, load_dataset, stratified_split, validation_rows
+from lrsweep.trainer.data import (
+    Dataset,
+    load_dataset,
+    read_raw,
+    stratified_split,
+    validation_rows,
+)
 from lrsweep.trainer.preprocessing import preprocessing_pipeline
 from lrsweep.trainer.schedules import SCHEDULES, ScheduleConfig, build, lr_curve
 
@@ -43,6 +49,7 @@ __all__ = [
     "load_dataset",
     "lr_curve",
     "preprocessing_pipeline",
+    "read_raw",
     "stratified_split",
     "validation_rows",
     *_TRAINING_NAMES,

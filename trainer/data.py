@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lrsweep.errors import InvalidInputError
-from lrsweep.trainer.preprocessing import AUTO, Preprocessing, encode
+from lrsweep.trainer.preprocessing import AUTO, Preprocessing, PreprocessingRequest, encode
 from lrsweep.trainer.stratify import kfold_assignment, shuffle_split_validation
 
 DATA_ENV_VAR = "IONOSPHERE_CSV"
@@ -35,6 +35,7 @@ DEFAULT_VALIDATION_FRACTION = 0.3
 DEFAULT_SPLIT_SEED = 0
 OPENML_DATA_ID = 59
 MIN_ROWS = 10
+MAX_AUTO_CATEGORIES = 50  # `--categorical auto` takes a text column with up to this many values
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,12 @@ class DataSchema:
         return self.n_features - self.preprocessing.one_hot_width
 
     def column_key(self, name: str) -> str | int:
-        """How a frame of the raw file names a column: its header name, else its position."""
-        return name if self.has_header is not False else int(name.removeprefix("column ")) - 1
+        """How a frame of the raw file (`read_raw`) names a column, given its feature name
+        (`column 3` in a file without a header) or its recorded reference (`2`): its header
+        name, else its 0-based position."""
+        if self.has_header is not False:
+            return name
+        return int(name) if name.isdigit() else int(name.removeprefix("column ")) - 1
 
     @property
     def n_outputs(self) -> int:
@@ -203,21 +208,23 @@ class DataSource:
         classes: the class names labels index into (None: the file's own, sorted); a test
             file is read with its training data's classes, so index k means the same class.
         header: whether the first row is a header (None: decided from the file, `_CsvTable`).
-        preprocessing: columns dropped, one-hot encoded, standardized (None: as a study or
-            export recorded, else none).
+        preprocessing: columns dropped, one-hot encoded, standardized: all of it, or the
+            flags given, laid over what a study or export recorded (None: as recorded, else
+            none).
     """
 
     path: str | None = None
     label_column: str | None = None
     classes: tuple[str, ...] | None = None
     header: bool | None = None
-    preprocessing: Preprocessing | None = None
+    preprocessing: Preprocessing | PreprocessingRequest | None = None
 
     def load(self) -> Dataset:
         """The validated data set, loaded once per process."""
-        return cached_dataset(
-            self.path, self.label_column, self.classes, self.header, self.preprocessing
-        )
+        steps = self.preprocessing
+        if isinstance(steps, PreprocessingRequest):
+            steps = steps.over()
+        return cached_dataset(self.path, self.label_column, self.classes, self.header, steps)
 
     def as_recorded(self, schema: DataSchema | None) -> DataSource:
         """This source reading its label column, header and preprocessing as `schema` (a
@@ -229,7 +236,11 @@ class DataSource:
             label_column=schema.label_column if self.label_column is None else self.label_column,
             header=schema.has_header if self.header is None else self.header,
             preprocessing=(
-                schema.preprocessing if self.preprocessing is None else self.preprocessing
+                schema.preprocessing
+                if self.preprocessing is None
+                else self.preprocessing.over(schema.preprocessing)
+                if isinstance(self.preprocessing, PreprocessingRequest)
+                else self.preprocessing
             ),
         )
 
@@ -279,6 +290,24 @@ def load_dataset(
         raise InvalidInputError(f"data file {csv_path} is not a valid CSV: {first_line}") from exc
     table = _CsvTable(frame, csv_path, header)
     return table.dataset(label_column, classes, preprocessing or Preprocessing())
+
+
+def read_raw(path: str | os.PathLike[str], schema: DataSchema) -> pd.DataFrame:
+    """A CSV as lrsweep reads it, for `preprocessing_pipeline` in your own code: columns named
+    by the header (else numbered from 0), cells stripped, a missing cell empty text (`NA` and
+    `?` kept as written: a category of their own), the numeric features as numbers."""
+    frame = pd.read_csv(
+        path,
+        header=0 if schema.has_header is not False else None,
+        dtype=str,
+        skipinitialspace=True,
+        keep_default_na=False,
+    )
+    frame = frame.rename(columns=lambda name: name.strip() if isinstance(name, str) else name)
+    frame = frame.apply(lambda column: column.str.strip())
+    numeric = [schema.column_key(name) for name in schema.feature_names[: schema.n_numeric]]
+    frame[numeric] = frame[numeric].apply(pd.to_numeric)
+    return frame
 
 
 def content_digest(features: np.ndarray, labels: np.ndarray) -> str:
@@ -358,8 +387,13 @@ class _CsvTable:
     ) -> tuple[list[int], list[int]]:
         """The positions of the dropped columns and of the one-hot encoded ones; neither may
         be the label, nor one column both."""
+        recorded = preprocessing.categories is not None  # a test file may lack a dropped id
         dropped = sorted(
-            {self.column_position(name, "--drop-columns") for name in preprocessing.drop_columns}
+            {
+                self.column_position(name, "--drop-columns")
+                for name in preprocessing.drop_columns
+                if not (recorded and self.has_header and name not in self.names)
+            }
         )
         if preprocessing.categorical == AUTO:
             encoded = [
@@ -367,6 +401,7 @@ class _CsvTable:
                 for k in range(len(self.names))
                 if k != label_at and k not in dropped and self._holds_text(k)
             ]
+            self._refuse_id_like(encoded)
         else:
             encoded = [
                 self.column_position(name, "--categorical") for name in preprocessing.categorical
@@ -382,9 +417,23 @@ class _CsvTable:
         return dropped, encoded
 
     def _holds_text(self, column: int) -> bool:
-        """Whether a column has a cell that is neither empty nor a number."""
-        text = (self.numbers.iloc[:, column].isna() & (self.cells.iloc[:, column] != "")).any()
-        return bool(text)
+        """Whether a column has a cell that is neither a number nor a missing-value mark."""
+        cells = self.cells.iloc[:, column]
+        missing = cells.str.lower().isin(MISSING_MARKERS)
+        return bool((self.numbers.iloc[:, column].isna() & ~missing).any())
+
+    def _refuse_id_like(self, encoded: list[int]) -> None:
+        """`--categorical auto` encodes categories, not names or ids: a text column with more
+        distinct values than half its rows would add a feature per row."""
+        for k in encoded:
+            distinct = self.cells.iloc[:, k].nunique()
+            if distinct > max(MAX_AUTO_CATEGORIES, len(self.cells) // 2):
+                name = self._column_ref(k)
+                raise self.fail(
+                    f"column {name} holds text with {distinct} distinct values in "
+                    f"{len(self.cells)} rows, like an id or free text: --drop-columns {name}, "
+                    f"or name it in --categorical to encode it anyway"
+                )
 
     def dataset(
         self,
@@ -409,19 +458,27 @@ class _CsvTable:
         categories = preprocessing.categories
         if categories is None:  # a training file: its own categories, sorted
             categories = tuple(
-                (self.names[k], tuple(sorted(set(self.cells.iloc[:, k])))) for k in encoded
+                (self._column_ref(k), tuple(sorted(set(self.cells.iloc[:, k])))) for k in encoded
             )
         one_hot = encode(self.cells.iloc[:, encoded], categories)
         labels, classes = self._labels(label_at, classes)
         schema = DataSchema(
             feature_names=tuple(self.names[i] for i in feature_at)
-            + tuple(f"{column}={value}" for column, values in categories for value in values),
+            + tuple(
+                f"{self.names[k]}={value}"
+                for k, (_, values) in zip(encoded, categories, strict=True)
+                for value in values
+            ),
             classes=classes,
             label_column=self.names[label_at] if self.has_header else str(label_at),
             has_header=self.has_header,
             preprocessing=Preprocessing(
-                drop_columns=tuple(self.names[k] for k in dropped),
-                categorical=tuple(self.names[k] for k in encoded),
+                drop_columns=(
+                    preprocessing.drop_columns
+                    if preprocessing.categories is not None  # as recorded
+                    else tuple(self._column_ref(k) for k in dropped)
+                ),
+                categorical=tuple(self._column_ref(k) for k in encoded),
                 standardize=preprocessing.standardize,
                 categories=categories,
             ),
@@ -546,6 +603,7 @@ def _reads_as_header(cells: pd.DataFrame, parsed: pd.DataFrame) -> bool:
     """Whether the first row is a header, as a person reading the file decides: it is when
     more of its cells above all-number columns are names than numbers (a missing-value mark
     such as `?` or `NA` is no name: a data row with gaps stays data, validated as such), or
+    when it is names only, none of which recurs in its column (a file of text columns), or
     when its cells before the last are the positions 0, 1, ... that pandas writes for a frame
     without column names (the last, the label's, may be named anything: `concat([X, y])`).
     `--header` decides the rest: numbers only (`1990,1991,...`), which a data row could also
@@ -558,6 +616,9 @@ def _reads_as_header(cells: pd.DataFrame, parsed: pd.DataFrame) -> bool:
     named = ~numeric[0] & ~top.str.lower().isin(MISSING_MARKERS).to_numpy()
     if (named & numbers_below).sum() > (numeric[0] & numbers_below).sum():
         return True
+    below = cells.iloc[1:]
+    if named.all() and not any(top.iloc[k] in set(below.iloc[:, k]) for k in range(len(top))):
+        return True  # names only, none of them a value of its column: text columns' header
     return list(top.iloc[:-1]) == [str(position) for position in range(cells.shape[1] - 1)]
 
 

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 
 AUTO = "auto"  # --categorical auto: every feature column that holds text
 HOW_TO_REBUILD = (
-    "lrsweep.trainer.preprocessing_pipeline(lrsweep.trainer.config.load_export(FILE).schema): "
-    "an unfitted scikit-learn ColumnTransformer; fit it on your training rows, then transform"
+    "schema = lrsweep.trainer.config.load_export(FILE).schema; pipeline = "
+    "lrsweep.trainer.preprocessing_pipeline(schema) (an unfitted scikit-learn ColumnTransformer)"
+    "; x = pipeline.fit_transform(lrsweep.trainer.read_raw(TRAINING_CSV, schema)) on your "
+    "training rows, then pipeline.transform(read_raw(OTHER_CSV, schema))"
 )
 
 
@@ -101,6 +103,26 @@ class Preprocessing:
         )
 
 
+@dataclass(frozen=True)
+class PreprocessingRequest:
+    """Preprocessing flags as given: each None field keeps what it is laid over (a study's or
+    an export's recorded preprocessing, else none), so `--standardize` alone keeps the
+    recorded dropped and encoded columns."""
+
+    drop_columns: tuple[str, ...] | None = None
+    categorical: tuple[str, ...] | str | None = None
+    standardize: bool | None = None
+
+    def over(self, base: Preprocessing | None = None) -> Preprocessing:
+        base = base or Preprocessing()
+        return Preprocessing(
+            drop_columns=base.drop_columns if self.drop_columns is None else self.drop_columns,
+            categorical=base.categorical if self.categorical is None else self.categorical,
+            standardize=base.standardize if self.standardize is None else self.standardize,
+            categories=base.categories if self.categorical is None else None,
+        )
+
+
 def parse_column_list(text: str) -> tuple[str, ...]:
     """`a,b , c` -> ("a", "b", "c"): how --drop-columns and --categorical name columns."""
     names = tuple(name.strip() for name in text.split(","))
@@ -159,6 +181,8 @@ def standardized(
     not divided by zero), computed in float64 as on the raw file's numbers, then float32."""
     from sklearn.preprocessing import StandardScaler
 
+    if not numeric:  # every feature one-hot: nothing to scale
+        return train, validation
     scaler = StandardScaler().fit(train[:, :numeric].astype(np.float64))
 
     def scaled(features: np.ndarray) -> np.ndarray:
@@ -171,9 +195,8 @@ def standardized(
 
 def preprocessing_pipeline(schema: DataSchema) -> ColumnTransformer:
     """What the sweep did to the data, for your own code: an unfitted `ColumnTransformer` over a
-    frame of the raw CSV (`pd.read_csv(path)`, or `header=None` for a file without one) that
-    drops, standardizes and one-hot encodes as the sweep did, the features in the model's
-    order. Fit it on your training rows only."""
+    frame of the raw CSV as `read_raw` reads it that drops, standardizes and one-hot encodes as
+    the sweep did, the features in the model's order. Fit it on your training rows only."""
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import StandardScaler
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
+from tqdm import tqdm
 
 from lrsweep.errors import InvalidInputError, require_positive
 from lrsweep.sweeps.flags import option
@@ -208,7 +209,7 @@ def _export_robust_choice(
         more = seeds - seed - 1
         if budget_s is not None:  # a seed starts only when it would end within the budget
             more = min(more, max(0, int(budget_s // each) - seed - 1))
-        print(
+        tqdm.write(  # above the bar, when one is drawn
             f"robust choice: seed {seed + 1} of {'up to ' if budget_s else ''}{seeds} "
             f"retrained ({len(trials)} candidates), {seconds:.1f} s"
             + ("" if budget_s is None else f" of a {budget_s:.1f} s budget")

@@ -17,6 +17,7 @@ from typing import Any
 from lrsweep.errors import InvalidInputError, require_positive
 from lrsweep.sweeps.study.objective import EpochScores, objective
 from lrsweep.sweeps.study.options import DataOptions
+from lrsweep.sweeps.worker.progress import phase_bar
 from lrsweep.trainer import TrainConfig, validation_rows
 from lrsweep.trainer.config import Export
 from lrsweep.trainer.data import DataSource
@@ -123,7 +124,6 @@ def score_over_seeds(
                 else None
             )
 
-
             def after_epoch(results: Mapping[int, EpochResult], pilot: Any = pilot) -> set[int]:
                 if on_epoch is not None:
                     on_epoch()
@@ -213,10 +213,12 @@ def training_data(exported: Export, data: DataOptions, config_path: str) -> Data
             f"{config_path} was swept on {exported.data_path}, which is not here: give --data CSV"
         )
     digest = recorded.load().sha256
-    if exported.data_sha256 is not None and digest != exported.data_sha256:
+    steps = data.preprocessing  # other columns dropped or encoded are other values
+    same_columns = steps is None or (steps.drop_columns, steps.categorical) == (None, None)
+    if same_columns and exported.data_sha256 not in (None, digest):
         raise InvalidInputError(
             f"{exported.data_path}, which {config_path} was swept on, has changed since (sha256 "
-            f"of values {digest[:12]} != {exported.data_sha256[:12]}): give --data CSV"
+            f"of values {digest[:12]} != {str(exported.data_sha256)[:12]}): give --data CSV"
         )
     return recorded
 
@@ -234,7 +236,8 @@ def retrain(
     as a JSON-ready report."""
     require_positive("--seeds", seeds)
     tensors, evaluated_on = evaluation_tensors(data, test_csv, device)
-    (scores,) = score_over_seeds([config], [tensors], seeds, model_spec)
+    with phase_bar("train", seeds * config.epochs, "epoch") as advance:
+        (scores,) = score_over_seeds([config], [tensors], seeds, model_spec, on_epoch=advance)
     return {
         "config": config.to_json_dict(),
         "evaluated_on": evaluated_on,

@@ -14,7 +14,11 @@ from lrsweep.sweeps.study.space import load_space
 from lrsweep.trainer import Dataset
 from lrsweep.trainer.config import DEFAULT_EPOCHS
 from lrsweep.trainer.data import DEFAULT_VALIDATION_FRACTION, DataSource
-from lrsweep.trainer.preprocessing import Preprocessing, categorical_request, parse_column_list
+from lrsweep.trainer.preprocessing import (
+    PreprocessingRequest,
+    categorical_request,
+    parse_column_list,
+)
 
 DEFAULT_RUN_TRIALS = 100  # what `sweeps run` and `sweeps.run()` sweep for when not told
 DEFAULT_RUN_SEED = 0  # `sweeps run` is reproducible unless told otherwise
@@ -88,16 +92,10 @@ class DataOptions:
         )
 
     @property
-    def preprocessing(self) -> Preprocessing | None:
-        """The preprocessing asked for; None when no flag asks (a study's then, else none)."""
-        asked = (self.drop_columns, self.categorical, self.standardize)
-        if all(value is None for value in asked):
-            return None
-        return Preprocessing(
-            drop_columns=self.drop_columns or (),
-            categorical=() if self.categorical is None else self.categorical,
-            standardize=bool(self.standardize),
-        )
+    def preprocessing(self) -> PreprocessingRequest | None:
+        """The preprocessing flags given, laid over a study's or export's; None when none is."""
+        request = PreprocessingRequest(self.drop_columns, self.categorical, self.standardize)
+        return None if request == PreprocessingRequest() else request
 
 
 @dataclass(frozen=True)

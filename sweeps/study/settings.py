@@ -152,8 +152,11 @@ class StudySettings:
         return None if self.data_schema is None else DataSchema.from_dict(dict(self.data_schema))
 
     def load_data(self, source: DataSource) -> Dataset:
-        """`source` read as this study reads it (its label column unless another was given);
-        data other than the study was created with is refused."""
+        """`source` read as this study reads it (its label column and preprocessing unless
+        others were given; its data file when none is given and that file is here); data other
+        than the study was created with is refused."""
+        if source.path is None and self.data_path is not None and Path(self.data_path).is_file():
+            source = replace(source, path=self.data_path)
         recorded = self.schema
         try:
             dataset = source.as_recorded(recorded).load()

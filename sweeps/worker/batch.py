@@ -21,7 +21,7 @@ import datetime
 import statistics
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,6 @@ class BatchOutcome:
     by_reason: Counter[str]
     best_value: float | None
     lost: tuple[int, ...] = field(default=())
-    finished: tuple[FrozenTrial, ...] = field(default=())  # as stored
 
 
 class TrialBatch:
@@ -78,8 +77,10 @@ class TrialBatch:
         claimed: list[ClaimedTrial],
         folds: Sequence[Tensors],
         history: StudyHistory,
+        on_stored: Callable[[tuple[FrozenTrial, ...]], None] | None = None,
     ) -> None:
         self._opened, self._claimed, self._folds, self._history = opened, claimed, folds, history
+        self._on_stored = on_stored  # sees the trials each write finished (trackers)
         self._chance = statistics.fmean(majority_share(fold.y_val) for fold in folds)
         self._pruner = BatchPruner(
             opened.study.pruner,
@@ -94,7 +95,6 @@ class TrialBatch:
         self._lrs_used: dict[int, list[list[float]]] = {}  # of trials whose lr follows accuracy
         self._by_reason: Counter[str] = Counter()
         self._completed: list[float] = []
-        self._finished: list[FrozenTrial] = []
         self._lost: list[int] = []
         self._unstored = _UnstoredEpochs()
         self.ended: set[int] = set()  # ids of trials finished, or lost to another worker
@@ -130,7 +130,6 @@ class TrialBatch:
             self._by_reason,
             max(self._completed, default=None),
             tuple(sorted(self._lost)),
-            tuple(self._finished),
         )
 
     def unfinished(self) -> list[ClaimedTrial]:
@@ -193,10 +192,11 @@ class TrialBatch:
         # write is idempotent, so a retry after a lost acknowledgement changes nothing.
         result = retrying(write, "storing epoch results") if retry else write()
         self._unstored = _UnstoredEpochs()
+        stored = []
         for trial, reason in unstored.finishing.values():
             if trial_id_of(trial) in result.finished:
+                stored.append(trial)
                 self._history.add(trial)
-                self._finished.append(trial)
                 self._by_reason[reason] += 1
                 self.ended.add(trial_id_of(trial))
                 if trial.state == TrialState.COMPLETE and trial.value is not None:
@@ -208,6 +208,8 @@ class TrialBatch:
         }
         self._lost.extend(self._claimed[i].number for i in sorted(gone))
         self.ended.update(self._claimed[i].trial_id for i in gone)
+        if stored and self._on_stored is not None:
+            self._on_stored(tuple(stored))
         return gone
 
 

@@ -30,6 +30,7 @@ from lrsweep.sweeps.study.open import OpenStudy, open_for_sweep
 from lrsweep.sweeps.study.options import StudyOptions
 from lrsweep.sweeps.worker.options import WorkerOptions
 from lrsweep.sweeps.worker.progress import StudyProgress, wants_progress
+from lrsweep.sweeps.worker.trackers import prepare_trackers
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,9 @@ def launch(
 ) -> Launched:
     """Run `workers` processes (default: one per GPU, else per core) on the study, created or
     joined here while they start. Each gets `options` (the sampler seed plus its index); under
-    a progress bar their own per-batch lines would tear it, so they go quiet."""
+    a progress bar their own per-batch lines would tear it, so they go quiet. Trackers are set
+    up first (`prepare_trackers`): one that cannot be is refused before anything starts."""
+    prepare_trackers(options.trackers, study_name)
     plan = LaunchPlan.for_this_machine(workers, options.device)
     if any(gpu is not None for gpu in plan.gpus):  # the machine's cores, shared by its workers
         processes = options.proposal_processes_for(on_gpu=True, workers=plan.workers)

@@ -152,7 +152,8 @@ def _run_claims(
                     if available - len(claimed) > 0:  # the study will want another batch
                         own = [trial.stored for trial in claimed]
                         proposals.prefetch([*history.sampler_view(), *own], count)
-                    batch = TrialBatch(opened, claimed, folds, history)
+                    on_stored = trackers.log if trackers is not None else None
+                    batch = TrialBatch(opened, claimed, folds, history, on_stored)
                     with _timed(spent, "training and storing"):
                         outcome = batch.run()
             except InterruptRequested:
@@ -173,8 +174,6 @@ def _run_claims(
             continue  # nothing claimed (other workers took the last places), or failed
         consecutive_errors = 0
         totals.update(outcome.by_reason)
-        if trackers is not None:
-            trackers.log(outcome.finished)
         if outcome.lost:
             print(
                 f"trials {', '.join(map(str, outcome.lost))} were failed by another worker "

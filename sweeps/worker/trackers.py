@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from lrsweep.errors import InvalidInputError
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
+MLFLOW_BATCH = 1000  # metrics in one `log_batch` call, MLflow's limit
 METRIC = "validation accuracy"  # the study's metric name (`set_metric_names`)
 FINAL_METRICS = ("validation_accuracy", "validation_loss")  # user attrs of a finished trial
 # tracker -> (the module it needs, the extra that installs it, where it writes by default)
@@ -76,32 +78,46 @@ class Tracker(Protocol):
 
 
 class Trackers:
-    """The trackers of one worker; `log` sends finished trials to each."""
+    """The trackers of one worker; `log` sends finished trials to each. A tracker that cannot
+    be set up or fails says so once and is left out: the sweep goes on."""
 
     def __init__(self, specs: Iterable[TrackerSpec], study_name: str) -> None:
-        builders: dict[str, type[Tracker]] = {
-            "mlflow": MlflowTracker,
-            "tensorboard": TensorboardTracker,
-        }
-        self._trackers: dict[TrackerSpec, Tracker] = {
-            spec: builders[spec.name](spec.where, study_name) for spec in specs
-        }
-        self._failed: set[TrackerSpec] = set()
+        self._trackers: dict[TrackerSpec, Tracker] = {}
+        for spec in specs:
+            try:
+                self._trackers[spec] = BUILDERS[spec.name](spec.where, study_name)
+            except Exception as exc:
+                _said_stopped(spec, exc)
 
     def log(self, trials: tuple[FrozenTrial, ...]) -> None:
-        for spec, tracker in self._trackers.items():
-            if spec in self._failed:
-                continue
+        for spec, tracker in list(self._trackers.items()):
             try:
                 for trial in trials:
                     tracker.log(trial)
             except Exception as exc:  # a tracker's outage must not stop the sweep
-                self._failed.add(spec)
-                print(
-                    f"--log {spec.name}: stopped logging ({type(exc).__name__}: {exc}); the "
-                    "study keeps every trial",
-                    file=sys.stderr,
-                )
+                del self._trackers[spec]
+                _said_stopped(spec, exc)
+
+
+def prepare_trackers(specs: Iterable[TrackerSpec], study_name: str) -> None:
+    """Set each tracker up once before workers start (MLflow's experiment is made here, not
+    raced by the workers); one that cannot be is refused in one line."""
+    for spec in specs:
+        try:
+            BUILDERS[spec.name](spec.where, study_name)
+        except Exception as exc:
+            raise InvalidInputError(f"--log {spec.name}: {_first_line(exc)}") from exc
+
+
+def _said_stopped(spec: TrackerSpec, exc: Exception) -> None:
+    print(
+        f"--log {spec.name}: stopped logging ({_first_line(exc)}); the study keeps every trial",
+        file=sys.stderr,
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
 
 def _per_epoch(trial: FrozenTrial) -> list[tuple[int, float]]:
@@ -127,16 +143,14 @@ class MlflowTracker:
         self._study = study_name
 
     def _experiment_id(self, name: str) -> str:
-        """The study's experiment, created by the first worker (another may race it)."""
-        for _ in range(2):
-            experiment = self._client.get_experiment_by_name(name)
-            if experiment is not None:
-                return str(experiment.experiment_id)
-            try:
-                return str(self._client.create_experiment(name))
-            except Exception:  # created meanwhile by another worker: read it again
-                continue
-        raise InvalidInputError(f"--log mlflow: cannot create the experiment {name!r}")
+        """The study's experiment (restored if it was deleted), else a new one; the launcher
+        makes it before its workers start (`prepare_trackers`)."""
+        experiment = self._client.get_experiment_by_name(name)
+        if experiment is None:
+            return str(self._client.create_experiment(name))
+        if experiment.lifecycle_stage == "deleted":
+            self._client.restore_experiment(experiment.experiment_id)
+        return str(experiment.experiment_id)
 
     def log(self, trial: FrozenTrial) -> None:
         from mlflow.entities import Metric, Param
@@ -155,16 +169,21 @@ class MlflowTracker:
         last = max(trial.intermediate_values, default=0)
         metrics += [Metric(key, value, stamp, last) for key, value in _final(trial).items()]
         params = [Param(key, str(value)) for key, value in trial.params.items()]
-        self._client.log_batch(run.info.run_id, metrics=metrics, params=params)
-        self._client.set_terminated(run.info.run_id, "FINISHED")
+        self._client.log_batch(run.info.run_id, params=params)
+        for start in range(0, len(metrics), MLFLOW_BATCH):  # MLflow takes 1,000 per call
+            self._client.log_batch(run.info.run_id, metrics=metrics[start : start + MLFLOW_BATCH])
+        status = "FINISHED" if trial.state.name == "COMPLETE" else "KILLED"  # pruned: stopped
+        self._client.set_terminated(run.info.run_id, status)
 
 
 class TensorboardTracker:
-    """A folder per trial under `<where>/<study>/trial-NNNNN`: the per-epoch accuracy as a
+    """A folder per trial under `<where>/<study>/trial-NNNNN` (the study's name with anything
+    but letters, digits, `.`, `-` and `_` replaced by `_`): the per-epoch accuracy as a
     scalar, the params and final accuracy in the HParams plugin (compare trials there)."""
 
     def __init__(self, where: str, study_name: str) -> None:
-        self._root = Path(where) / study_name
+        folder = re.sub(r"[^\w.-]+", "_", study_name).strip(".") or "study"  # never `..` or `/x`
+        self._root = Path(where) / folder
 
     def log(self, trial: FrozenTrial) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -175,3 +194,9 @@ class TensorboardTracker:
             for epoch, value in _per_epoch(trial):
                 writer.add_scalar(METRIC, value, epoch)
             writer.add_hparams(params, final, run_name=".")
+
+
+BUILDERS: Mapping[str, type[Tracker]] = {
+    "mlflow": MlflowTracker,
+    "tensorboard": TensorboardTracker,
+}

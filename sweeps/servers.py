@@ -6,10 +6,13 @@ asked: neither authenticates."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import grpc
 import optuna
@@ -20,19 +23,56 @@ from lrsweep.storage.outage import is_transient
 from lrsweep.storage.proxy import GRPC_OPTIONS, ProxyBackend
 from lrsweep.sweeps.study.open import open_existing_storage
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_CHECK_S = 0.5  # how soon a stop asked for between requests is noticed
+
 
 def serve_dashboard(storage_settings: StorageSettings, host: str, port: int) -> None:
-    """Serve until interrupted. Binds to 127.0.0.1 by default: the dashboard can edit notes
-    and has no authentication, so exposing it is an explicit `--host 0.0.0.0`."""
-    from optuna_dashboard import run_server
+    """Serve until SIGINT or SIGTERM, finishing the request in hand first. Binds to 127.0.0.1
+    by default: the dashboard can edit notes and has no authentication, so exposing it is an
+    explicit `--host 0.0.0.0`.
+
+    Served here rather than by `optuna_dashboard.run_server`: its wsgiref server turns an
+    interrupt raised inside a request into a 500 and serves on, so a SIGTERM that came while
+    the dashboard was reading the database was lost and the server never stopped."""
+    from wsgiref.simple_server import make_server
+
+    from optuna_dashboard import wsgi
 
     storage = open_existing_storage(storage_settings)
-    print(
-        f"optuna-dashboard for {storage_settings.masked_url} on http://{host}:{port}/",
-        file=sys.stderr,
-        flush=True,
-    )
-    run_server(storage, host=host, port=port)
+    with make_server(host, port, wsgi(storage)) as server, _stop_requested() as stopping:
+        print(
+            f"optuna-dashboard for {storage_settings.masked_url} on http://{host}:{port}/",
+            file=sys.stderr,
+            flush=True,
+        )
+        server.timeout = STOP_CHECK_S
+        while not stopping:
+            server.handle_request()
+
+
+@contextmanager
+def _stop_requested() -> Iterator[list[int]]:
+    """The signals received so far: the first SIGINT/SIGTERM asks the server to stop between
+    requests; a second one stops the process at once (a request stuck on a database that
+    went away)."""
+    received: list[int] = []
+    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+
+    def note(number: int, _frame: object) -> None:
+        if received:
+            signal.signal(number, signal.SIG_DFL)
+            signal.raise_signal(number)
+        received.append(number)
+
+    for number, handler in handlers.items():
+        if handler is not signal.SIG_IGN:  # `sweeps dashboard &` in a script ignores SIGINT
+            signal.signal(number, note)
+    try:
+        yield received
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
 
 
 def serve_proxy(storage_settings: StorageSettings, host: str, port: int, threads: int) -> None:

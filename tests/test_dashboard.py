@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
+import optuna
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
-from conftest import free_port, get_json_when_up, run_sweeps
+from conftest import free_port, get_json_when_up, run_sweeps, unique_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.races]
 
@@ -109,3 +117,61 @@ def test_optuna_cli_reads_the_same_storage(tmp_path: Path, data_path: Path) -> N
     assert best["number"] == source["trial_number"]  # type: ignore[index]
     # the study's metric name, where Optuna says "value" for a study without one
     assert best["value"] == {"validation accuracy": pytest.approx(source["objective"])}  # type: ignore[index]
+
+
+@pytest.mark.postgres
+def test_sigterm_while_a_request_waits_on_the_database_answers_it_then_stops(
+    postgres_server_url: str,
+) -> None:
+    """A SIGTERM that lands inside a request is not lost (wsgiref, under
+    optuna_dashboard.run_server, turned it into a 500 and served on): the request in hand is
+    answered, then the dashboard exits 0."""
+    study = unique_study()
+    optuna.create_study(study_name=study, storage=postgres_server_url)
+    port = free_port()
+    dashboard = subprocess.Popen(
+        [sys.executable, "-m", "lrsweep.sweeps", "dashboard", "--port", str(port)],
+        env={**os.environ, "LRSWEEP_STORAGE": postgres_server_url},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    conninfo = make_url(postgres_server_url).set(drivername="postgresql")
+    answered: list[dict] = []  # type: ignore[type-arg]
+    try:
+        get_json_when_up(f"http://127.0.0.1:{port}/api/studies")
+        with psycopg.connect(conninfo.render_as_string(hide_password=False)) as blocker:
+            blocker.execute("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
+            asking = threading.Thread(
+                target=lambda: answered.append(
+                    json.loads(urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/api/studies", timeout=60
+                    ).read())
+                )
+            )  # fmt: skip
+            asking.start()
+            _wait_for_a_query_waiting_on_a_lock(conninfo.render_as_string(hide_password=False))
+            dashboard.send_signal(signal.SIGTERM)
+            time.sleep(1)
+            assert dashboard.poll() is None, "stopped before answering the request in hand"
+        asking.join(timeout=60)
+        assert dashboard.wait(timeout=30) == 0
+        (listed,) = answered
+        assert study in {summary["study_name"] for summary in listed["study_summaries"]}
+    finally:
+        dashboard.kill()
+        dashboard.wait()
+
+
+def _wait_for_a_query_waiting_on_a_lock(conninfo: str, timeout: float = 30) -> None:
+    """Until some query on the database waits on a lock (each look in its own transaction:
+    pg_stat_activity holds still within one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(conninfo, autocommit=True) as watcher:
+            (waiting,) = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()  # type: ignore[misc]
+        if waiting:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the dashboard's query never waited on the lock")

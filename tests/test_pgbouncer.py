@@ -101,8 +101,8 @@ def _assert_dashboard_shows(env: dict[str, str], study: str, trials: int, cwd: P
         assert len(detail["trials"]) == trials
         assert all(trial["intermediate_values"] for trial in detail["trials"])
     finally:
-        dashboard.terminate()
-        dashboard.wait(timeout=10)
+        dashboard.terminate()  # answers a request still in hand first (a client's retry)
+        dashboard.wait(timeout=30)
 
 
 def test_workers_and_status_through_session_pooling(

@@ -199,6 +199,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from lrsweep.sweeps.study.options import StudyOptions
     from lrsweep.sweeps.worker.launch import released_by_launcher
     from lrsweep.sweeps.worker.options import WorkerOptions
+    from lrsweep.sweeps.worker.trackers import prepare_trackers
 
     # The options first (a typo is refused before torch), then torch and the rest, imported
     # while a launcher is still working.
@@ -207,6 +208,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     if args.launched and not released_by_launcher():
         return EXIT_OK
+    if not args.launched:  # a launcher set its workers' trackers up before starting them
+        prepare_trackers(options.trackers, args.study)
     opened = open_for_sweep(_storage_settings(args), args.study, study_options, options.data)
     summary = run_worker(opened, options)
     print(
@@ -253,6 +256,7 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
     from lrsweep.sweeps.study.options import StudyOptions
     from lrsweep.sweeps.worker.options import WorkerOptions
     from lrsweep.sweeps.worker.slurm import SlurmOptions, job_script, submit, write_job
+    from lrsweep.sweeps.worker.trackers import prepare_trackers
 
     slurm = _options(args, SlurmOptions)
     options = _options(args, WorkerOptions)
@@ -262,6 +266,7 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
         print(job_script(storage, args.study, study, options, slurm), end="")
         return EXIT_OK
     script = write_job(storage, args.study, study, options, slurm)  # checked, not submitted
+    prepare_trackers(options.trackers, args.study)  # once, not raced by the tasks
     # The study is made (or its options checked) here, once, before any task starts.
     opened = open_for_sweep(storage, args.study, study, options.data)
     job_id = submit(storage, script)

@@ -165,6 +165,16 @@ def test_the_study_and_export_record_it_and_scikit_learn_rebuilds_it(
         cwd=tmp_path,
     )  # fmt: skip
     assert joined.returncode == 0, joined.stderr
+    by_position = run_sweeps(  # the same column, named another way
+        "worker", "--study", "lrsweep", "--data", str(patients), "--drop-columns", "0",
+        "--trials", "7", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert by_position.returncode == 0, by_position.stderr
+    typo = run_sweeps(
+        "worker", "--study", "lrsweep", "--data", str(patients), "--drop-columns",
+        "patient_ix", "--trials", "8", cwd=tmp_path,
+    )  # fmt: skip
+    assert_refused(typo, "has no column 'patient_ix' (did you mean 'patient_id'?)")
     other = run_sweeps(
         "worker", "--study", "lrsweep", "--data", str(patients), "--drop-columns",
         "patient_id", "--categorical", "auto", "--no-standardize", "--trials", "8",
@@ -175,6 +185,13 @@ def test_the_study_and_export_record_it_and_scikit_learn_rebuilds_it(
         "this study preprocesses its data as drop patient_id; one-hot size (3); standardize; "
         "asked for drop patient_id; one-hot size (3)",
     )
+
+
+def test_a_column_named_twice_is_encoded_once(patients: Path) -> None:
+    twice = load_dataset(patients, preprocessing=Preprocessing(categorical=("size", "3", "size")))
+    once = load_dataset(patients, preprocessing=Preprocessing(categorical=("size",)))
+    assert twice.schema == once.schema
+    np.testing.assert_array_equal(twice.features, once.features)
 
 
 numbers = st.floats(-1e3, 1e3, allow_nan=False, width=32)

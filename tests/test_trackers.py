@@ -102,11 +102,12 @@ def test_an_unknown_tracker_is_refused_before_anything_runs(
     assert not (tmp_path / "lrsweep.db").exists()
 
 
+@pytest.mark.parametrize("command", [("run",), ("worker", "--study", "lrsweep")], ids=str)
 def test_a_tracker_that_cannot_be_set_up_is_refused_before_the_study(
-    tmp_path: Path, data_path: Path
+    tmp_path: Path, data_path: Path, command: tuple[str, ...]
 ) -> None:
     result = run_sweeps(
-        "run", "--data", str(data_path), "--log", "mlflow=/proc/lrsweep-mlruns", cwd=tmp_path
+        *command, "--data", str(data_path), "--log", "mlflow=/proc/lrsweep-mlruns", cwd=tmp_path
     )
     assert_refused(result, "--log mlflow: ")
     assert not (tmp_path / "lrsweep.db").exists()

@@ -383,16 +383,16 @@ class _CsvTable:
         return position % width
 
     def _preprocessed_positions(
-        self, preprocessing: Preprocessing, label_at: int
+        self, preprocessing: Preprocessing, label_at: int, as_test_file: bool
     ) -> tuple[list[int], list[int]]:
-        """The positions of the dropped columns and of the one-hot encoded ones; neither may
-        be the label, nor one column both."""
-        recorded = preprocessing.categories is not None  # a test file may lack a dropped id
+        """The positions of the dropped columns and of the one-hot encoded ones (each once);
+        neither may be the label, nor one column both. A test file, read as its training file
+        was, may lack a dropped column (an id the training file had)."""
         dropped = sorted(
             {
                 self.column_position(name, "--drop-columns")
                 for name in preprocessing.drop_columns
-                if not (recorded and self.has_header and name not in self.names)
+                if not (as_test_file and self.has_header and name not in self.names)
             }
         )
         if preprocessing.categorical == AUTO:
@@ -403,9 +403,12 @@ class _CsvTable:
             ]
             self._refuse_id_like(encoded)
         else:
-            encoded = [
-                self.column_position(name, "--categorical") for name in preprocessing.categorical
-            ]
+            encoded = list(
+                dict.fromkeys(
+                    self.column_position(name, "--categorical")
+                    for name in preprocessing.categorical
+                )
+            )
         for flag, positions in (("--drop-columns", dropped), ("--categorical", encoded)):
             if label_at in positions:
                 raise self.fail(f"has its label column {self._column_ref(label_at)} in {flag}")
@@ -446,7 +449,8 @@ class _CsvTable:
         if len(self.cells) < MIN_ROWS:
             raise self.fail(f"has only {len(self.cells)} rows; need {MIN_ROWS}+")
         label_at = self.label_position(label_column)
-        dropped, encoded = self._preprocessed_positions(preprocessing, label_at)
+        as_test_file = classes is not None  # DataSource.scored_with
+        dropped, encoded = self._preprocessed_positions(preprocessing, label_at, as_test_file)
         if label_column is None:
             self._refuse_a_feature_as_default_label(label_at, set(dropped) | set(encoded))
         feature_at = [
@@ -475,7 +479,7 @@ class _CsvTable:
             preprocessing=Preprocessing(
                 drop_columns=(
                     preprocessing.drop_columns
-                    if preprocessing.categories is not None  # as recorded
+                    if as_test_file
                     else tuple(self._column_ref(k) for k in dropped)
                 ),
                 categorical=tuple(self._column_ref(k) for k in encoded),

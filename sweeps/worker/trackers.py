@@ -143,11 +143,17 @@ class MlflowTracker:
         self._study = study_name
 
     def _experiment_id(self, name: str) -> str:
-        """The study's experiment (restored if it was deleted), else a new one; the launcher
-        makes it before its workers start (`prepare_trackers`)."""
+        """The study's experiment (restored if it was deleted), else a new one. The launcher
+        makes it before its workers start (`prepare_trackers`); workers started on their own
+        (other machines, SLURM tasks) may race to make it, and the losers take the winner's."""
         experiment = self._client.get_experiment_by_name(name)
         if experiment is None:
-            return str(self._client.create_experiment(name))
+            try:
+                return str(self._client.create_experiment(name))
+            except Exception:
+                experiment = self._client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
         if experiment.lifecycle_stage == "deleted":
             self._client.restore_experiment(experiment.experiment_id)
         return str(experiment.experiment_id)

@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = _worker_parser(commands, "worker", "run trials of a study in this process")
     worker.add_argument("--launched", action="store_true", help=argparse.SUPPRESS)
+    worker.add_argument("--trackers-prepared", action="store_true", help=argparse.SUPPRESS)
     worker.set_defaults(handler=_cmd_worker)
 
     launch = _worker_parser(commands, "launch", "start K worker processes on this machine")
@@ -208,7 +209,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     if args.launched and not released_by_launcher():
         return EXIT_OK
-    if not args.launched:  # a launcher set its workers' trackers up before starting them
+    if not args.trackers_prepared:
         prepare_trackers(options.trackers, args.study)
     opened = open_for_sweep(_storage_settings(args), args.study, study_options, options.data)
     summary = run_worker(opened, options)

@@ -6,18 +6,21 @@ asked: neither authenticates."""
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
 import optuna
 
-from lrsweep.errors import require_positive
+from lrsweep.errors import UsageError, require_positive
 from lrsweep.storage import StorageError, StorageSettings, open_storage
 from lrsweep.storage.outage import is_transient
 from lrsweep.storage.proxy import GRPC_OPTIONS, ProxyBackend
@@ -25,6 +28,7 @@ from lrsweep.sweeps.study.open import open_existing_storage
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOP_CHECK_S = 0.5  # how soon a stop asked for between requests is noticed
+CLIENT_TIMEOUT_S = 10.0  # how long a dashboard connection may keep silent
 
 
 def serve_dashboard(storage_settings: StorageSettings, host: str, port: int) -> None:
@@ -35,20 +39,46 @@ def serve_dashboard(storage_settings: StorageSettings, host: str, port: int) -> 
     Served here rather than by `optuna_dashboard.run_server`: its wsgiref server turns an
     interrupt raised inside a request into a 500 and serves on, so a SIGTERM that came while
     the dashboard was reading the database was lost and the server never stopped."""
-    from wsgiref.simple_server import make_server
-
     from optuna_dashboard import wsgi
 
     storage = open_existing_storage(storage_settings)
-    with make_server(host, port, wsgi(storage)) as server, _stop_requested() as stopping:
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        server = make_server(
+            host,
+            port,
+            wsgi(storage),
+            server_class=_IPv6Server if ":" in host else WSGIServer,
+            handler_class=_RequestHandler,
+        )
+    except OSError as exc:  # the port taken, a host not of this machine
+        raise UsageError(f"cannot serve the dashboard on {address}: {exc.strerror}") from None
+    with server, _stop_requested() as stopping:
         print(
-            f"optuna-dashboard for {storage_settings.masked_url} on http://{host}:{port}/",
+            f"optuna-dashboard for {storage_settings.masked_url} on http://{address}/",
             file=sys.stderr,
             flush=True,
         )
         server.timeout = STOP_CHECK_S
         while not stopping:
             server.handle_request()
+
+
+class _IPv6Server(WSGIServer):
+    address_family = socket.AF_INET6
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """wsgiref's handler with a time limit on each read and write: a connection that sends no
+    request (a browser's spare one) cannot hold the server, or its stop, forever."""
+
+    timeout = CLIENT_TIMEOUT_S
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except TimeoutError:  # the client went quiet: its connection is closed
+            pass
 
 
 @contextmanager
@@ -64,6 +94,7 @@ def _stop_requested() -> Iterator[list[int]]:
             signal.signal(number, signal.SIG_DFL)
             signal.raise_signal(number)
         received.append(number)
+        os.write(2, b"stopping once the request in hand is answered (again to stop at once)\n")
 
     for number, handler in handlers.items():
         if handler is not signal.SIG_IGN:  # `sweeps dashboard &` in a script ignores SIGINT

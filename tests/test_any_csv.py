@@ -186,8 +186,7 @@ def test_a_worker_joining_without_label_column_reads_the_file_as_the_study_does(
     summary = run_sweeps("status", "--study", "w", cwd=tmp_path).stdout
     assert "8 trials" in summary
     assert (
-        "data: 13 features, classes 0, 1, 2 (label column 'target'; preprocessing none)"
-        in summary
+        "data: 13 features, classes 0, 1, 2 (label column 'target'; preprocessing none)" in summary
     )
 
 

@@ -161,6 +161,36 @@ def test_sigterm_while_a_request_waits_on_the_database_answers_it_then_stops(
         dashboard.wait()
 
 
+def test_a_silent_connection_holds_neither_the_dashboard_nor_its_stop(
+    tmp_path: Path, storage_url: str
+) -> None:
+    """A client that connects and sends nothing (a browser's spare connection) is dropped
+    after a while: the SIGTERM that came meanwhile stops the server, and a second dashboard
+    on the same port is refused in one line."""
+    optuna.create_study(study_name=unique_study(), storage=storage_url)
+    port = free_port()
+    command = [sys.executable, "-m", "lrsweep.sweeps", "dashboard", "--port", str(port)]
+    environment = {**os.environ, "LRSWEEP_STORAGE": storage_url}
+    dashboard = subprocess.Popen(
+        command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        get_json_when_up(f"http://127.0.0.1:{port}/api/studies")
+        second = subprocess.run(command, env=environment, capture_output=True, text=True)
+        assert second.returncode == 2
+        assert second.stderr == (
+            f"error: cannot serve the dashboard on 127.0.0.1:{port}: Address already in use\n"
+        )
+        with socket.create_connection(("127.0.0.1", port)):
+            time.sleep(1)  # the server is reading this connection's request line
+            dashboard.send_signal(signal.SIGTERM)
+            assert dashboard.wait(timeout=30) == 0
+        assert "stopping once the request in hand is answered" in dashboard.communicate()[1]
+    finally:
+        dashboard.kill()
+        dashboard.wait()
+
+
 def _wait_for_a_query_waiting_on_a_lock(conninfo: str, timeout: float = 30) -> None:
     """Until some query on the database waits on a lock (each look in its own transaction:
     pg_stat_activity holds still within one)."""

@@ -81,6 +81,19 @@ def test_cpu_tasks_ask_for_no_gpu_and_unseeded_workers_get_no_seed(tmp_path: Pat
     assert build_parser().parse_args(_worker_argv(script, 2)[3:]).seed is None
 
 
+def test_tasks_log_to_the_trackers_asked_for_without_each_setting_them_up(
+    tmp_path: Path,
+) -> None:
+    """`sweeps slurm` sets the trackers up once before submitting; its tasks only log (one
+    that cannot says so and goes on, where a worker started by hand is refused)."""
+    logged = build_parser().parse_args(
+        _worker_argv(_dry_run(tmp_path, "--log", "mlflow=http://mlflow.example.org"), 0)[3:]
+    )
+    assert [spec.name for spec in logged.trackers] == ["mlflow"] and logged.trackers_prepared
+    plain = build_parser().parse_args(_worker_argv(_dry_run(tmp_path), 0)[3:])
+    assert not plain.trackers and not plain.trackers_prepared
+
+
 def test_the_script_refuses_to_run_without_the_storage_in_its_environment(
     tmp_path: Path,
 ) -> None:

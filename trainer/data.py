@@ -211,6 +211,8 @@ class DataSource:
         preprocessing: columns dropped, one-hot encoded, standardized: all of it, or the
             flags given, laid over what a study or export recorded (None: as recorded, else
             none).
+        test_file: a file scored with a model trained on another (`scored_with`): it may
+            lack a column its training file dropped (an id).
     """
 
     path: str | None = None
@@ -218,13 +220,16 @@ class DataSource:
     classes: tuple[str, ...] | None = None
     header: bool | None = None
     preprocessing: Preprocessing | PreprocessingRequest | None = None
+    test_file: bool = False
 
     def load(self) -> Dataset:
         """The validated data set, loaded once per process."""
         steps = self.preprocessing
         if isinstance(steps, PreprocessingRequest):
             steps = steps.over()
-        return cached_dataset(self.path, self.label_column, self.classes, self.header, steps)
+        return cached_dataset(
+            self.path, self.label_column, self.classes, self.header, steps, self.test_file
+        )
 
     def as_recorded(self, schema: DataSchema | None) -> DataSource:
         """This source reading its label column, header and preprocessing as `schema` (a
@@ -249,7 +254,12 @@ class DataSource:
         """A test file read exactly as its training data (`schema`) was: same label column,
         header, classes and preprocessing (the training file's categories)."""
         return DataSource(
-            path, schema.label_column, schema.classes, schema.has_header, schema.preprocessing
+            path,
+            schema.label_column,
+            schema.classes,
+            schema.has_header,
+            schema.preprocessing,
+            test_file=True,
         )
 
 
@@ -260,9 +270,10 @@ def cached_dataset(
     classes: tuple[str, ...] | None = None,
     header: bool | None = None,
     preprocessing: Preprocessing | None = None,
+    test_file: bool = False,
 ) -> Dataset:
     """Load and validate a data file once per process."""
-    return load_dataset(path, label_column, classes, header, preprocessing)
+    return load_dataset(path, label_column, classes, header, preprocessing, test_file)
 
 
 def load_dataset(
@@ -271,6 +282,7 @@ def load_dataset(
     classes: tuple[str, ...] | None = None,
     header: bool | None = None,
     preprocessing: Preprocessing | None = None,
+    test_file: bool = False,
 ) -> Dataset:
     """Read and validate a CSV; raise InvalidInputError naming the file and the problem.
     The arguments after `path` are as in `DataSource`."""
@@ -289,7 +301,7 @@ def load_dataset(
         first_line = str(exc).splitlines()[0]
         raise InvalidInputError(f"data file {csv_path} is not a valid CSV: {first_line}") from exc
     table = _CsvTable(frame, csv_path, header)
-    return table.dataset(label_column, classes, preprocessing or Preprocessing())
+    return table.dataset(label_column, classes, preprocessing or Preprocessing(), test_file)
 
 
 def read_raw(path: str | os.PathLike[str], schema: DataSchema) -> pd.DataFrame:
@@ -383,7 +395,7 @@ class _CsvTable:
         return position % width
 
     def _preprocessed_positions(
-        self, preprocessing: Preprocessing, label_at: int, as_test_file: bool
+        self, preprocessing: Preprocessing, label_at: int, test_file: bool
     ) -> tuple[list[int], list[int]]:
         """The positions of the dropped columns and of the one-hot encoded ones (each once);
         neither may be the label, nor one column both. A test file, read as its training file
@@ -392,7 +404,7 @@ class _CsvTable:
             {
                 self.column_position(name, "--drop-columns")
                 for name in preprocessing.drop_columns
-                if not (as_test_file and self.has_header and name not in self.names)
+                if not (test_file and self.has_header and name not in self.names)
             }
         )
         if preprocessing.categorical == AUTO:
@@ -443,14 +455,14 @@ class _CsvTable:
         label_column: str | None,
         classes: tuple[str, ...] | None,
         preprocessing: Preprocessing = Preprocessing(),
+        test_file: bool = False,
     ) -> Dataset:
         if len(self.names) < 2:
             raise self.fail("has one column; need features and a label")
         if len(self.cells) < MIN_ROWS:
             raise self.fail(f"has only {len(self.cells)} rows; need {MIN_ROWS}+")
         label_at = self.label_position(label_column)
-        as_test_file = classes is not None  # DataSource.scored_with
-        dropped, encoded = self._preprocessed_positions(preprocessing, label_at, as_test_file)
+        dropped, encoded = self._preprocessed_positions(preprocessing, label_at, test_file)
         if label_column is None:
             self._refuse_a_feature_as_default_label(label_at, set(dropped) | set(encoded))
         feature_at = [
@@ -479,7 +491,7 @@ class _CsvTable:
             preprocessing=Preprocessing(
                 drop_columns=(
                     preprocessing.drop_columns
-                    if as_test_file
+                    if test_file
                     else tuple(self._column_ref(k) for k in dropped)
                 ),
                 categorical=tuple(self._column_ref(k) for k in encoded),

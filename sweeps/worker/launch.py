@@ -69,6 +69,9 @@ def visible_gpus(count: int, visible: str | None) -> list[str]:
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LAUNCHED_FLAG = "--launched"  # a child: wait for GO on stdin, then work; EOF: exit quietly
+# Set on the workers of `launch` and `slurm`, which set the trackers up once before starting
+# them: a worker started by hand sets them up itself (refused in one line if it cannot).
+TRACKERS_PREPARED_FLAG = "--trackers-prepared"
 GO = b"go\n"
 WORKER_COMMAND = (sys.executable, "-m", "lrsweep.sweeps", "worker")  # a worker process, as started
 
@@ -209,12 +212,13 @@ def worker_argvs(
 
 def worker_flags(storage: StorageSettings, study_name: str, options: WorkerOptions) -> list[str]:
     """The flags of a worker started elsewhere: the study and heartbeat settings (the URL goes
-    through the environment) and `options`."""
+    through the environment) and `options`; its trackers were set up by the caller."""
     return [
         f"--study={study_name}",
         f"--heartbeat-interval={storage.heartbeat_interval}",
         f"--grace-period={storage.grace_period}",
         *options.to_argv(),
+        *([TRACKERS_PREPARED_FLAG] if options.trackers else []),
     ]
 
 

@@ -96,8 +96,6 @@ def run(
         options = WorkerOptions(data=_data(data), target_trials=trials)
     elif data is not None or trials is not None:
         raise InvalidInputError("give data and trials inside options, or without options")
-    if population.size is not None and options.trackers:
-        raise InvalidInputError("--log with --population: a population logs to no tracker yet")
     if population.size is not None and (options.target_trials is not None or workers):
         raise InvalidInputError(
             "--trials or --workers with --population: a population trains its K members in "
@@ -154,16 +152,25 @@ def _population(
     are ranked on the first) and train one population in it, in this process."""
     from lrsweep.sweeps.study.open import open_for_sweep, study_exists
     from lrsweep.sweeps.worker.population import run_population
+    from lrsweep.sweeps.worker.trackers import prepare_trackers
 
     if study_options.baselines:
         raise InvalidInputError("--baselines: a population trains its members, not baselines")
     new = not study_exists(settings, study)
     if new and study_options.folds is None:  # members are ranked on one split
         study_options = replace(study_options, folds=1)
+    prepare_trackers(options.trackers, study)
     opened = open_for_sweep(settings, study, study_options, options.data)
     try:
         assert options.seed is not None  # run() defaults it
-        run_population(opened, population, options.data.source, options.device, options.seed)
+        run_population(
+            opened,
+            population,
+            options.data.source,
+            options.device,
+            options.seed,
+            options.trackers,
+        )
     except BaseException as error:
         refused_new = new and isinstance(error, InvalidInputError) and not opened.study.trials
         if refused_new:  # refused before any trial: leave no empty study behind

@@ -4,8 +4,10 @@ whose export rebuilds the schedule the best lineage followed, and bad requests a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -129,6 +131,33 @@ def test_a_population_run_is_a_study_whose_export_rebuilds_the_best_lineage(
     report = run_sweeps("report", *common, "--study", "lrsweep", "--out", "report", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     assert (tmp_path / "report" / "lr_curves.png").stat().st_size > 0  # the recorded schedules
+
+
+@pytest.mark.slow
+def test_members_that_learned_nothing_are_marked_at_chance(
+    tmp_path: Path, sklearn_csv: Callable[[str], Path]
+) -> None:
+    """On raw digits, members at high lr and momentum answer one class: marked `at_chance`
+    (validation accuracy no better than the most common class's share), counted by status."""
+    digits = sklearn_csv("digits")
+    hot = space_file(tmp_path, "[ranges]\nlr = {low = 0.01, high = 1.0, log = true}\n"
+                     "momentum = {low = 0.9, high = 0.99}\n")  # fmt: skip
+    common = ("--storage", str(tmp_path / "p.db"))
+    run = run_sweeps(
+        "run", *common, "--data", str(digits), "--space", str(hot), "--population", "8",
+        "--exploit-every", "2", "--epochs", "3", "--seed", "0", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    with opened_storage(f"sqlite:///{tmp_path / 'p.db'}") as storage:
+        study = optuna.load_study(study_name="lrsweep", storage=storage)
+        trials, settings = study.trials, StudySettings.of_study(study)
+    labels = load_dataset(digits).labels[list(settings.validation_splits()[0])]
+    chance = max(np.bincount(labels.astype(int))) / len(labels)
+    marked = [bool(t.user_attrs.get("at_chance")) for t in trials]
+    assert marked == [t.user_attrs["validation_accuracy"] <= chance + 1e-9 for t in trials]
+    assert any(marked) and not all(marked)
+    status = run_sweeps("status", *common, "--study", "lrsweep", cwd=tmp_path)
+    assert f"{sum(marked)} at chance, no better than the most common class" in status.stdout
 
 
 @pytest.mark.parametrize(

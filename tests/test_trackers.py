@@ -15,14 +15,31 @@ STUDY = "../lr sweep"  # a name no folder may be made of as it is
 FOLDER = "_lr_sweep"
 
 
-@pytest.fixture(scope="module")
-def logged(tmp_path_factory: pytest.TempPathFactory, data_path: Path) -> tuple[Path, list]:
-    """A `sweeps run` of two launched workers logging to both trackers; its folder and trials."""
+SWEEPS = {
+    "workers": (
+        "--trials",
+        "8",
+        "--folds",
+        "1",
+        "--pruner",
+        "successive_halving",
+        "--workers",
+        "2",
+    ),
+    "population": ("--population", "8", "--exploit-every", "2"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SWEEPS))
+def logged(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_path: Path
+) -> tuple[Path, list]:
+    """A `sweeps run` logging to both trackers (two launched workers, or a population); its
+    folder and trials."""
     folder = tmp_path_factory.mktemp("logged")
     run = run_sweeps(
-        "run", "--study", STUDY, "--data", str(data_path), "--trials", "8", "--epochs", "4",
-        "--folds", "1", "--pruner", "successive_halving", "--workers", "2", "--log",
-        "mlflow,tensorboard=tb", "--quiet", cwd=folder,
+        "run", "--study", STUDY, "--data", str(data_path), "--epochs", "4",
+        *SWEEPS[request.param], "--log", "mlflow,tensorboard=tb", "--quiet", cwd=folder,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     with opened_storage(f"sqlite:///{folder / 'lrsweep.db'}") as storage:

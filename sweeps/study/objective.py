@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lrsweep.sweeps.study.attributes import LR_USED_ATTR
+from lrsweep.sweeps.study.attributes import AT_CHANCE_ATTR, LR_USED_ATTR
 
 if TYPE_CHECKING:
     from lrsweep.trainer.training import EpochResult
@@ -63,11 +63,16 @@ class EpochScores:
     def objective(self) -> float:
         return objective(self.accuracy, self.loss)
 
-    def user_attrs(self) -> dict[str, object]:
+    def user_attrs(self, chance: float | None = None) -> dict[str, object]:
+        """The numbers a finished trial keeps; marked `at_chance` when its accuracy is no
+        better than `chance` (always answering the most common class: features used raw
+        often do that)."""
         attrs: dict[str, object] = {
             "validation_accuracy": self.accuracy,
             "validation_loss": self.loss,
         }
+        if chance is not None and self.accuracy <= chance + 1e-9:
+            attrs[AT_CHANCE_ATTR] = True
         if len(self.fold_accuracies) > 1:
             attrs["fold_accuracies"] = list(self.fold_accuracies)
         if self.lrs_used:

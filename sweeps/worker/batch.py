@@ -257,8 +257,7 @@ def _finished(
         user_attrs={
             **trial.user_attrs,
             STOP_REASON_ATTR: reason,
-            **(scores.user_attrs() if scores else {}),
-            **({AT_CHANCE_ATTR: True} if scores and scores.accuracy <= chance + 1e-9 else {}),
+            **(scores.user_attrs(chance) if scores else {}),
         },
         system_attrs=trial.system_attrs,
         intermediate_values=dict(values),

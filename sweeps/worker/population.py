@@ -27,6 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lrsweep.storage.bulk import Finished
+from lrsweep.storage.optuna_objects import trial_id_of
 from lrsweep.sweeps.study.attributes import (
     EXPLOITS_ATTR,
     LR_USED_ATTR,
@@ -36,7 +37,9 @@ from lrsweep.sweeps.study.attributes import (
 from lrsweep.sweeps.study.objective import EpochScores
 from lrsweep.sweeps.study.open import OpenStudy, fold_tensors
 from lrsweep.sweeps.study.space import SCHEDULER_PARAM, Range
+from lrsweep.sweeps.worker.batch import majority_share
 from lrsweep.sweeps.worker.options import PopulationOptions
+from lrsweep.sweeps.worker.trackers import Trackers, TrackerSpec
 from lrsweep.trainer import InvalidInputError, ScheduleConfig, TrainConfig
 from lrsweep.trainer.data import DataSource
 from lrsweep.trainer.training import (
@@ -74,10 +77,12 @@ def run_population(
     source: DataSource,
     device: str | None,
     seed: int,
+    trackers: tuple[TrackerSpec, ...] = (),
 ) -> None:
-    """Train one population in the study and store each member as a finished trial. Refused
-    (InvalidInputError) before any trial is made when the study cannot hold one; its trials
-    are failed if training stops with an error or an interrupt."""
+    """Train one population in the study and store each member as a finished trial, logged to
+    `trackers` (set up by the caller). Refused (InvalidInputError) before any trial is made
+    when the study cannot hold one; its trials are failed if training stops with an error or
+    an interrupt."""
     settings, size = opened.settings, options.size
     assert size is not None, "population mode needs --population"
     _check_population_study(opened, options)
@@ -123,7 +128,13 @@ def run_population(
         for trial, result in zip(trials, outcome, strict=True)
         for r in result.history
     ]
-    opened.store.write_epoch(values, finished=population.finished(outcome))
+    finished = population.finished(outcome, majority_share(tensors.y_val))
+    opened.store.write_epoch(values, finished=finished)
+    if trackers:
+        stored = {member.trial_id for member in finished}
+        Trackers(trackers, study.study_name).log(
+            tuple(t for t in study.get_trials(deepcopy=False) if trial_id_of(t) in stored)
+        )
     best = max(outcome, key=lambda r: r.history[-1].validation_accuracy if r.history else -1.0)
     print(
         f"population: {size} members, exploits every {options.exploit_every} epochs, "
@@ -196,9 +207,9 @@ class _Population:
         )
         return lr
 
-    def finished(self, outcome: list[TrainResult]) -> list[Finished]:
+    def finished(self, outcome: list[TrainResult], chance: float) -> list[Finished]:
         return [
-            _finished(trial, result.status, result.history, lineage, own, events)
+            _finished(trial, result.status, result.history, lineage, own, events, chance)
             for trial, result, lineage, own, events in zip(
                 self.trials, outcome, self.lineages, self.own_lrs, self.exploits, strict=True
             )
@@ -226,17 +237,18 @@ def _finished(
     lineage: _Lineage,
     own_lrs: list[float],
     exploits: list[dict[str, Any]],
+    chance: float,
 ) -> Finished:
     """COMPLETE with the final epoch's score, or PRUNED (diverged) with its last; the lrs the
-    member itself trained with (beside its values: the report draws them), and its lineage's
-    recipe."""
+    member itself trained with (beside its values: the report draws them), its lineage's
+    recipe, and `at_chance` when it learned nothing."""
     completed = status is RunStatus.COMPLETED
     scores = _score(history[-1]) if history else None
     attrs: dict[str, Any] = {
         STOP_REASON_ATTR: "finished" if completed else "diverged",
         EXPLOITS_ATTR: exploits,
         LR_USED_ATTR: [[lr] for lr in own_lrs],
-        **(scores.user_attrs() if scores else {}),
+        **(scores.user_attrs(chance) if scores else {}),
     }
     if completed:
         attrs[RECIPE_ATTR] = lineage.recipe().to_json_dict()

@@ -139,6 +139,19 @@ def run_sweeps(
     return Completed(process.returncode, process.stdout, process.stderr)
 
 
+def refused_with_imports(*args: str, cwd: Path) -> tuple[list[str], set[str]]:
+    """Run `python -X importtime -m sweeps ARGS`, which must be refused (exit 2): the lines it
+    said on stderr, and the modules it imported first."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lrsweep.sweeps", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    return lines, imported
+
+
 def assert_refused(result: Completed, message: str) -> None:
     """Bad input as users must see it: exit 2, one `error:` line holding `message`, no
     traceback."""

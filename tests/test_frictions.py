@@ -14,7 +14,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import REPO, assert_refused, opened_storage, run_sweeps
+from conftest import REPO, assert_refused, opened_storage, refused_with_imports, run_sweeps
 from lrsweep.sweeps.cli import build_parser
 from lrsweep.sweeps.study.settings import StudySettings
 
@@ -182,17 +182,13 @@ def test_a_typo_in_a_space_file_is_refused_before_torch_is_imported(
     space = tmp_path / "space.toml"
     space.write_text("[ranges]\nlrr = [0.1, 0.2]\n")
     extra = ("--study", "s", "--workers", "1") if command == "launch" else ("--study", "s")
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "lrsweep.sweeps", command, *extra,
-         "--storage", str(tmp_path / "s.db"), "--data", str(data_path), "--space", str(space)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    lines, imported = refused_with_imports(
+        command, *extra, "--storage", str(tmp_path / "s.db"), "--data", str(data_path),
+        "--space", str(space), cwd=tmp_path,
     )  # fmt: skip
-    assert done.returncode == 2
-    lines = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
     assert lines == [
         f"error: search space {space}: unknown search-space key 'lrr'; did you mean 'lr'?"
     ]
-    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert "torch" not in imported and "lrsweep.trainer.training" not in imported
     assert not (tmp_path / "s.db").exists()
 

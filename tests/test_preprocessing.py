@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_refused, opened_storage, run_sweeps
+from conftest import assert_refused, opened_storage, refused_with_imports, run_sweeps
 from lrsweep.sweeps.study.open import fold_tensors
 from lrsweep.sweeps.study.settings import StudySettings
 from lrsweep.trainer import Tensors, preprocessing_pipeline, stratified_split
@@ -335,18 +335,10 @@ def test_a_file_without_a_header_is_read_again_as_recorded(
 
 
 def test_a_data_typo_is_refused_before_torch_is_imported(patients: Path, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "lrsweep.sweeps", "run", "--data",
-         str(patients), "--drop-columns", "patient"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 2
-    lines = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    lines, imported = refused_with_imports(
+        "run", "--data", str(patients), "--drop-columns", "patient", cwd=tmp_path
+    )
     assert lines == [
         f"error: data file {patients} has no column 'patient' (did you mean 'patient_id'?)"
     ]
-    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert "torch" not in imported

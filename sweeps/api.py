@@ -152,14 +152,12 @@ def _population(
     are ranked on the first) and train one population in it, in this process."""
     from lrsweep.sweeps.study.open import open_for_sweep, study_exists
     from lrsweep.sweeps.worker.population import run_population
-    from lrsweep.sweeps.worker.trackers import prepare_trackers
 
     if study_options.baselines:
         raise InvalidInputError("--baselines: a population trains its members, not baselines")
     new = not study_exists(settings, study)
     if new and study_options.folds is None:  # members are ranked on one split
         study_options = replace(study_options, folds=1)
-    prepare_trackers(options.trackers, study)
     opened = open_for_sweep(settings, study, study_options, options.data)
     try:
         assert options.seed is not None  # run() defaults it

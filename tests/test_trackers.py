@@ -10,6 +10,7 @@ import optuna
 import pytest
 
 from conftest import assert_refused, opened_storage, run_sweeps
+from lrsweep.trainer import TrainConfig, lr_curve
 
 STUDY = "../lr sweep"  # a name no folder may be made of as it is
 FOLDER = "_lr_sweep"
@@ -48,6 +49,32 @@ def logged(
     return folder, trials
 
 
+def _trained(trial: optuna.trial.FrozenTrial) -> dict[str, object]:
+    """What a trial trained with: its params; a population member, its lineage's settings
+    (read back through the config `sweeps export` writes from them)."""
+    if "recipe" not in trial.user_attrs:
+        return dict(trial.params)
+    config = TrainConfig.from_json_dict(trial.user_attrs["recipe"])
+    return {
+        "scheduler": "recorded",
+        "optimizer": "SGD",
+        "lr_first": config.lr,
+        "lr_last": lr_curve(config.schedule, config.lr, config.epochs)[-1],
+        "momentum": config.momentum,
+        "weight_decay": config.weight_decay,
+    }
+
+
+def test_an_exploited_member_is_logged_with_what_it_trained_not_its_first_draw(
+    logged: tuple[Path, list],
+) -> None:
+    _, trials = logged
+    exploited = [t for t in trials if t.user_attrs.get("exploits")]
+    assert bool(exploited) == ("recipe" in trials[0].user_attrs)  # only a population exploits
+    for trial in exploited:
+        assert _trained(trial)["momentum"] != trial.params["momentum"]
+
+
 def test_each_trial_is_an_mlflow_run_with_its_params_and_accuracy_per_epoch(
     logged: tuple[Path, list], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -66,7 +93,7 @@ def test_each_trial_is_an_mlflow_run_with_its_params_and_accuracy_per_epoch(
         assert run.info.run_name == f"trial {trial.number}"
         assert run.data.tags["optuna.state"] == trial.state.name
         assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[trial.state.name]
-        assert run.data.params == {key: str(value) for key, value in trial.params.items()}
+        assert run.data.params == {key: str(value) for key, value in _trained(trial).items()}
         history = client.get_metric_history(run.info.run_id, "validation accuracy")
         assert sorted((m.step, m.value) for m in history) == sorted(
             trial.intermediate_values.items()
@@ -101,7 +128,7 @@ def test_each_trial_is_a_tensorboard_run_with_its_hparams_and_accuracy_per_epoch
         hparams = {
             key: value.string_value or value.number_value for key, value in start.hparams.items()
         }
-        assert hparams == pytest.approx(trial.params)
+        assert hparams == pytest.approx(_trained(trial))
 
 
 @pytest.mark.parametrize(

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import optuna
-
 from lrsweep.storage.trial_store import finished_count
 from lrsweep.sweeps.study.attributes import (
     AT_CHANCE_ATTR,
-    RECIPE_ATTR,
     SELECTION_ATTR,
     STOP_REASON_ATTR,
+    trained_params,
 )
 from lrsweep.sweeps.study.open import OpenStudy
 
@@ -37,7 +35,7 @@ def summarize(opened: OpenStudy) -> dict[str, Any]:
             "trial_number": best.number,
             "value": best.value,
             "validation_accuracy": best.user_attrs.get("validation_accuracy", best.value),
-            "params": _trained(best),
+            "params": trained_params(best),
         },
         "settings": {
             "pruner": opened.settings.pruner_description(),
@@ -135,18 +133,3 @@ def _spread(candidate: dict[str, Any]) -> str:
 
 def _short(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _trained(trial: optuna.trial.FrozenTrial) -> dict[str, object]:
-    """The trial's parameters; for a population member, what its lineage trained with (its
-    drawn parameters were only its start)."""
-    recipe = trial.user_attrs.get(RECIPE_ATTR)
-    if recipe is None:
-        return dict(trial.params)
-    optimizer, factors = recipe["optimizer"], recipe["scheduler"]["params"]["factors"]
-    return {
-        "scheduler": "recorded",
-        "optimizer": optimizer["class"].rsplit(".", 1)[-1],
-        "lr_first": optimizer["lr"],
-        "lr_last": optimizer["lr"] * factors[-1],
-    }

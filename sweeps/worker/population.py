@@ -39,7 +39,7 @@ from lrsweep.sweeps.study.open import OpenStudy, fold_tensors
 from lrsweep.sweeps.study.space import SCHEDULER_PARAM, Range
 from lrsweep.sweeps.worker.batch import majority_share
 from lrsweep.sweeps.worker.options import PopulationOptions
-from lrsweep.sweeps.worker.trackers import Trackers, TrackerSpec
+from lrsweep.sweeps.worker.trackers import Trackers, TrackerSpec, prepare_trackers
 from lrsweep.trainer import InvalidInputError, ScheduleConfig, TrainConfig
 from lrsweep.trainer.data import DataSource
 from lrsweep.trainer.training import (
@@ -80,12 +80,13 @@ def run_population(
     trackers: tuple[TrackerSpec, ...] = (),
 ) -> None:
     """Train one population in the study and store each member as a finished trial, logged to
-    `trackers` (set up by the caller). Refused (InvalidInputError) before any trial is made
+    `trackers`. Refused (InvalidInputError) before any trial is made
     when the study cannot hold one; its trials are failed if training stops with an error or
     an interrupt."""
     settings, size = opened.settings, options.size
     assert size is not None, "population mode needs --population"
     _check_population_study(opened, options)
+    prepare_trackers(trackers, opened.study.study_name)  # once the study takes the run
     tensors = fold_tensors(settings, settings.load_data(source), str(resolve_device(device)))[0]
     space, study = settings.space, opened.study
     existing = len(study.get_trials(deepcopy=False))
@@ -128,12 +129,14 @@ def run_population(
         for trial, result in zip(trials, outcome, strict=True)
         for r in result.history
     ]
-    finished = population.finished(outcome, majority_share(tensors.y_val))
-    opened.store.write_epoch(values, finished=finished)
+    written = opened.store.write_epoch(
+        values, finished=population.finished(outcome, majority_share(tensors.y_val))
+    )
     if trackers:
-        stored = {member.trial_id for member in finished}
         Trackers(trackers, study.study_name).log(
-            tuple(t for t in study.get_trials(deepcopy=False) if trial_id_of(t) in stored)
+            tuple(
+                t for t in study.get_trials(deepcopy=False) if trial_id_of(t) in written.finished
+            )
         )
     best = max(outcome, key=lambda r: r.history[-1].validation_accuracy if r.history else -1.0)
     print(

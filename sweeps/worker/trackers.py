@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lrsweep.errors import InvalidInputError
+from lrsweep.sweeps.study.attributes import trained_params
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -174,7 +175,7 @@ class MlflowTracker:
         metrics = [Metric(METRIC, value, stamp, epoch) for epoch, value in _per_epoch(trial)]
         last = max(trial.intermediate_values, default=0)
         metrics += [Metric(key, value, stamp, last) for key, value in _final(trial).items()]
-        params = [Param(key, str(value)) for key, value in trial.params.items()]
+        params = [Param(key, str(value)) for key, value in trained_params(trial).items()]
         self._client.log_batch(run.info.run_id, params=params)
         for start in range(0, len(metrics), MLFLOW_BATCH):  # MLflow takes 1,000 per call
             self._client.log_batch(run.info.run_id, metrics=metrics[start : start + MLFLOW_BATCH])
@@ -194,7 +195,7 @@ class TensorboardTracker:
     def log(self, trial: FrozenTrial) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        params: dict[str, Any] = dict(trial.params)
+        params: dict[str, Any] = trained_params(trial)
         final = {f"hparam/{key}": value for key, value in _final(trial).items()}
         with SummaryWriter(log_dir=str(self._root / f"trial-{trial.number:05d}")) as writer:
             for epoch, value in _per_epoch(trial):

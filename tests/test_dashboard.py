@@ -161,12 +161,11 @@ def test_sigterm_while_a_request_waits_on_the_database_answers_it_then_stops(
         dashboard.wait()
 
 
-def test_a_silent_connection_holds_neither_the_dashboard_nor_its_stop(
-    tmp_path: Path, storage_url: str
-) -> None:
+def test_a_silent_connection_holds_neither_the_dashboard_nor_its_stop(tmp_path: Path) -> None:
     """A client that connects and sends nothing (a browser's spare connection) is dropped
     after a while: the SIGTERM that came meanwhile stops the server, and a second dashboard
     on the same port is refused in one line."""
+    storage_url = f"sqlite:///{tmp_path / 'silent.db'}"
     optuna.create_study(study_name=unique_study(), storage=storage_url)
     port = free_port()
     command = [sys.executable, "-m", "lrsweep.sweeps", "dashboard", "--port", str(port)]

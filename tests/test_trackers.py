@@ -12,6 +12,8 @@ import pytest
 from conftest import assert_refused, opened_storage, run_sweeps
 from lrsweep.trainer import TrainConfig, lr_curve
 
+pytestmark = pytest.mark.slow  # whole sweeps, and the trackers' own readers
+
 STUDY = "../lr sweep"  # a name no folder may be made of as it is
 FOLDER = "_lr_sweep"
 

@@ -89,6 +89,7 @@ def test_a_bad_cell_is_named_by_its_line_and_header_name(
         load_dataset(tmp_path / "bad.csv")
 
 
+@pytest.mark.slow
 def test_wine_sweeps_exports_and_retrains_as_three_classes(
     sklearn_csv: Callable[[str], Path], data_path: Path, tmp_path: Path
 ) -> None:
@@ -190,6 +191,7 @@ def test_a_worker_joining_without_label_column_reads_the_file_as_the_study_does(
     )
 
 
+@pytest.mark.slow
 def test_renamed_classes_are_other_data(data_path: Path, tmp_path: Path) -> None:
     """Same values, other class names: the digest alone would not tell; the schema does."""
     renamed = tmp_path / "renamed.csv"

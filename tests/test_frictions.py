@@ -47,6 +47,7 @@ def test_a_new_study_names_its_metric_validation_accuracy(tmp_path: Path, data_p
         assert study.metric_names == ["validation accuracy"]
 
 
+@pytest.mark.slow
 def test_run_says_it_resumes_and_exports_a_finished_study_without_retraining(
     tmp_path: Path, data_path: Path
 ) -> None:
@@ -101,6 +102,7 @@ def test_a_finished_study_without_a_recorded_choice_exports_its_best_and_says_so
     assert json.loads((tmp_path / "best.json").read_text())["source"]["trial_number"] == best
 
 
+@pytest.mark.slow
 def test_train_reads_the_file_the_sweep_read_or_names_it_when_it_is_gone(
     sklearn_csv: Callable[[str], Path], tmp_path: Path
 ) -> None:
@@ -252,6 +254,7 @@ def test_each_batch_line_says_the_best_so_far_and_the_time_left(
         assert match.group(4)  # a pace, measured from the first batch on
 
 
+@pytest.mark.slow
 def test_the_robust_choice_says_the_time_left_and_draws_a_bar_on_a_terminal(
     tmp_path: Path, data_path: Path
 ) -> None:

@@ -265,6 +265,7 @@ def test_standardizing_only_one_hot_features_leaves_them_as_they_are(tmp_path: P
     np.testing.assert_array_equal(tensors.x_train.numpy(), dataset.features[split.train])
 
 
+@pytest.mark.slow
 def test_auto_encodes_text_not_gaps_and_refuses_an_id_like_column(tmp_path: Path) -> None:
     rows = 120
     frame = pd.DataFrame(
@@ -294,6 +295,7 @@ def test_auto_encodes_text_not_gaps_and_refuses_an_id_like_column(tmp_path: Path
     assert not (tmp_path / "lrsweep.db").exists()
 
 
+@pytest.mark.slow
 def test_a_file_without_a_header_is_read_again_as_recorded(
     sklearn_csv: Callable[[str], Path], tmp_path: Path
 ) -> None:

@@ -237,6 +237,7 @@ def test_settings_a_newer_release_wrote_are_refused_not_ignored() -> None:
         StudySettings.from_dict({**document, "optimizer": "adam"})
 
 
+@pytest.mark.slow
 def test_a_best_the_rows_tell_apart_is_exported_without_retraining(
     tmp_path: Path, data_path: Path
 ) -> None:

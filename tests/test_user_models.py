@@ -113,6 +113,7 @@ def flat(n_features, n_outputs):
 """
 
 
+@pytest.mark.slow
 def test_a_user_model_sweeps_exports_and_retrains(
     sklearn_csv: Callable[[str], Path], tmp_path: Path
 ) -> None:

@@ -42,13 +42,14 @@ def serve_dashboard(storage_settings: StorageSettings, host: str, port: int) -> 
     from optuna_dashboard import wsgi
 
     storage = open_existing_storage(storage_settings)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    ipv6 = ":" in host
+    address = f"[{host}]:{port}" if ipv6 else f"{host}:{port}"
     try:
         server = make_server(
             host,
             port,
             wsgi(storage),
-            server_class=_IPv6Server if ":" in host else WSGIServer,
+            server_class=_IPv6Server if ipv6 else WSGIServer,
             handler_class=_RequestHandler,
         )
     except OSError as exc:  # the port taken, a host not of this machine

@@ -134,11 +134,11 @@ def test_sigterm_while_a_request_waits_on_the_database_answers_it_then_stops(
         env={**os.environ, "LRSWEEP_STORAGE": postgres_server_url},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    conninfo = make_url(postgres_server_url).set(drivername="postgresql")
+    conninfo = make_url(postgres_server_url).set(drivername="postgresql").render_as_string(False)
     answered: list[dict] = []  # type: ignore[type-arg]
     try:
         get_json_when_up(f"http://127.0.0.1:{port}/api/studies")
-        with psycopg.connect(conninfo.render_as_string(hide_password=False)) as blocker:
+        with psycopg.connect(conninfo) as blocker:
             blocker.execute("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
             asking = threading.Thread(
                 target=lambda: answered.append(
@@ -148,7 +148,7 @@ def test_sigterm_while_a_request_waits_on_the_database_answers_it_then_stops(
                 )
             )  # fmt: skip
             asking.start()
-            _wait_for_a_query_waiting_on_a_lock(conninfo.render_as_string(hide_password=False))
+            _wait_for_a_query_waiting_on_a_lock(conninfo)
             dashboard.send_signal(signal.SIGTERM)
             time.sleep(1)
             assert dashboard.poll() is None, "stopped before answering the request in hand"

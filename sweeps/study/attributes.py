@@ -1,4 +1,5 @@
-"""Names of the user attributes lrsweep records on every trial (read by status and exports)."""
+"""Names of the user attributes lrsweep records on every trial (read by status and exports),
+and what a trial trained with as they tell it."""
 
 from __future__ import annotations
 

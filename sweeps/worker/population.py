@@ -80,9 +80,8 @@ def run_population(
     trackers: tuple[TrackerSpec, ...] = (),
 ) -> None:
     """Train one population in the study and store each member as a finished trial, logged to
-    `trackers`. Refused (InvalidInputError) before any trial is made
-    when the study cannot hold one; its trials are failed if training stops with an error or
-    an interrupt."""
+    `trackers`. Refused (InvalidInputError) before any trial is made when the study cannot
+    hold one; its trials are failed if training stops with an error or an interrupt."""
     settings, size = opened.settings, options.size
     assert size is not None, "population mode needs --population"
     _check_population_study(opened, options)
